@@ -1,0 +1,100 @@
+"""quantmatch's plugin hooks. The docstrings are the contract.
+
+Every hook receives a ``register`` callable and hands classes or data to it; the registry indexes
+what is handed over and records the plugin and distribution version it came from. Built-in plugins
+(``quantmatch.plugins.*``) use exactly these hooks; third-party packages ship plugins through the
+``quantmatch`` entry-point group::
+
+    [project.entry-points.quantmatch]
+    myplugin = "my_package.quantmatch_plugin"
+
+and implement hooks with :data:`quantmatch.hookimpl`::
+
+    from quantmatch import hookimpl
+
+    @hookimpl
+    def register_backends(register):
+        register(MyBackend)
+
+Rules that apply to every hook:
+
+- A hook must not do expensive work (no torch import, no device probing): the registry calls it at
+  start-up, and ``quantmatch --help``/``registry``/``explain`` must stay fast.
+- Names are global per kind: registering a name that another plugin already registered is refused
+  and both plugins are named in the error.
+- An exception raised by a hook, or a declaration that fails validation, marks the plugin broken:
+  one warning line on stderr, nothing it handed over in that hook is used, everything else works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("quantmatch")
+
+__all__ = [
+    "hookspec",
+    "register_backends",
+    "register_capabilities",
+    "register_device_families",
+    "register_devices",
+    "register_quantizers",
+]
+
+
+@hookspec
+def register_device_families(register: Callable[[type[Any]], None]) -> None:
+    """Register device-family classes (subclasses of :class:`quantmatch.device.DeviceFamily`).
+
+    Call ``register(FamilyClass)`` once per family. A family contributes its catalog
+    (``FamilyClass.catalog()``, pure data) and live detection (``FamilyClass.detect()``, which must
+    never raise and must degrade to "not present, because ..." when its library is missing).
+    The family ``name`` must be unique.
+    """
+
+
+@hookspec
+def register_devices(register: Callable[[Any], None]) -> None:
+    """Register individual devices as :class:`quantmatch.profile.HardwareProfile` instances.
+
+    Use this to add a device to an existing family (a new SKU) or to add a device of a family your
+    plugin also registers. Every figure must carry its source (a URL, ``detected`` or ``measured``)
+    and uncertain figures must say so in their ``confidence``. Device ids must be unique.
+    """
+
+
+@hookspec
+def register_quantizers(register: Callable[[type[Any]], None]) -> None:
+    """Register quantization methods (subclasses of :class:`quantmatch.quantizer.Quantizer`).
+
+    Call ``register(QuantizerClass)``. The class must declare its data as class variables: ``name``,
+    ``support`` (a :class:`~quantmatch.quantizer.SchemeSupport`), ``schemes`` (the canonical scheme
+    strings the registry enumerates), ``artifact_format``, ``needs_calibration`` and ``requires``.
+    Every scheme in ``schemes`` must parse and be allowed by ``support``.
+    """
+
+
+@hookspec
+def register_backends(register: Callable[[type[Any]], None]) -> None:
+    """Register runtimes / kernel families (subclasses of :class:`quantmatch.backend.Backend`).
+
+    Call ``register(BackendClass)``. The class declares ``name``, ``targets``, ``formats`` and an
+    ordered tuple of :class:`~quantmatch.capability.Capability` rows, each with a level, a
+    non-empty reason and a source. Backends that cannot run here are still declared so the registry
+    can answer for hardware the user does not have.
+    """
+
+
+@hookspec
+def register_capabilities(register: Callable[..., None]) -> None:
+    """Refine another backend's capabilities for your hardware: ``register(backend_name, capability)``.
+
+    The way hardware vendors patch a runtime's support for their chips. Precedence rule: rows
+    registered through this hook are evaluated *before* the backend's own rows, in plugin load order
+    (built-ins first, then entry points sorted by name), so a matching refinement wins over the
+    built-in declaration. Every such row is logged in ``quantmatch plugins`` and the verdict names
+    the plugin that decided it. Refining a backend that is not registered is an error.
+    """

@@ -1,0 +1,175 @@
+"""Tables for people (rich). Tools should use ``--json`` instead of parsing these."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .device import Detection
+from .pluginhost import PluginInfo
+from .profile import Figure, HardwareProfile
+from .verdict import Level, Verdict
+
+__all__ = ["conformance", "detections", "device_detail", "devices_table", "explain", "plugins_table",
+           "registry_table"]
+
+LEVEL_STYLE = {Level.NATIVE: "bold green", Level.WEIGHT_ONLY: "cyan", Level.EMULATED: "yellow",
+               Level.UNSUPPORTED: "red"}
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        _console = Console(highlight=False, soft_wrap=False)
+    return _console
+
+
+def level_text(level: Level) -> Text:
+    """Symbol and word, so the level never relies on colour alone."""
+    return Text(f"{level.symbol} {level.value}", style=LEVEL_STYLE[level])
+
+
+def _fig(f: Figure) -> str:
+    return str(f)
+
+
+def plugins_table(infos: Sequence[PluginInfo]) -> None:
+    t = Table(title="quantmatch plugins", title_justify="left")
+    for col in ("plugin", "distribution", "status", "contributed"):
+        t.add_column(col, overflow="fold")
+    for p in infos:
+        kinds = Counter(c.split(" ")[0] if not c.startswith("device family") else "family"
+                        for c in p.contributed)
+        contributed = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items())) or "-"
+        status = Text(p.status, style={"ok": "green", "broken": "bold red", "blocked": "yellow"}[p.status])
+        if p.errors:
+            contributed += "\n" + "\n".join(f"error: {e}" for e in p.errors)
+        t.add_row(p.name, f"{p.distribution} {p.version}", status, contributed)
+    console().print(t)
+    broken = sum(p.status == "broken" for p in infos)
+    console().print(f"{len(infos)} plugins, {broken} broken. Environment switches: "
+                    "QUANTMATCH_DISABLE_PLUGIN_AUTOLOAD=1, QUANTMATCH_PLUGINS=a,b, QUANTMATCH_BLOCK_PLUGINS=a,b")
+
+
+def devices_table(devs: Sequence[HardwareProfile]) -> None:
+    t = Table(title=f"{len(devs)} catalog devices", title_justify="left")
+    for col in ("id", "name", "family", "arch", "memory", "bandwidth", "native operand types"):
+        t.add_column(col, overflow="fold")
+    from .features import OPERAND_TYPES
+
+    for d in devs:
+        types = [f for f in sorted(d.features) if f in OPERAND_TYPES]
+        t.add_row(d.id, d.name, d.family, d.arch, _fig(d.memory), _fig(d.bandwidth), " ".join(types))
+    console().print(t)
+
+
+def device_detail(d: HardwareProfile) -> None:
+    c = console()
+    c.print(f"[bold]{d.name}[/bold]  ({d.id}; aliases: {', '.join(d.aliases) or '-'})")
+    c.print(f"vendor {d.vendor}, family {d.family}, architecture {d.arch} {d.arch_name}"
+            + (f", compute capability {d.compute_capability:.1f}" if d.compute_capability else ""))
+    c.print(f"targets: {', '.join(d.targets)}")
+    c.print(f"features: {' '.join(sorted(d.features))}")
+    if d.cpu_features and d.cpu_features != d.features:
+        c.print(f"CPU features: {' '.join(sorted(d.cpu_features))}")
+    for k, v in sorted(d.emulated.items()):
+        c.print(f"emulated {k}: {v}")
+    t = Table(title_justify="left")
+    for col in ("figure", "value", "confidence", "source"):
+        t.add_column(col, overflow="fold")
+    rows: list[tuple[str, Figure]] = [("memory", d.memory), ("bandwidth", d.bandwidth)]
+    rows += [(f"peak {k}", v) for k, v in sorted(d.peaks.items())]
+    for name, f in rows:
+        val = "unknown" if f.value is None else f"{f.value:g} {f.unit}"
+        t.add_row(name, val, f.confidence + (f" ({f.note})" if f.note else ""), f.source or "-")
+    c.print(t)
+    if d.notes:
+        c.print(f"notes: {d.notes}")
+    for s in d.sources:
+        c.print(f"source: {s}")
+    c.print(f"from plugin {d.provenance}")
+
+
+def detections(dets: Sequence[Detection]) -> None:
+    c = console()
+    for det in dets:
+        if not det.present:
+            c.print(f"[dim]{det.family}: not present, because {det.reason}[/dim]")
+            continue
+        for d in det.devices:
+            c.print(f"[bold]{det.family}[/bold]: {d.name} (arch {d.arch})")
+            if d.cores:
+                c.print(f"  cores: {d.cores}")
+            c.print(f"  memory: {d.memory} [{d.memory.source}]")
+            bw = d.bandwidth
+            c.print(f"  memory bandwidth: {bw} [{bw.source}{'; ' + bw.note if bw.note else ''}]")
+            c.print(f"  features: {' '.join(sorted(d.features))}")
+            if det.reason:
+                c.print(f"  note: {det.reason}")
+
+
+def registry_table(dev: HardwareProfile, combos: Sequence[Verdict]) -> None:
+    counts = Counter(v.level for v in combos)
+    title = (f"{dev.name} ({dev.id}): " + ", ".join(f"{counts.get(lv, 0)} {lv.value}" for lv in Level))
+    t = Table(title=title, title_justify="left")
+    for col in ("level", "method", "scheme", "backend", "target", "why / what runs"):
+        t.add_column(col, overflow="fold")
+    for v in combos:
+        why = v.runs_as or v.reasons[0].text
+        t.add_row(level_text(v.level), v.method or "-", v.scheme, v.backend, v.target, why)
+    console().print(t)
+    console().print("Levels: ● native (low-precision compute)  ◐ weight-only (memory win, 16-bit math)  "
+                    "○ emulated (slower)  ✕ unsupported (pruned). "
+                    "Details: quantmatch explain METHOD SCHEME BACKEND DEVICE")
+
+
+def explain(dev: HardwareProfile, verdicts: Sequence[Verdict]) -> None:
+    c = console()
+    for v in verdicts:
+        head = Text.assemble(
+            (f"{v.method or '(any method)'} {v.scheme} on {v.backend}/{v.target}, {dev.name}, "
+             f"{v.layer} layers: ", "bold"), level_text(v.level))
+        c.print(head)
+        if v.runs_as:
+            c.print(f"  runs as: {v.runs_as}")
+        for i, r in enumerate(v.reasons):
+            bullet = "because" if i == 0 else "also"
+            c.print(f"  {bullet}: {r.text}")
+            if r.source:
+                c.print(f"    source: {r.source}", style="dim")
+        if v.provenance:
+            c.print(f"  declared by plugin {v.provenance}", style="dim")
+        for e in v.evidence:
+            c.print(f"  evidence ({e.date}): {e.kind}: {e.figure}")
+        c.print()
+
+
+def conformance(report: Any, show_agree: bool = False) -> None:
+    c = console()
+    for r in report.results:
+        case = r.case
+        label = (f"{case.get('id')}: {case.get('method') or '-'} {case.get('weights')}/{case.get('activations')} "
+                 f"{case.get('layer')} on {case.get('device')} via {case.get('backend')}"
+                 f"{'/' + case['target'] if case.get('target') else ''}")
+        if r.status == "agree" and not show_agree:
+            continue
+        if r.status == "unmapped":
+            c.print(f"[yellow]unmapped[/yellow] {label}: {r.error}")
+            continue
+        style = "green" if r.status == "agree" else "bold red"
+        c.print(f"[{style}]{r.status}[/{style}] {label}: expected {case.get('expected')}, "
+                f"registry says {r.got.level.value}")
+        if r.status == "disagree":
+            c.print(f"  expected because: {case.get('why', '')}  [{case.get('source', '')}]", style="dim")
+            for reason in r.got.reasons:
+                c.print(f"  registry because: {reason.text}  [{reason.source}]", style="dim")
+    c.print(f"agreement: {report.count('agree')}/{report.count('agree') + report.count('disagree')} "
+            f"({report.agreement:.0%}); {report.count('disagree')} disagree, "
+            f"{report.count('unmapped')} unmapped, {len(report.results)} cases")

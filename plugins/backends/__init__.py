@@ -1,0 +1,1 @@
+"""Built-in backend plugins: one module per runtime or kernel family, each declaring its capabilities."""

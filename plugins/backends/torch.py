@@ -1,0 +1,97 @@
+"""PyTorch (eager, with transformers): unquantized baselines and compressed-tensors checkpoints.
+
+Baselines are native where the device computes the dtype, emulated where it only has a lowering
+(bf16 on Cascade Lake, for example). Quantized checkpoints loaded through transformers run on plain
+torch ops: ``torch._int_mm`` for int8 x int8, ``torch._scaled_mm`` for FP8 (compute capability >= 8.9
+or MI300), and dequantize + matmul for weight-only formats (MPS: ``_weight_int4pack_mm`` and
+``_weight_int8pack_mm`` on macOS 15+).
+"""
+
+from __future__ import annotations
+
+from quantmatch.backend import Backend
+from quantmatch.capability import Capability
+from quantmatch.pluginhost import hookimpl
+from quantmatch.verdict import Level
+
+from . import _common as c
+
+N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
+INT8 = ("int8",)
+FP8 = c.FP8
+GPU = ("cuda", "rocm")
+WEIGHT_TYPES = (*c.INT_WEIGHTS, *FP8, *c.FP4_BLOCK)
+DEQUANT = "{weights} weights decompressed to {activations}, {activations} matmul"
+
+BASELINES = (
+    Capability(N, "bf16 on MPS: the Apple GPU computes bfloat natively (PyTorch MPS bf16 needs macOS 14 or "
+               "newer; op coverage is incomplete)", c.TORCH_MPS_BF16, weights=("bf16",), layers=c.ALL_LAYERS,
+               targets=("metal",), when=c.COMPUTE_NATIVE),
+    *c.float_baselines("PyTorch", c.FLOAT_TYPES, layers=c.ALL_LAYERS),
+    Capability(U, "{device} has no {weights} unit and no known lowering for it on {target}", c.FLOAT_TYPES,
+               weights=c.BASELINES, layers=c.ALL_LAYERS),
+)
+
+INT8_W8A8 = (
+    Capability(E, "MPS has no int8 x int8 matmul (torch._int_mm for MPS only landed in nightly) and the "
+               "M1-M4 GPUs have no int8 matrix units: the product runs in float",
+               c.join(c.TORCH_MPS_INT_MM, c.METAL_TYPE_TABLE, c.LLAMA_METAL4), weights=INT8, activations=INT8,
+               targets=("metal",), runs_as="int8 operands widened to float for the matmul"),
+    Capability(N, "int8 x int8 through torch._int_mm on int8 matrix/dot units (cuBLASLt IMMA on CUDA)",
+               c.join(c.QUANTO_QBYTES_MM, c.ORT_IMMA), weights=INT8, activations=INT8, when=c.INT8_UNIT),
+    Capability(E, "no int8 matrix unit for torch._int_mm: {lowering}",
+               c.join(c.QUANTO_QBYTES_MM, c.ORT_IMMA), weights=INT8, activations=INT8,
+               when=c.COMPUTE_EMULATED, runs_as="{lowering}"),
+)
+
+FP8_ROWS = (
+    Capability(U, "no FP8 type in the Metal/MPS matmul type tables (MPP MatMul2d lists half, bfloat, float "
+               "and int8 only)", c.METAL_TYPE_TABLE, weights=FP8, targets=("metal",)),
+    Capability(N, "FP8 x FP8 through torch._scaled_mm on FP8 tensor/matrix cores "
+               "(FineGrainedFP8 needs compute capability >= 8.9; MI300 computes FNUZ FP8)",
+               c.join(c.TRANSFORMERS_FP8, c.NV_FORUM_ADA_FP8, c.ROCM_PRECISION), weights=FP8,
+               activations=FP8, targets=GPU, when=c.GPU_FP8),
+    Capability(U, "FP8 matmul (torch._scaled_mm, transformers FineGrainedFP8) needs FP8 tensor cores "
+               "(compute capability >= 8.9, or MI300); {device} has none",
+               c.join(c.TRANSFORMERS_FP8, c.ROCM_PRECISION), weights=FP8, activations=FP8),
+)
+
+WEIGHT_ONLY = (
+    Capability(U, "PyTorch has no INT4 x INT4 GEMM; INT4 only appears as weight-only", c.PTX_MMA,
+               weights=("int4",), activations=("int4",)),
+    Capability(W, "MPS int4/int8 weight-only kernels (_weight_int4pack_mm / _weight_int8pack_mm, macOS 15+)",
+               c.TORCH_MPS_WEIGHT_ONLY, weights=c.INT4_INT8, activations=c.FLOAT_ACTS, targets=("metal",),
+               methods=c.FORMATS_ONLY, when=c.COMPUTE_NATIVE,
+               runs_as="{weights} weights unpacked in the MPS kernel, {activations} math"),
+    Capability(U, "transformers does not load compressed-tensors (or AWQ) checkpoints on Metal (its "
+               "quantization overview lists them \u274c for Metal)", c.TRANSFORMERS_OVERVIEW,
+               weights=WEIGHT_TYPES, activations=c.FLOAT_ACTS, targets=("metal",)),
+    Capability(W, "compressed-tensors checkpoints loaded by transformers: {weights} weights decompressed and "
+               "multiplied in {activations}", c.TRANSFORMERS_OVERVIEW, weights=WEIGHT_TYPES,
+               activations=c.FLOAT_ACTS, when=c.COMPUTE_NATIVE, runs_as=DEQUANT),
+    c.lowered_compute(c.TRANSFORMERS_OVERVIEW, weights=WEIGHT_TYPES),
+)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    description = "PyTorch eager (with transformers): float baselines and compressed-tensors checkpoints"
+    targets = ("cuda", "rocm", "metal", "cpu")
+    formats = ("compressed-tensors", "torch")
+    requires = ("torch>=2.4", "transformers>=4.46")
+    install_hint = "pip install 'quantmatch[torch]'"
+    executable = True
+    source = c.TRANSFORMERS_OVERVIEW
+    capabilities = (
+        *BASELINES,
+        *INT8_W8A8,
+        *FP8_ROWS,
+        *WEIGHT_ONLY,
+        c.no_kernel("PyTorch", "fp32/tf32/fp16/bf16, int8 x int8 (_int_mm), FP8 (_scaled_mm), weight-only "
+                    "int/fp8 checkpoints", c.TRANSFORMERS_OVERVIEW),
+    )
+
+
+@hookimpl
+def register_backends(register):  # type: ignore[no-untyped-def]
+    register(TorchBackend)

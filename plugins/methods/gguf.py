@@ -1,0 +1,379 @@
+"""GGUF: convert to a GGUF file and quantize with llama.cpp's own quantizer.
+
+``GGUFQuantizer.quantize(source, scheme, out_dir, options)`` writes exactly one file,
+``out_dir/model.gguf`` (:data:`ARTIFACT_NAME`): F32/F16/BF16 schemes are written by the converter in
+:mod:`.gguf_convert`; every other type is converted to F16 first (an intermediate file inside
+``out_dir``, deleted afterwards) and then quantized by ``llama_model_quantize`` from llama-cpp-python,
+optionally with an importance matrix. :func:`load_for_eval` loads a GGUF in llama-cpp-python for
+perplexity, logits and greedy generation.
+
+Nothing heavy is imported at module import time: ``gguf``, ``numpy`` and ``llama_cpp`` are imported
+inside the functions that need them, so the registry starts cheaply.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantmatch.model_info import LLAMA_FAMILY, ModelInfo
+from quantmatch.pluginhost import hookimpl
+from quantmatch.quantizer import Problem, Quantizer, SchemeSupport
+from quantmatch.scheme import Scheme, parse_scheme
+
+from .gguf_convert import CONVERTIBLE_MODEL_TYPES, OUT_TYPES, convert_hf_to_gguf
+
+__all__ = [
+    "ARTIFACT_NAME",
+    "GGUF_OUTPUTS",
+    "GGUFArtifact",
+    "GGUFModel",
+    "GGUFQuantizeError",
+    "GGUFQuantizer",
+    "load_for_eval",
+    "load_imatrix",
+    "quantize_gguf",
+]
+
+GGUF_OUTPUTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_1", "q5_0", "q4_k_m", "q4_k_s",
+                "q4_1", "q4_0", "q3_k_m", "q2_k")
+
+ARTIFACT_NAME = "model.gguf"
+"""The one file a GGUF quantization writes inside its output directory."""
+
+_FTYPE_NAMES = {t: f"LLAMA_FTYPE_MOSTLY_{t.upper()}" for t in GGUF_OUTPUTS if t not in OUT_TYPES}
+"""GGUF type -> llama_cpp ftype constant (``q4_k_m`` -> ``LLAMA_FTYPE_MOSTLY_Q4_K_M``)."""
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class GGUFQuantizeError(RuntimeError):
+    """llama.cpp refused or failed a quantization, or an importance matrix is unreadable."""
+
+
+@dataclass(frozen=True)
+class GGUFArtifact:
+    """What :meth:`GGUFQuantizer.quantize` wrote: ``path`` is ``out_dir/model.gguf``."""
+
+    path: Path
+    scheme: str
+    gguf_type: str
+    size_bytes: int
+    seconds: float
+    intermediate: str | None = None
+    imatrix: str | None = None
+    tokenizer_pre: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "scheme": self.scheme, "gguf_type": self.gguf_type,
+                "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3),
+                "intermediate": self.intermediate, "imatrix": self.imatrix,
+                "tokenizer_pre": self.tokenizer_pre, **self.details}
+
+
+class GGUFQuantizer(Quantizer):
+    name = "gguf"
+    description = "GGUF via the gguf writer and llama.cpp's quantizer (legacy and k-quants)"
+    support = SchemeSupport(weights=tuple(f"gguf-{t}" for t in GGUF_OUTPUTS))
+    schemes = tuple(f"gguf-{t}" for t in GGUF_OUTPUTS)
+    artifact_format = "gguf"
+    requires = ("gguf>=0.10", "llama-cpp-python>=0.3")
+    install_hint = "pip install 'quantmatch[gguf]'"
+    architectures = LLAMA_FAMILY
+    source = "ggml-org/llama.cpp tools/quantize/quantize.cpp (QUANT_OPTIONS)"
+
+    def check_model(self, model: ModelInfo, scheme: Scheme) -> list[Problem]:
+        """The base checks plus the converter's own limits (architectures, mixture-of-experts)."""
+        problems = super().check_model(model, scheme)
+        if model.model_type in self.architectures and model.model_type not in CONVERTIBLE_MODEL_TYPES:
+            problems.append(Problem(
+                f"the GGUF converter does not write {model.model_type!r} models "
+                f"(it converts: {', '.join(sorted(CONVERTIBLE_MODEL_TYPES))})",
+                source="quantmatch.plugins.methods.gguf_convert",
+                fix="convert with llama.cpp's convert_hf_to_gguf.py and quantize the result"))
+        elif model.is_moe:
+            problems.append(Problem("the GGUF converter does not write mixture-of-experts models",
+                                    source="quantmatch.plugins.methods.gguf_convert"))
+        return problems
+
+    def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
+                 options: Mapping[str, Any] | None = None, **more: Any) -> GGUFArtifact:
+        """Convert ``model`` and quantize it into ``out/model.gguf``; return what was written.
+
+        ``model`` is an object with ``hf_dir`` (``quantmatch.models.ModelSource``) or the path of a
+        Hugging Face model directory. ``out`` is an existing (fresh, temporary) directory owned by the
+        caller, who renames it on success; only ``model.gguf`` is left in it. ``options`` (or keyword
+        arguments):
+
+        - ``imatrix``: path of an importance matrix (llama.cpp ``imatrix`` GGUF or legacy ``.dat``);
+        - ``threads``: threads for llama.cpp's quantizer (default: all cores);
+        - ``intermediate``: ``f16`` (default), ``bf16`` or ``f32``, the file quantized from;
+        - ``tokenizer_pre``: llama.cpp pre-tokenizer name when detection fails;
+        - ``progress``: ``progress(stage, done, total)`` with stages ``convert`` and ``quantize``.
+        """
+        opts = {**(options or {}), **more}
+        s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+        gtype = s.weight_format.removeprefix("gguf-")
+        if not s.is_gguf or gtype not in GGUF_OUTPUTS:
+            raise ValueError(f"gguf cannot produce scheme {s}: valid: {', '.join(self.schemes)}")
+        hf_dir = Path(getattr(model, "hf_dir", model))
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / ARTIFACT_NAME
+        progress: ProgressFn | None = opts.get("progress")
+        imatrix = opts.get("imatrix")
+        start = time.perf_counter()
+        if gtype in OUT_TYPES:
+            if imatrix:
+                raise ValueError(f"an importance matrix has no effect on {gtype.upper()}; leave it out")
+            conv = convert_hf_to_gguf(hf_dir, target, gtype, tokenizer_pre=opts.get("tokenizer_pre"),
+                                      progress=progress)
+            return GGUFArtifact(target, str(s), gtype, conv.size_bytes, time.perf_counter() - start,
+                                tokenizer_pre=conv.tokenizer_pre)
+        base = str(opts.get("intermediate") or "f16").lower()
+        if base not in OUT_TYPES:
+            raise ValueError(f"intermediate must be one of {', '.join(OUT_TYPES)}, not {base!r}")
+        tmp = out_dir / f".intermediate-{base}.gguf"
+        try:
+            conv = convert_hf_to_gguf(hf_dir, tmp, base, tokenizer_pre=opts.get("tokenizer_pre"),
+                                      progress=progress)
+            if progress is not None:
+                progress("quantize", 0, 1)
+            quantize_gguf(tmp, target, gtype, imatrix=imatrix, threads=opts.get("threads"))
+            if progress is not None:
+                progress("quantize", 1, 1)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return GGUFArtifact(target, str(s), gtype, target.stat().st_size, time.perf_counter() - start,
+                            intermediate=base, imatrix=str(imatrix) if imatrix else None,
+                            tokenizer_pre=conv.tokenizer_pre,
+                            details={"intermediate_size_bytes": conv.size_bytes})
+
+
+# ---- llama.cpp quantizer -----------------------------------------------------------------------
+
+def load_imatrix(path: str | Path) -> dict[str, Any]:
+    """Read an importance matrix as ``{gguf tensor name: float32 array}``, as llama-quantize does.
+
+    Both formats of llama.cpp's ``llama-imatrix`` are read: the GGUF one (``<name>.in_sum2`` and
+    ``<name>.counts`` tensors; values are sums divided by counts, per expert) and the legacy binary
+    ``.dat`` one (values divided by the call count). Raises :class:`GGUFQuantizeError` when the file
+    is unreadable or holds non-finite values.
+    """
+    import numpy as np
+
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise GGUFQuantizeError(f"cannot read importance matrix {p}: {e}") from e
+    out: dict[str, Any] = {}
+    try:
+        if raw[:4] == b"GGUF":
+            from gguf import GGUFReader
+
+            tensors = {t.name: np.asarray(t.data, dtype=np.float32).reshape(-1)
+                       for t in GGUFReader(p).tensors}
+            for name in [n.removesuffix(".in_sum2") for n in tensors if n.endswith(".in_sum2")]:
+                sums, counts = tensors[name + ".in_sum2"], tensors.get(name + ".counts")
+                if counts is None:
+                    raise GGUFQuantizeError(f"{p}: {name} has sums but no counts")
+                rows = sums.reshape(counts.size, -1).astype(np.float64)
+                c = np.round(counts).reshape(-1, 1)
+                out[name] = np.where(c > 0, rows / np.where(c > 0, c, 1), 1.0).astype(np.float32).reshape(-1)
+        else:
+            (n_entries,) = struct.unpack_from("<i", raw, 0)
+            pos = 4
+            for _ in range(n_entries):
+                (length,) = struct.unpack_from("<i", raw, pos)
+                name = raw[pos + 4: pos + 4 + length].decode("utf-8")
+                pos += 4 + length
+                ncall, nval = struct.unpack_from("<ii", raw, pos)
+                pos += 8
+                vals = np.frombuffer(raw, dtype="<f4", count=nval, offset=pos).astype(np.float32)
+                pos += 4 * nval
+                out[name] = vals / ncall if ncall > 0 else vals.copy()
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        raise GGUFQuantizeError(f"{p} is not a llama.cpp importance matrix ({e})") from e
+    if not out:
+        raise GGUFQuantizeError(f"{p}: the importance matrix holds no entries")
+    bad = [n for n, v in out.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise GGUFQuantizeError(f"{p}: non-finite importance values for {', '.join(bad[:3])}")
+    return out
+
+
+def quantize_gguf(src: str | Path, dst: str | Path, gguf_type: str, *,
+                  imatrix: str | Path | Mapping[str, Any] | None = None,
+                  threads: int | None = None) -> Path:
+    """Quantize the F32/F16/BF16 GGUF ``src`` to ``gguf_type`` at ``dst`` with ``llama_model_quantize``.
+
+    ``imatrix`` is a file (see :func:`load_imatrix`) or an already loaded mapping. Raises
+    :class:`GGUFQuantizeError` when llama.cpp fails (its messages go to stderr).
+    """
+    gtype = gguf_type.lower()
+    if gtype not in _FTYPE_NAMES:
+        raise ValueError(f"cannot quantize to {gguf_type!r} (valid: {', '.join(_FTYPE_NAMES)})")
+    import llama_cpp
+    import numpy as np
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, _FTYPE_NAMES[gtype])
+    params.nthread = int(threads or os.cpu_count() or 1)
+    keep: list[Any] = []  # buffers the C side reads; alive until the call returns
+    if imatrix is not None:
+        data = imatrix if isinstance(imatrix, Mapping) else load_imatrix(imatrix)
+        entries = (llama_cpp.llama_model_imatrix_data * (len(data) + 1))()
+        for i, (name, values) in enumerate(data.items()):
+            buf = np.ascontiguousarray(values, dtype=np.float32)
+            key = name.encode("utf-8")
+            keep += [buf, key]
+            entries[i].name = key
+            entries[i].data = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            entries[i].size = buf.size
+        entries[len(data)].name = None  # terminator
+        keep.append(entries)
+        params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    dst = Path(dst)
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    del keep
+    if rc != 0 or not dst.is_file():
+        dst.unlink(missing_ok=True)
+        raise GGUFQuantizeError(f"llama.cpp could not quantize {src} to {gtype.upper()} (code {rc}); "
+                                "its log above says why")
+    return dst
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+class GGUFModel:
+    """A GGUF file loaded in llama-cpp-python for evaluation (see :func:`load_for_eval`).
+
+    The llama.cpp context is created on first use with ``n_ctx`` equal to the window asked for
+    (re-created when a longer one is needed), all logits kept, and an explicit thread count.
+    """
+
+    def __init__(self, path: str | Path, n_ctx: int = 512, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such GGUF file")
+        self.threads = int(threads or os.cpu_count() or 1)
+        self.n_ctx = int(n_ctx)
+        self._llm: Any = None
+
+    # -- plumbing --
+    def _model(self, n_ctx: int | None = None) -> Any:
+        need = max(int(n_ctx or 0), 1)
+        if self._llm is None or need > self.n_ctx:
+            from llama_cpp import Llama
+
+            self.close()
+            self.n_ctx = max(self.n_ctx, need)
+            self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=min(self.n_ctx, 512),
+                              n_ubatch=min(self.n_ctx, 512), logits_all=True, n_threads=self.threads,
+                              n_threads_batch=self.threads, verbose=False)
+        return self._llm
+
+    def close(self) -> None:
+        """Free the llama.cpp model and context."""
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def __enter__(self) -> GGUFModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- queries --
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF key/values as llama.cpp reports them (strings)."""
+        return dict(self._model().metadata)
+
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        """Token ids of ``text`` by the GGUF's own tokenizer (special-token text is not parsed)."""
+        return list(self._model().tokenize(text.encode("utf-8"), add_bos=add_bos, special=False))
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return bytes(self._model().detokenize(list(ids))).decode("utf-8", errors="replace")
+
+    def logits(self, token_ids: Sequence[int]) -> Any:
+        """``float32[len(token_ids), n_vocab]``: the logits after each token, from a fresh context."""
+        import numpy as np
+
+        ids = [int(t) for t in token_ids]
+        llm = self._model(len(ids))
+        llm.reset()
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32, copy=True)
+
+    def perplexity(self, token_ids: Sequence[int], window: int) -> float:
+        """Perplexity over non-overlapping windows, each evaluated from an empty context.
+
+        ``token_ids`` is cut into consecutive windows of ``window`` tokens (the last may be shorter;
+        one of a single token predicts nothing and is dropped). In each window the logits at
+        positions ``0..n-2`` predict tokens ``1..n-1``; the result is ``exp`` of the mean negative
+        log-likelihood over all predicted tokens of all windows.
+        """
+        import numpy as np
+
+        if window < 2:
+            raise ValueError("window must be at least 2 tokens")
+        ids = [int(t) for t in token_ids]
+        total, count = 0.0, 0
+        for start in range(0, len(ids), window):
+            chunk = ids[start: start + window]
+            if len(chunk) < 2:
+                continue
+            logits = self.logits(chunk)[:-1].astype(np.float64)
+            m = logits.max(axis=1, keepdims=True)
+            lse = (m[:, 0] + np.log(np.exp(logits - m).sum(axis=1)))
+            picked = logits[np.arange(len(chunk) - 1), chunk[1:]]
+            total += float((lse - picked).sum())
+            count += len(chunk) - 1
+        if count == 0:
+            raise ValueError("need at least 2 tokens to measure perplexity")
+        return math.exp(total / count)
+
+    def generate(self, prompt: str, max_tokens: int = 16) -> str:
+        """Greedy continuation of ``prompt`` (the GGUF's BOS rule applies), without the prompt."""
+        llm = self._model()
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=_adds_bos(llm), special=True)
+        llm.reset()
+        out: list[int] = []
+        for tok in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+            if llm.token_eos() == tok or len(out) >= max_tokens:
+                break
+            out.append(int(tok))
+            if len(ids) + len(out) >= self.n_ctx:
+                break
+        return self.detokenize(out)
+
+
+def _adds_bos(llm: Any) -> bool:
+    value = str(llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower()
+    return value == "true"
+
+
+def load_for_eval(path: str | Path, n_ctx: int = 1024, threads: int | None = None) -> GGUFModel:
+    """Load a GGUF for evaluation; ``perplexity(ids, window)`` widens the context when needed."""
+    return GGUFModel(path, n_ctx=n_ctx, threads=threads)
+
+
+@hookimpl
+def register_quantizers(register):  # type: ignore[no-untyped-def]
+    register(GGUFQuantizer)

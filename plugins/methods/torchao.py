@@ -1,0 +1,28 @@
+"""torchao quantize_(): int8/int4 weight-only, int8 dynamic, float8, W4A8 and NVFP4 configs."""
+
+from __future__ import annotations
+
+from quantmatch.pluginhost import hookimpl
+from quantmatch.quantizer import Quantizer, SchemeSupport
+
+from ._common import HF_CAUSAL_LM
+
+
+class TorchAOQuantizer(Quantizer):
+    name = "torchao"
+    description = "torchao quantize_(): int8/int4 weight-only, int8 dynamic, float8, W4A8, NVFP4"
+    support = SchemeSupport(weights=("int4", "int8", "fp8-e4m3", "nvfp4", "mxfp4"),
+                            activations=("int8", "fp8-e4m3", "nvfp4", "mxfp4"),
+                            group_sizes=(0, 32, 64, 128, 256))
+    schemes = ("w8a16-bf16", "w4a16-g128-asym-bf16", "w8a8-int8", "w4a8-int8-g128", "w8a8-fp8",
+               "w4a4-nvfp4")
+    artifact_format = "torchao"
+    requires = ("torchao>=0.10", "torch>=2.4")
+    install_hint = "pip install torchao"
+    architectures = HF_CAUSAL_LM
+    source = "pytorch/ao docs/source/inference.md"
+
+
+@hookimpl
+def register_quantizers(register):  # type: ignore[no-untyped-def]
+    register(TorchAOQuantizer)

@@ -1,0 +1,174 @@
+"""Rule evaluation: turn a backend's capability rows into a verdict for one combination.
+
+Decisions depend only on the device's *signature* (family, arch, features, targets), so they are
+memoised per signature; formatting the reasons with the device's name happens afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from functools import lru_cache
+from typing import Any
+
+from quantmatch.capability import Capability, Requires
+from quantmatch.profile import HardwareProfile, Provenance
+from quantmatch.verdict import Level, Reason
+
+__all__ = ["Decision", "Query", "decide", "native_type", "unmet"]
+
+# A requested type is satisfied by any of these device operand types.
+_TYPE_ALIASES: dict[str, tuple[str, ...]] = {
+    "fp8-e4m3": ("fp8-e4m3fn", "fp8-e4m3fnuz"),
+    "fp8-e5m2": ("fp8-e5m2", "fp8-e5m2fnuz"),
+    "fp4": ("fp4", "nvfp4", "mxfp4"),
+}
+
+
+def native_type(t: str | None, features: frozenset[str]) -> bool:
+    """Whether ``features`` include operand type ``t`` (``fp8-e4m3`` accepts the fn and fnuz variants)."""
+    if t is None:
+        return False
+    return any(x in features for x in _TYPE_ALIASES.get(t, (t,)))
+
+
+@dataclass(frozen=True)
+class Query:
+    """The scheme-side half of a combination, reduced to what rows match on."""
+
+    method: str | None
+    weights: str
+    activations: str | None
+    group: int
+    symmetric: bool
+    layer: str
+    target: str
+
+
+@lru_cache(maxsize=8192)
+def _match(pattern: str, value: str) -> bool:
+    return fnmatchcase(value, pattern)
+
+
+def _any_match(patterns: Sequence[str] | None, value: str | None) -> bool:
+    if patterns is None or value is None:
+        return True
+    return any(_match(p, value) for p in patterns)
+
+
+def _filters_match(cap: Capability, q: Query) -> bool:
+    if q.layer not in cap.layers:
+        return False
+    if cap.targets is not None and q.target not in cap.targets:
+        return False
+    if cap.methods is not None and q.method is not None and q.method not in cap.methods:
+        return False
+    if not _any_match(cap.weights, q.weights):
+        return False
+    if not _any_match(cap.activations, q.activations):
+        return False
+    if cap.group_sizes is not None and q.group not in cap.group_sizes:
+        return False
+    return not (cap.symmetric is not None and cap.symmetric != q.symmetric)
+
+
+def _fmt_set(items: frozenset[str]) -> str:
+    return ", ".join(sorted(items))
+
+
+def unmet(req: Requires, profile: HardwareProfile, q: Query) -> list[str]:
+    """The conditions of ``req`` that ``profile`` does not meet (empty: the predicate holds)."""
+    out: list[str] = []
+    feats = profile.features_for(q.target)
+    if req.families is not None and profile.family not in req.families:
+        out.append(f"needs a {' or '.join(sorted(req.families))} device ({{device}} is {profile.family})")
+    if req.archs is not None and profile.arch not in req.archs:
+        out.append(f"needs architecture {' or '.join(sorted(req.archs))} ({{device}} is {profile.arch})")
+    if profile.arch in req.not_archs:
+        out.append(f"not available on {profile.arch}")
+    missing = req.features_all - feats
+    if missing:
+        out.append(f"needs {_fmt_set(missing)} ({{device}} lacks it)")
+    if req.features_any and not (req.features_any & feats):
+        out.append(f"needs one of {_fmt_set(req.features_any)} ({{device}} has none)")
+    present = req.features_none & feats
+    if present:
+        out.append(f"does not apply to devices with {_fmt_set(present)}")
+    cc = profile.compute_capability
+    if req.min_cc is not None and (cc is None or cc < req.min_cc):
+        have = f"{{device}} is {cc:.1f}" if cc is not None else "{device} is not an NVIDIA GPU"
+        out.append(f"needs compute capability >= {req.min_cc:.1f} ({have})")
+    if req.max_cc is not None and (cc is None or cc > req.max_cc):
+        have = f"{{device}} is {cc:.1f}" if cc is not None else "{device} is not an NVIDIA GPU"
+        out.append(f"needs compute capability <= {req.max_cc:.1f} ({have})")
+    compute = q.activations or q.weights
+    if req.compute_native and not native_type(compute, feats):
+        out.append(f"needs native {compute} math ({{device}} {q.target} has no {compute} unit)")
+    if req.weights_native and not native_type(q.weights, feats):
+        out.append(f"needs native {q.weights} math ({{device}} {q.target} has no {q.weights} unit)")
+    if req.compute_emulated and compute not in profile.emulated:
+        out.append(f"no known lowering of {compute} on {{device}}")
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which row decided (or none), and the rows that matched the scheme but not the device."""
+
+    level: Level
+    row: Capability | None
+    provenance: Provenance | None
+    misses: tuple[tuple[Capability, Provenance, tuple[str, ...]], ...]
+
+
+Rows = tuple[tuple[Capability, Provenance], ...]
+
+
+def decide(rows: Rows, profile: HardwareProfile, q: Query) -> Decision:
+    """First row whose filters match and whose predicate holds decides; the rest explain."""
+    misses: list[tuple[Capability, Provenance, tuple[str, ...]]] = []
+    for cap, prov in rows:
+        if not _filters_match(cap, q):
+            continue
+        failures = unmet(cap.when, profile, q)
+        if failures:
+            misses.append((cap, prov, tuple(failures)))
+            continue
+        return Decision(cap.level, cap, prov, tuple(misses))
+    return Decision(Level.UNSUPPORTED, None, None, tuple(misses))
+
+
+class _SafeDict(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def render(text: str, profile: HardwareProfile, q: Query) -> str:
+    """Fill ``{device}``, ``{arch}``, ``{weights}``, ``{activations}``, ``{target}``, ``{lowering}``."""
+    if "{" not in text:
+        return text
+    compute = q.activations or q.weights
+    return text.format_map(_SafeDict(device=profile.name, arch=profile.arch, weights=q.weights,
+                                     activations=q.activations or "", target=q.target,
+                                     method=q.method or "",
+                                     lowering=profile.emulated.get(compute, "no known lowering")))
+
+
+def reasons_for(decision: Decision, profile: HardwareProfile, q: Query, backend: str) -> list[Reason]:
+    """Human-readable reasons: the deciding row first, then why better rows did not apply."""
+    out: list[Reason] = []
+    if decision.row is not None and decision.provenance is not None:
+        out.append(Reason(render(decision.row.reason, profile, q), decision.row.source,
+                          decision.provenance.plugin))
+    else:
+        acts = f" x {q.activations}" if q.activations else ""
+        out.append(Reason(f"{backend} declares no {q.layer} kernel for {q.weights}{acts} on "
+                          f"{q.target} for {profile.name}", "", ""))
+    for cap, prov, failures in decision.misses:
+        if cap.level.rank >= decision.level.rank and decision.row is not None:
+            continue
+        why = "; ".join(render(f, profile, q) for f in failures)
+        out.append(Reason(f"not {cap.level.value}: {render(cap.reason, profile, q)} - {why}",
+                          cap.source, prov.plugin))
+    return out

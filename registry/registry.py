@@ -1,0 +1,276 @@
+"""The capability registry: every combination of method, scheme, backend, target and device, judged
+before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from quantmatch.backend import Backend
+from quantmatch.model_info import ModelInfo
+from quantmatch.pluginhost import Entry, PluginHost, get_host
+from quantmatch.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
+from quantmatch.quantizer import Quantizer
+from quantmatch.scheme import Scheme, parse_scheme
+from quantmatch.verdict import LAYERS, Level, Reason, Verdict
+
+from .engine import Decision, Query, decide, reasons_for, render
+
+__all__ = ["Registry", "UnknownChoiceError"]
+
+
+class UnknownChoiceError(ValueError):
+    """An unknown device, method, backend, level or target; carries the valid choices."""
+
+    def __init__(self, kind: str, value: str, choices: Iterable[str]) -> None:
+        self.kind, self.value = kind, value
+        self.choices = sorted(set(choices))
+        close = difflib.get_close_matches(value.lower(), self.choices, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        shown = self.choices if len(self.choices) <= 60 else [*self.choices[:60], "..."]
+        super().__init__(f"unknown {kind} {value!r}.{hint}\nValid {kind}s: {', '.join(shown)}")
+        self.close = close
+
+
+_FAMILY_ORDER = {f: i for i, f in enumerate(DEVICE_FAMILIES)}
+
+
+class Registry:
+    """Answers, before anything runs, what executes where and at which level, and why.
+
+    Built from what the plugins registered (see :mod:`quantmatch.hookspecs`). Results are
+    deterministic: combinations sort by level (native first), then method, scheme, backend, target.
+    """
+
+    def __init__(self, host: PluginHost | None = None) -> None:
+        self.host = host or get_host()
+        self._aliases: dict[str, str] = {}
+        for dev_id, e in self.host.devices.items():
+            self._aliases[dev_id.lower()] = dev_id
+            for a in e.obj.aliases:
+                self._aliases.setdefault(a.lower(), dev_id)
+        self._local: HardwareProfile | None = None
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        self._rows: dict[str, tuple[tuple[Any, Provenance], ...]] = {}
+        self._schemes: dict[str, Scheme] = {}
+
+    # ---- lookups ---------------------------------------------------------------------------
+    def devices(self, family: str | None = None) -> list[HardwareProfile]:
+        """Catalog devices, optionally of one family, sorted by family then id."""
+        if family is not None and family not in {e.obj.family for e in self.host.devices.values()}:
+            raise UnknownChoiceError("family", family, {e.obj.family for e in self.host.devices.values()})
+        devs = [e.obj for e in self.host.devices.values() if family is None or e.obj.family == family]
+        return sorted(devs, key=lambda d: (_FAMILY_ORDER.get(d.family, 99), d.family, d.id))
+
+    def device(self, key: str | HardwareProfile) -> HardwareProfile:
+        """A device by id, alias (``h100``) or ``local``; unknown keys raise with the closest ids."""
+        if isinstance(key, HardwareProfile):
+            return key
+        k = key.strip().lower()
+        if k == "local":
+            return self.local()
+        if k in self._aliases:
+            return self.host.devices[self._aliases[k]].obj  # type: ignore[no-any-return]
+        raise UnknownChoiceError("device", key, [*self._aliases, "local"])
+
+    def local(self) -> HardwareProfile:
+        """The machine quantmatch runs on: its first detected GPU, else its CPU."""
+        if self._local is None:
+            from .detection import detect_all
+
+            found = [d for det in detect_all(self.host) for d in det.devices]
+            found.sort(key=lambda d: d.is_cpu)
+            if not found:
+                raise UnknownChoiceError("device", "local (nothing detected)", self.host.devices)
+            self._local = found[0]
+        return self._local
+
+    def methods(self) -> list[Entry]:
+        return [self.host.quantizers[k] for k in sorted(self.host.quantizers)]
+
+    def method(self, name: str) -> type[Quantizer]:
+        e = self.host.quantizers.get(name.strip().lower()) if name else None
+        if e is None:
+            raise UnknownChoiceError("method", name, self.host.quantizers)
+        return e.obj  # type: ignore[no-any-return]
+
+    def backends(self) -> list[Entry]:
+        return [self.host.backends[k] for k in sorted(self.host.backends)]
+
+    def backend(self, name: str) -> type[Backend]:
+        e = self.host.backends.get(name.strip().lower()) if name else None
+        if e is None:
+            raise UnknownChoiceError("backend", name, self.host.backends)
+        return e.obj  # type: ignore[no-any-return]
+
+    def scheme(self, text: str | Scheme) -> Scheme:
+        if isinstance(text, Scheme):
+            return text
+        s = self._schemes.get(text)
+        if s is None:
+            s = self._schemes[text] = parse_scheme(text)
+        return s
+
+    def _backend_rows(self, name: str) -> tuple[tuple[Any, Provenance], ...]:
+        rows = self._rows.get(name)
+        if rows is None:
+            entry = self.host.backends[name]
+            own = tuple((cap, entry.provenance) for cap in entry.obj.capabilities)
+            rows = self._rows[name] = tuple(self.host.refinements.get(name, ())) + own
+        return rows
+
+    # ---- verdicts --------------------------------------------------------------------------
+    def resolve_target(self, backend: type[Backend], device: HardwareProfile, target: str | None) -> str | None:
+        """The execution target: the one asked for, else the device's main one the backend has."""
+        if target is not None:
+            return canonical_target(target)
+        btargets = tuple(canonical_target(t) for t in backend.targets)
+        for t in device.targets:
+            if t in btargets:
+                return t
+        return None
+
+    def verdict(
+        self,
+        method: str | None,
+        scheme: str | Scheme,
+        backend: str,
+        device: str | HardwareProfile,
+        target: str | None = None,
+        layer: str = "linear",
+        model: ModelInfo | None = None,
+    ) -> Verdict:
+        """The verdict for one combination, with reasons and sources.
+
+        ``method`` ``None`` asks about the number formats alone (any method producing them).
+        ``model`` adds shape-aware pruning (group-size divisibility, architecture) before any
+        weight is loaded.
+        """
+        sch = self.scheme(scheme)
+        dev = self.device(device)
+        be = self.backend(backend)
+        if layer not in LAYERS:
+            raise UnknownChoiceError("layer", layer, LAYERS)
+        q_method = method.strip().lower() if method else None
+        quantizer = self.method(q_method) if q_method else None
+        t = self.resolve_target(be, dev, target)
+        base = dict(method=q_method, scheme=str(sch), backend=be.name, device=dev.id, layer=layer)
+
+        pre: list[Reason] = []
+        if quantizer is not None:
+            fmt_ok = "*" in be.formats or quantizer.artifact_format in be.formats
+            if not fmt_ok:
+                pre.append(Reason(f"{be.name} does not load {quantizer.artifact_format} artifacts "
+                                  f"(it loads {', '.join(be.formats)})", be.source, be.name))
+            for p in quantizer().check(model, sch):
+                if p.fatal:
+                    pre.append(Reason(str(p), p.source or quantizer.source, q_method or ""))
+        elif model is not None and sch.group_size:
+            for p in Quantizer().check_model(model, sch):
+                pre.append(Reason(str(p), p.source, ""))
+        if t is None:
+            pre.append(Reason(f"{be.name} runs on {', '.join(be.targets)}; {dev.name} offers "
+                              f"{', '.join(dev.targets)}", be.source, be.name))
+            return Verdict(Level.UNSUPPORTED, tuple(pre), target="-", **base)  # type: ignore[arg-type]
+        if t not in dev.targets:
+            pre.append(Reason(f"{dev.name} has no {t} target (it offers {', '.join(dev.targets)})", "", ""))
+        elif t not in tuple(canonical_target(x) for x in be.targets):
+            pre.append(Reason(f"{be.name} has no {t} target (it has {', '.join(be.targets)})",
+                              be.source, be.name))
+
+        if layer == "kv-cache":
+            kv = sch.kv_type or (sch.compute_dtype if not sch.is_gguf else "fp16")
+            q = Query(q_method, kv, kv, 0, True, layer, t)
+        else:
+            q = Query(q_method, sch.weight_type, sch.activation_type, sch.group_size or 0, sch.symmetric,
+                      layer, t)
+        key = (be.name, q, dev.signature())
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._decisions[key] = decide(self._backend_rows(be.name), dev, q)
+        reasons = reasons_for(decision, dev, q, be.name)
+        if pre:
+            return Verdict(Level.UNSUPPORTED, tuple(pre) + tuple(reasons), target=t,
+                           runs_as=None, provenance=decision.provenance, **base)  # type: ignore[arg-type]
+        runs_as = render(decision.row.runs_as, dev, q) if decision.row and decision.row.runs_as else None
+        return Verdict(decision.level, tuple(reasons), target=t, runs_as=runs_as,
+                       provenance=decision.provenance, **base)  # type: ignore[arg-type]
+
+    def explain(self, method: str | None, scheme: str | Scheme, backend: str, device: str | HardwareProfile,
+                target: str | None = None, model: ModelInfo | None = None,
+                layers: Iterable[str] | None = None) -> list[Verdict]:
+        """Verdicts for every relevant layer type: linear; MoE experts when the model has them (or,
+        without a model, when their verdict differs); the KV cache when the scheme sets one."""
+        sch = self.scheme(scheme)
+        if layers is not None:
+            return [self.verdict(method, sch, backend, device, target, layer, model) for layer in layers]
+        out = [self.verdict(method, sch, backend, device, target, "linear", model)]
+        if model is None or model.is_moe:
+            moe = self.verdict(method, sch, backend, device, target, "moe", model)
+            lin = out[0]
+            # Without a model, show MoE experts only where they differ from dense layers.
+            if model is not None or (moe.level, moe.runs_as, moe.reasons[0].text) != (
+                    lin.level, lin.runs_as, lin.reasons[0].text):
+                out.append(moe)
+        if sch.kv_cache:
+            out.append(self.verdict(method, sch, backend, device, target, "kv-cache", model))
+        return out
+
+    def hardware(self, device: str | HardwareProfile, weights: str, activations: str | None = None,
+                 target: str | None = None) -> Verdict:
+        """Does the device's matrix/vector engine compute this type natively?"""
+        from .conformance import scheme_from_types
+
+        sch = scheme_from_types(weights, activations or weights)
+        return self.verdict(None, sch, "hardware", device, target)
+
+    # ---- enumeration -----------------------------------------------------------------------
+    def combinations(
+        self,
+        device: str | HardwareProfile,
+        method: str | None = None,
+        backend: str | None = None,
+        level: str | Level | None = None,
+        layer: str = "linear",
+        model: ModelInfo | None = None,
+        include_unsupported: bool = True,
+    ) -> list[Verdict]:
+        """Every (method, scheme, backend, target) for ``device``, best level first."""
+        dev = self.device(device)
+        methods = [self.method(method)] if method else [e.obj for e in self.methods()]
+        backends = [self.backend(backend)] if backend else [e.obj for e in self.backends()
+                                                             if e.obj.name != "hardware"]
+        want = Level.parse(level) if isinstance(level, str) else level
+        out: list[Verdict] = []
+        for q in methods:
+            fmt = q.artifact_format
+            for be in backends:
+                if "*" not in be.formats and fmt not in be.formats:
+                    continue
+                targets = [t for t in dev.targets if t in {canonical_target(x) for x in be.targets}]
+                for t in targets:
+                    for s in q.schemes:
+                        v = self.verdict(q.name, s, be.name, dev, t, layer, model)
+                        if want is not None and v.level is not want:
+                            continue
+                        if not include_unsupported and not v.runnable:
+                            continue
+                        out.append(v)
+        out.sort(key=lambda v: (v.level.rank, v.method or "", v.scheme, v.backend, v.target))
+        return out
+
+    def pruned(self, device: str | HardwareProfile, **kw: Any) -> list[Verdict]:
+        return [v for v in self.combinations(device, **kw) if not v.runnable]
+
+    def enumerate_all(self, layer: str = "linear") -> int:
+        """Judge every combination on every catalog device; returns the count (for benchmarks)."""
+        return sum(len(self.combinations(d, layer=layer)) for d in self.devices())
+
+    def with_local(self, profile: HardwareProfile) -> Registry:
+        """A copy of this registry whose ``local`` device is ``profile`` (for tests and tools)."""
+        r = Registry(self.host)
+        r._local = replace(profile)
+        return r
+

@@ -1,0 +1,58 @@
+"""Shared fixtures: fake third-party distributions on sys.path, fresh plugin hosts."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from quantmatch.pluginhost import PluginHost, reset_host
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for var in ("QUANTMATCH_DISABLE_PLUGIN_AUTOLOAD", "QUANTMATCH_PLUGINS", "QUANTMATCH_BLOCK_PLUGINS"):
+        monkeypatch.delenv(var, raising=False)
+    reset_host()
+    yield
+    reset_host()
+
+
+@pytest.fixture
+def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Install a fake distribution (a module plus dist-info with a ``quantmatch`` entry point)."""
+    created: list[str] = []
+
+    def make(dist: str, module: str, source: str, ep_name: str | None = None, version: str = "1.0") -> str:
+        root = tmp_path / f"site-{dist}"
+        root.mkdir(exist_ok=True)
+        (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+                                       encoding="utf-8")
+        (info / "entry_points.txt").write_text(f"[quantmatch]\n{ep_name or dist} = {module}\n",
+                                               encoding="utf-8")
+        monkeypatch.syspath_prepend(str(root))
+        importlib.invalidate_caches()
+        created.append(module)
+        return ep_name or dist
+
+    yield make  # type: ignore[misc]
+    for m in created:
+        sys.modules.pop(m, None)
+
+
+@pytest.fixture
+def host_factory(capsys: pytest.CaptureFixture[str]) -> Callable[..., PluginHost]:
+    def make(**kw: object) -> PluginHost:
+        return PluginHost(**kw)  # type: ignore[arg-type]
+
+    return make

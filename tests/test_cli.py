@@ -1,0 +1,134 @@
+"""The command line: JSON contracts, exit codes, messages that name the fix, cheap start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantmatch.cli import main
+
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "conformance_public.json"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_registry_json_for_h100(capsys) -> None:
+    code, out, _ = run(capsys, "registry", "--device", "h100", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["schema"] == 1 and data["device"]["id"] == "nvidia_h100_sxm"
+    levels = [c["level"] for c in data["combinations"]]
+    assert levels[0] == "native" and "unsupported" in levels
+    first = data["combinations"][0]
+    assert {"method", "scheme", "backend", "target", "level", "reasons", "sources", "plugin"} <= set(first)
+
+
+def test_registry_filters(capsys) -> None:
+    code, out, _ = run(capsys, "registry", "--device", "a100", "--method", "fp8", "--backend", "vllm",
+                       "--json")
+    combos = json.loads(out)["combinations"]
+    assert code == 0 and combos and all(c["method"] == "fp8" and c["backend"] == "vllm" for c in combos)
+    code, out, _ = run(capsys, "registry", "--device", "a100", "--level", "native", "--json")
+    assert all(c["level"] == "native" for c in json.loads(out)["combinations"])
+
+
+def test_explain_human_and_json(capsys) -> None:
+    code, out, _ = run(capsys, "explain", "fp8", "w8a8-fp8", "vllm", "a100")
+    assert code == 0 and "weight-only" in out and "runs as" in out and "source" in out
+    code, out, _ = run(capsys, "explain", "-", "w4a4-int4", "hardware", "h100", "--json")
+    v = json.loads(out)["verdicts"][0]
+    assert v["level"] == "emulated" and v["method"] is None
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["registry", "--device", "h1000"], "did you mean"),
+    (["explain", "gptq", "w4a17", "vllm", "h100"], "Valid forms"),
+    (["explain", "gtpq", "w4a16-g64", "vllm", "h100"], "gptq"),
+    (["explain", "gptq", "w4a16-g64", "vlm", "h100"], "vllm"),
+    (["registry", "--device", "h100", "--level", "fast"], "native"),
+    (["devices", "--family", "nvdia"], "nvidia"),
+    (["conformance", "/nonexistent.json"], "no such file"),
+    (["registry", "--device", "h100", "--model", "/nonexistent"], "config.json"),
+])
+def test_bad_input_exits_2_with_the_fix(capsys, argv: list[str], needle: str) -> None:
+    code, _out, err = run(capsys, *argv)
+    assert code == 2
+    assert "Traceback" not in err and err.startswith("quantmatch: error:")
+    assert needle.lower() in err.lower()
+
+
+def test_explain_with_model_dir(tmp_path: Path, capsys) -> None:
+    from tests_support import SMOLLM2_CONFIG
+
+    (tmp_path / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
+    _code, out, _ = run(capsys, "explain", "gptq", "w4a16-g128", "vllm", "h100", "--model", str(tmp_path),
+                       "--json")
+    v = json.loads(out)["verdicts"][0]
+    assert v["level"] == "unsupported"
+    assert "does not divide in_features 576" in v["reasons"][0]["text"]
+
+
+def test_plugins_devices_detect(capsys) -> None:
+    code, out, _ = run(capsys, "plugins", "--json")
+    plugins = json.loads(out)["plugins"]
+    assert code == 0 and all(p["status"] == "ok" for p in plugins)
+    code, out, _ = run(capsys, "devices", "--json")
+    assert len(json.loads(out)["devices"]) >= 46
+    code, out, _ = run(capsys, "devices", "--family", "amd-rocm")
+    assert "MI300X" in out
+    code, out, _ = run(capsys, "devices", "h100")
+    assert "sm_90" in out and "source" in out
+    code, out, _ = run(capsys, "detect", "--json", "--no-measure")
+    dets = json.loads(out)["detections"]
+    assert code == 0 and any(d["present"] for d in dets)
+    assert all(d["present"] or d["reason"] for d in dets)
+
+
+def test_conformance_command(capsys) -> None:
+    if not CONFORMANCE.exists():
+        pytest.skip("shared reference not available")
+    code, out, _ = run(capsys, "conformance", str(CONFORMANCE))
+    assert code == 0 and "agreement: 50/50" in out
+    code, out, _ = run(capsys, "conformance", str(CONFORMANCE), "--json")
+    assert json.loads(out)["agree"] == 50
+
+
+def test_conformance_reports_disagreements_with_both_reasons(tmp_path: Path, capsys) -> None:
+    case = {"id": "x1", "method": "fp8", "weights": "fp8-e4m3", "activations": "fp8-e4m3",
+            "layer": "linear", "device": "nvidia_a100_80gb_sxm", "backend": "vllm", "target": None,
+            "expected": "native", "why": "someone believes A100 has FP8", "source": "folklore"}
+    odd = {**case, "id": "x2", "device": "tpu_v9"}
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"cases": [case, odd]}))
+    code, out, _ = run(capsys, "conformance", str(f))
+    assert code == 1
+    assert "disagree" in out and "someone believes" in out and "registry because" in out
+    assert "unmapped" in out and "tpu_v9" in out
+
+
+HEAVY = ("torch", "transformers", "textual")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["plugins"], ["devices"], ["registry", "--device", "h100", "--json"],
+    ["explain", "fp8", "w8a8-fp8", "vllm", "a100"], ["conformance", str(CONFORMANCE)],
+])
+def test_cheap_commands_import_no_heavy_module(argv: list[str]) -> None:
+    code = (
+        "import sys, quantmatch.cli as c\n"
+        "try:\n"
+        f"    c.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('HEAVY=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY=\n" in r.stdout + "\n" or r.stdout.strip().endswith("HEAVY="), r.stdout[-500:] + r.stderr

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .pluginhost import hookimpl
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,8 +30,11 @@ __all__ = [
     "detect",
     "explain",
     "hookimpl",
+    "load_artifact",
     "parse_scheme",
-    "plugins",
+    "plan",
+    "list_plugins",
+    "quantize",
     "registry",
 ]
 
@@ -41,7 +42,9 @@ if TYPE_CHECKING:
     from .backend import Backend
     from .capability import Capability, Requires
     from .device import Detection, DeviceFamily
-    from .pluginhost import PluginInfo
+    from .pipeline import load_artifact, quantize
+    from .planner import Plan
+    from .pluginhost import PluginInfo, hookimpl
     from .profile import Figure, HardwareProfile
     from .quantizer import Quantizer
     from .registry import Registry
@@ -52,7 +55,8 @@ _LAZY = {
     "Backend": ".backend", "Capability": ".capability", "Requires": ".capability",
     "DeviceFamily": ".device", "Figure": ".profile", "HardwareProfile": ".profile",
     "Quantizer": ".quantizer", "Scheme": ".scheme", "parse_scheme": ".scheme",
-    "Level": ".verdict", "Verdict": ".verdict",
+    "Level": ".verdict", "Verdict": ".verdict", "hookimpl": ".pluginhost",
+    "quantize": ".pipeline", "load_artifact": ".pipeline",
 }
 
 
@@ -87,7 +91,16 @@ def explain(method: str | None, scheme: str, backend: str, device: str, target: 
     return registry().explain(method, scheme, backend, device, target, info)
 
 
-def plugins() -> list[PluginInfo]:
+def plan(model: Any, device: Any = "local", **kwargs: Any) -> Plan:
+    """Recommend precision, method and runtime for ``model`` on ``device`` (see
+    :func:`quantmatch.planner.plan`: ``batch``, ``prompt``, ``gen``, ``context``, ``tolerance``,
+    ``memory_budget``, ``prefer``)."""
+    from .planner import plan as _plan
+
+    return _plan(model, device, **kwargs)
+
+
+def list_plugins() -> list[PluginInfo]:
     """Every plugin found, with status (ok, broken, blocked), errors and contributions."""
     from .pluginhost import get_host
 

@@ -107,8 +107,8 @@ def validate_capability(cap: object, backend_targets: tuple[str, ...] = ()) -> l
             problems.append(f"unknown layer {layer!r} (valid: {', '.join(LAYERS)})")
     for t in cap.targets or ():
         ct = canonical_target(t)
-        if ct not in TARGETS:
-            problems.append(f"unknown target {t!r} (valid: {', '.join(TARGETS)})")
+        if ct not in TARGETS and ct not in backend_targets:  # a device family may add targets (hpu ...)
+            problems.append(f"unknown target {t!r} (valid: {', '.join(dict.fromkeys(TARGETS + backend_targets))})")
         elif backend_targets and ct not in backend_targets:
             problems.append(f"target {t!r} is not among the backend's targets {backend_targets}")
     if not isinstance(cap.when, Requires):

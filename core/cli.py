@@ -43,7 +43,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     from . import render
 
-    render.plugins_table(infos)
+    render.plugins_table(infos, {b: host.precedence(b) for b in sorted(host.refinements)})
     return 0
 
 
@@ -162,19 +162,174 @@ def cmd_plan(args: argparse.Namespace) -> int:
                              memory_budget=args.memory_budget, prefer=args.prefer)
     except PlanInputError as e:
         raise UsageError(str(e)) from e
-    if args.json:
-        _emit_json({"schema": JSON_SCHEMA_VERSION, "plans": [p.to_dict() for p in plans]})
-        return 0
-    from quantmatch.planner.render import print_comparison, print_plan
+    if args.run and len(plans) > 1:
+        raise UsageError("--run quantizes one plan: give a single --device")
+    if not args.json:
+        from quantmatch.planner.render import print_comparison, print_plan
 
-    for i, p in enumerate(plans):
-        if i:
+        for i, p in enumerate(plans):
+            if i:
+                print()
+            print_plan(p, top=args.top, show_all=args.all)
+        if len(plans) > 1:
             print()
-        print_plan(p, top=args.top, show_all=args.all)
-    if len(plans) > 1:
-        print()
-        print_comparison(plans)
+            print_comparison(plans)
+    ran = None
+    if args.run:
+        from quantmatch.planner.run import run_plan
+
+        try:
+            ran = run_plan(plans[0], args.model, args.out, args.force)
+        except (PlanInputError, *_bad_input_types()) as e:
+            raise UsageError(str(e)) from e
+        if not args.json:
+            from quantmatch.planner.render import print_run
+
+            print_run(ran)
+    if args.json:
+        payload: dict[str, Any] = {"schema": JSON_SCHEMA_VERSION, "plans": [p.to_dict() for p in plans]}
+        if ran is not None:
+            payload["run"] = ran
+        _emit_json(payload)
     return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("textual") is None:
+        raise UsageError("the TUI needs Textual: pip install 'quantmatch[tui]' (or -e \".[tui]\")")
+    from quantmatch.tui import run  # imports textual only now, never for the other commands
+
+    return run(device=args.device, compare=args.compare, mode=args.screen)
+
+
+def _bad_input_types() -> tuple[type[Exception], ...]:
+    """Errors of the quantize/eval path that mean bad input (exit 2 with the message)."""
+    from quantmatch.artifact import ArtifactError, OutputExistsError
+    from quantmatch.calibration import CalibrationError
+    from quantmatch.layerwise import LayerwiseError
+    from quantmatch.models import ModelSourceError
+    from quantmatch.pipeline import QuantizeError
+
+    return (ArtifactError, OutputExistsError, CalibrationError, LayerwiseError, ModelSourceError, QuantizeError)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch import quantize_render as qr
+    from quantmatch.artifact import check_output
+    from quantmatch.calibration import CalibrationSpec
+    from quantmatch.pipeline import plan_quantization, quantize
+
+    err = Console(stderr=True, highlight=False)
+    bad_input = _bad_input_types()
+    try:
+        calibration = CalibrationSpec(args.calib, args.samples, args.seq_len, args.seed)
+        if not args.dry_run:
+            check_output(args.out, args.force)
+        plan = plan_quantization(args.model, args.method, args.scheme, args.preset)
+        if not args.json or plan.fatal:
+            qr.plan_report(plan, err)
+        plan.raise_if_fatal()
+        if args.dry_run:
+            if args.json:
+                _emit_json({"schema": JSON_SCHEMA_VERSION, "plan": plan.to_dict()})
+            else:
+                err.print("checks passed; nothing loaded or written (--dry-run)")
+            return 0
+        with qr.progress_bar(not args.json) as progress:
+            result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
+                              calibration=calibration, force=args.force, seed=args.seed, progress=progress)
+    except bad_input as e:
+        raise UsageError(str(e)) from e
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "result": result.to_dict()})
+    else:
+        shown = {str(p) for p in plan.problems}
+        for warning in (w for w in result.warnings if w not in shown):
+            err.print(f"[yellow]warning[/]: {warning}")
+        qr.quantize_table(result, Console(highlight=False))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch import quantize_render as qr
+    from quantmatch.evaluate import evaluate
+
+    bad_input = _bad_input_types()
+    try:
+        with qr.progress_bar(not args.json) as progress:
+            result = evaluate(args.target, text=args.text, tokens=args.tokens, window=args.window,
+                              dtype=args.dtype, progress=progress)
+    except bad_input as e:
+        raise UsageError(str(e)) from e
+    except ValueError as e:  # tokens/window out of range
+        raise UsageError(str(e)) from e
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "evaluation": result.to_dict()})
+    else:
+        qr.eval_table(result, Console(highlight=False))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from quantmatch.runners.base import MeasureConfig
+    from quantmatch.runners.bench import Bench, parse_combos
+    from quantmatch.runners.tables import bench_table
+
+    if not args.combos and not args.all_runnable:
+        raise UsageError("say what to run: --combos method:scheme:backend,... or --all-runnable")
+    try:
+        combos = parse_combos(args.combos or "")
+        config = MeasureConfig(tokens=args.tokens, window=args.window, prompt=args.prompt,
+                               new_tokens=args.new_tokens, batch=args.batch)
+        bench = Bench(args.model, config=config, threads=args.threads, requantize=args.requantize, text=args.text,
+                      save=not args.no_store, timeout=args.timeout, budget=args.budget or None)
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=True)
+        with progress:
+            task = progress.add_task("bench", total=1)
+
+            def tick(what: str, done: int, total: int) -> None:
+                progress.update(task, description=what, completed=done, total=total)
+
+            report = bench.run(combos, args.all_runnable, progress=tick)
+    except (*_bad_input_types(), ValueError) as e:
+        raise UsageError(str(e)) from e
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "bench": report.to_dict()})
+    else:
+        bench_table(report, Console(highlight=False))
+    return report.exit_code
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.runners.tables import verify_table
+    from quantmatch.runners.verify import verify
+
+    with Console(stderr=True).status("running microbenchmarks") as status:
+        def tick(what: str, done: int, total: int) -> None:
+            status.update(f"microbenchmark {what} ({done + 1}/{total})")
+
+        def wanted(method: str, scheme: str, backend: str) -> bool:
+            return all(want is None or want.lower() == got for want, got in
+                       ((args.method, method), (args.scheme, scheme), (args.backend, backend)))
+
+        report = verify(threads=args.threads, save=not args.no_store, only=wanted, progress=tick)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "verify": report.to_dict()})
+    else:
+        verify_table(report, Console(highlight=False))
+    return report.exit_code
 
 
 # ---- parser -----------------------------------------------------------------------------------
@@ -254,7 +409,71 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prefer", default="fastest", help="fastest (default), smallest or most-accurate")
     sp.add_argument("--top", type=int, default=10, help="plans to show (default 10)")
     sp.add_argument("--all", action="store_true", help="show every plan and every rejection")
+    sp.add_argument("--run", action="store_true", help="quantize the best plan quantmatch can run here, "
+                                                       "then evaluate it (imports torch)")
+    sp.add_argument("--out", help="artifact directory for --run (default: MODEL-SCHEME)")
+    sp.add_argument("--force", action="store_true", help="with --run: replace an existing --out")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("quantize", cmd_quantize, "quantize a model with quanto, HQQ, GGUF, GPTQ, AWQ, SmoothQuant or RTN "
+                                       "(checks run first; progress per decoder block)")
+    sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
+    sp.add_argument("--method", required=True, help="quanto, hqq, gguf, gptq, awq, smoothquant or rtn (or a plugin's "
+                                                     "method)")
+    sp.add_argument("--scheme", required=True, help="e.g. w8a16, w4a16-g64-asym, gguf-q4_k_m")
+    sp.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
+    sp.add_argument("--preset", help="layer-wise precision preset: typical, typical-int4-qkv, typical-int8-head, "
+                                     "attn8-mlp4")
+    sp.add_argument("--calib", help="calibration text file or dataset name (default: bundled Shakespeare)")
+    sp.add_argument("--samples", type=int, default=16, help="calibration samples (default 16)")
+    sp.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
+    sp.add_argument("--seed", type=int, default=0, help="seed for calibration sampling (default 0)")
+    sp.add_argument("--force", action="store_true", help="replace an existing --out")
+    sp.add_argument("--dry-run", action="store_true", help="run the checks and show the layer plan only")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("eval", cmd_eval, "perplexity, size on disk and peak memory of a model or artifact")
+    sp.add_argument("target", metavar="MODEL_OR_ARTIFACT", help="artifact directory, model directory, .gguf, "
+                                                                 "hub id or smollm2-135m")
+    sp.add_argument("--text", help="UTF-8 text file (default: bundled held-out Shakespeare)")
+    sp.add_argument("--tokens", type=int, default=20000, help="tokens to score (default 20000)")
+    sp.add_argument("--window", type=int, default=1024, help="window length, non-overlapping (default 1024)")
+    sp.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                    help="float type torch models compute in (default float32; stored weights are unchanged)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("bench", cmd_bench, "run combinations on this machine: perplexity, speed, memory, roofline")
+    sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
+    sp.add_argument("--combos", help="comma-separated method:scheme:backend (none:fp32:torch for a baseline)")
+    sp.add_argument("--all-runnable", action="store_true", help="every combination the registry marks runnable here")
+    sp.add_argument("--tokens", type=int, default=4096, help="perplexity tokens (default 4096)")
+    sp.add_argument("--window", type=int, default=1024, help="perplexity window (default 1024)")
+    sp.add_argument("--prompt", type=int, default=128, help="prefill tokens (default 128)")
+    sp.add_argument("--new-tokens", type=int, default=32, help="timed decode steps (default 32)")
+    sp.add_argument("--batch", type=int, default=4, help="the larger decode batch (default 4)")
+    sp.add_argument("--threads", type=int, help="threads for every backend (default: physical cores)")
+    sp.add_argument("--text", help="UTF-8 text file for perplexity (default: bundled held-out Shakespeare)")
+    sp.add_argument("--requantize", action="store_true", help="re-create cached artifacts")
+    sp.add_argument("--budget", type=float, default=240, help="seconds the perplexity pass of one combination may "
+                    "take at its measured prefill speed; slower ones are skipped (default 240, 0: no limit)")
+    sp.add_argument("--timeout", type=float, default=900, help="seconds before a combination's process is stopped "
+                    "and recorded as failed (default 900)")
+    sp.add_argument("--no-store", action="store_true", help="do not write the results store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("verify", cmd_verify, "check the registry's claimed levels on this machine with microbenchmarks")
+    sp.add_argument("--method", help="only this method ('none' for the float baselines)")
+    sp.add_argument("--scheme", help="only this scheme")
+    sp.add_argument("--backend", help="only this backend")
+    sp.add_argument("--threads", type=int, help="threads (default: physical cores)")
+    sp.add_argument("--no-store", action="store_true", help="do not write the evidence to the results store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("tui", cmd_tui, "explore devices, the matrix, explanations, plans and plugins in a terminal app")
+    sp.add_argument("--device", default="local", help="device to explore first (default: local)")
+    sp.add_argument("--compare", help="a second device for the side-by-side matrix")
+    sp.add_argument("--screen", default="devices", choices=("devices", "matrix", "explain", "plan", "plugins"),
+                    help="first screen (default: devices)")
     return p
 
 

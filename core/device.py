@@ -48,12 +48,16 @@ class DeviceFamily:
     - ``detect()`` inspects the running machine; it never raises: when the vendor library or
       driver is missing it returns a :class:`Detection` with no devices and the reason.
     - ``requires`` lists the optional packages detection uses (``nvidia-ml-py`` ...).
+    - ``targets`` lists the execution targets this family *adds* to
+      :data:`quantmatch.profile.TARGETS` (for example ``("hpu",)`` for Intel Gaudi); its devices and
+      any backend may then use them. Built-in families add none.
     """
 
     name: ClassVar[str] = ""
     vendor: ClassVar[str] = ""
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    targets: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def catalog(cls) -> tuple[HardwareProfile, ...]:

@@ -52,7 +52,9 @@ def register_device_families(register: Callable[[type[Any]], None]) -> None:
     Call ``register(FamilyClass)`` once per family. A family contributes its catalog
     (``FamilyClass.catalog()``, pure data) and live detection (``FamilyClass.detect()``, which must
     never raise and must degrade to "not present, because ..." when its library is missing).
-    The family ``name`` must be unique.
+    The family ``name`` must be unique. A family whose chips run code through an execution target
+    quantmatch does not know yet (``cuda``, ``rocm``, ``metal``, ``vulkan``, ``cpu``) declares it in
+    ``FamilyClass.targets`` (for example ``("hpu",)``); its devices and every backend may then use it.
     """
 
 
@@ -95,6 +97,14 @@ def register_capabilities(register: Callable[..., None]) -> None:
     The way hardware vendors patch a runtime's support for their chips. Precedence rule: rows
     registered through this hook are evaluated *before* the backend's own rows, in plugin load order
     (built-ins first, then entry points sorted by name), so a matching refinement wins over the
-    built-in declaration. Every such row is logged in ``quantmatch plugins`` and the verdict names
-    the plugin that decided it. Refining a backend that is not registered is an error.
+    built-in declaration. Every such row is logged in ``quantmatch plugins`` (with the evaluation
+    order per refined backend) and the verdict names the plugin that decided it. Refining a backend
+    that is not registered is an error.
+
+    Keep a refinement to your hardware: give it a ``when`` predicate (``Requires(families=...)``) or
+    ``targets`` that only your devices have, or it changes verdicts on every device. A row whose
+    ``targets`` names a target the backend lacks but a registered device family added (``hpu``)
+    adds that target to the backend, as a vendor's runtime plugin teaches the runtime a new chip;
+    such a refinement should end with a catch-all row for that target so that none of the
+    backend's own rows decides for hardware they were not written for.
     """

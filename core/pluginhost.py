@@ -19,6 +19,7 @@ import difflib
 import importlib
 import importlib.metadata
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ def _validate_quantizer(cls: Any) -> list[str]:
     return p
 
 
-def _validate_backend(cls: Any) -> list[str]:
+def _validate_backend(cls: Any, known_targets: tuple[str, ...] = TARGETS) -> list[str]:
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         return [f"{cls!r} is not a Backend subclass"]
     p = []
@@ -145,8 +146,8 @@ def _validate_backend(cls: Any) -> list[str]:
         p.append(f"{cls.__name__} has no name")
     targets = tuple(canonical_target(t) or t for t in cls.targets)
     for t in targets:
-        if t not in TARGETS:
-            p.append(f"{cls.__name__}: unknown target {t!r} (valid: {', '.join(TARGETS)})")
+        if t not in known_targets:
+            p.append(f"{cls.__name__}: unknown target {t!r} (valid: {', '.join(known_targets)})")
     if not isinstance(cls.capabilities, tuple):
         p.append(f"{cls.__name__}.capabilities must be a tuple")
         return p
@@ -156,21 +157,31 @@ def _validate_backend(cls: Any) -> list[str]:
     return p
 
 
+_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
 def _validate_family(cls: Any) -> list[str]:
     if not (isinstance(cls, type) and issubclass(cls, DeviceFamily)):
         return [f"{cls!r} is not a DeviceFamily subclass"]
-    return [] if cls.name else [f"{cls.__name__} has no name"]
+    p = [] if cls.name else [f"{cls.__name__} has no name"]
+    if not isinstance(cls.targets, tuple):
+        return [*p, f"{cls.__name__}.targets must be a tuple of target names"]
+    for t in cls.targets:
+        if not isinstance(t, str) or not _TARGET_NAME.match(t) or canonical_target(t) != t:
+            p.append(f"{cls.__name__}: target {t!r} is not a lower-case target name such as 'hpu'")
+    return p
 
 
-def _validate_profile(p: Any) -> list[str]:
+def _validate_profile(p: Any, known_targets: tuple[str, ...] = TARGETS) -> list[str]:
     if not isinstance(p, HardwareProfile):
         return [f"{p!r} is not a HardwareProfile"]
     out = []
     if not p.id:
         out.append("device without id")
     for t in p.targets:
-        if t not in TARGETS:
-            out.append(f"device {p.id}: unknown target {t!r}")
+        if t not in known_targets:
+            out.append(f"device {p.id}: unknown target {t!r} (valid: {', '.join(known_targets)}; a device "
+                       "family adds targets through its `targets` class variable)")
     for label, fig in [("memory", p.memory), ("bandwidth", p.bandwidth), *p.peaks.items()]:
         if fig.value is not None and not fig.source:
             out.append(f"device {p.id}: figure {label} has no source")
@@ -192,6 +203,9 @@ class PluginHost:
         self.quantizers: dict[str, Entry] = {}
         self.backends: dict[str, Entry] = {}
         self.refinements: dict[str, list[tuple[Capability, Provenance]]] = {}
+        self.targets: tuple[str, ...] = TARGETS
+        """Execution targets known to this host: :data:`~quantmatch.profile.TARGETS` plus those that
+        registered device families add (``DeviceFamily.targets``)."""
         self._stderr = stderr
         self._load(extra_plugins, autoload)
 
@@ -315,6 +329,15 @@ class PluginHost:
 
         self._call_each("register_device_families", simple,
                         lambda i, s: self._commit(i, s, "device family", self.families, _validate_family))
+        added = [t for e in self.families.values() for t in e.obj.targets if t not in TARGETS]
+        self.targets = TARGETS + tuple(dict.fromkeys(added))
+
+        def profile_ok(p: Any) -> list[str]:
+            return _validate_profile(p, self.targets)
+
+        def backend_ok(cls: Any) -> list[str]:
+            return _validate_backend(cls, self.targets)
+
         for entry in list(self.families.values()):
             info = self.plugins[entry.provenance.plugin]
             try:
@@ -324,13 +347,13 @@ class PluginHost:
                     raise
                 self._mark_broken(info, f"{entry.name}.catalog() raised {type(e).__name__}: {e}")
                 continue
-            self._commit(info, profiles, "device", self.devices, _validate_profile)
+            self._commit(info, profiles, "device", self.devices, profile_ok)
         self._call_each("register_devices", simple,
-                        lambda i, s: self._commit(i, s, "device", self.devices, _validate_profile))
+                        lambda i, s: self._commit(i, s, "device", self.devices, profile_ok))
         self._call_each("register_quantizers", simple,
                         lambda i, s: self._commit(i, s, "method", self.quantizers, _validate_quantizer))
         self._call_each("register_backends", simple,
-                        lambda i, s: self._commit(i, s, "backend", self.backends, _validate_backend))
+                        lambda i, s: self._commit(i, s, "backend", self.backends, backend_ok))
         self._call_each("register_capabilities", refine, self._commit_refinements)
 
     def _commit(self, info: PluginInfo, items: list[Any], kind: str, table: dict[str, Entry],
@@ -361,7 +384,15 @@ class PluginHost:
             info.contributed.append(f"{kind} {name}")
 
     def _commit_refinements(self, info: PluginInfo, items: list[Any]) -> None:
+        """Validate and record ``register_capabilities`` rows (see the hook's precedence rule).
+
+        A row that names, in ``targets``, a target the backend lacks but this host knows (one a
+        device family added, such as ``hpu``) adds that target to the backend - the way a vendor's
+        runtime plugin teaches a runtime its chip. The host then holds a subclass of the backend
+        with the extended ``targets``; the original class is left untouched.
+        """
         problems = []
+        added: dict[str, list[str]] = {}
         for backend, cap in items:
             if backend not in self.backends:
                 close = difflib.get_close_matches(str(backend), list(self.backends), n=3)
@@ -369,14 +400,45 @@ class PluginHost:
                                 + (f" (did you mean {', '.join(close)}?)" if close else ""))
                 continue
             targets = tuple(canonical_target(t) or t for t in self.backends[backend].obj.targets)
+            if isinstance(cap, Capability) and isinstance(cap.targets, tuple):
+                new = [t for t in (canonical_target(x) or x for x in cap.targets)
+                       if t not in targets and t in self.targets]
+                targets += tuple(new)
+                added.setdefault(backend, []).extend(new)
             problems.extend(validate_capability(cap, targets))
         if problems:
             self._mark_broken(info, f"invalid capability refinement: {'; '.join(problems[:3])}")
             return
+        for backend, new in added.items():
+            new = [t for t in dict.fromkeys(new) if t not in self.backends[backend].obj.targets]
+            if not new:
+                continue
+            entry = self.backends[backend]
+            base = entry.obj
+            extended = type(base.__name__, (base,), {"targets": (*base.targets, *new), "__doc__": base.__doc__,
+                                                     "__module__": base.__module__})
+            self.backends[backend] = Entry(entry.name, extended, entry.provenance)
+            info.contributed.append(f"refines {backend}: adds target {', '.join(new)}")
         for backend, cap in items:
             self.refinements.setdefault(backend, []).append((cap, info.provenance))
+            on = f" on {','.join(cap.targets)}" if cap.targets else ""
             info.contributed.append(f"refines {backend}: {cap.level.value} for "
-                                    f"{','.join(cap.weights or ('*',))} ({cap.reason[:60]})")
+                                    f"{','.join(cap.weights or ('*',))}{on} ({cap.reason[:60]})")
+
+    def precedence(self, backend: str) -> list[str]:
+        """The order in which ``backend``'s capability rows are evaluated, as log lines.
+
+        Refinements (``register_capabilities``) come first, in plugin load order (built-ins, then
+        entry points sorted by name, then plugins passed to the host), then the backend's own rows;
+        the first row whose filters match and whose device predicate holds decides.
+        """
+        lines = [f"{i}. {prov.plugin} ({prov.distribution} {prov.version}): {cap.level.value} - {cap.reason}"
+                 for i, (cap, prov) in enumerate(self.refinements.get(backend, ()), 1)]
+        entry = self.backends.get(backend)
+        if entry is not None:
+            lines.append(f"{len(lines) + 1}. then the {len(entry.obj.capabilities)} rows of {backend} itself "
+                         f"({entry.provenance})")
+        return lines
 
     # ---- queries ---------------------------------------------------------------------------
     @property

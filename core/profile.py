@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -167,8 +168,8 @@ class HardwareProfile:
     def with_provenance(self, provenance: Provenance) -> HardwareProfile:
         return replace(self, provenance=provenance)
 
-    def signature(self) -> tuple[Any, ...]:
-        """What verdicts depend on: two devices with the same signature get the same verdicts."""
+    @cached_property
+    def _signature(self) -> tuple[Any, ...]:
         return (
             self.family,
             self.arch,
@@ -178,6 +179,10 @@ class HardwareProfile:
             self.cpu_features,
             tuple(sorted(self.emulated.items())),
         )
+
+    def signature(self) -> tuple[Any, ...]:
+        """What verdicts depend on: two devices with the same signature get the same verdicts."""
+        return self._signature
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -162,8 +162,12 @@ class Quantizer:
         """Requirements that are not installed, with the line that installs them."""
         return missing_requirements(self.requires)
 
-    def quantize(self, model: Any, scheme: Scheme, out: Any, **options: Any) -> Any:
-        """Quantize and write an artifact; implemented by each method plugin."""
+    def quantize(self, source: Any, scheme: Scheme, out_dir: Any, options: Any = None, **kw: Any) -> Any:
+        """Quantize ``source`` (a :class:`quantmatch.models.ModelSource`) to ``scheme`` and write the
+        artifact into ``out_dir``, a fresh temporary directory the caller renames on success.
+
+        ``options`` carries the preset rules, calibration, seed and a progress callback (see
+        :mod:`quantmatch.pipeline`). Implemented by each method plugin."""
         raise NotImplementedError(
             f"quantization with {self.name!r} is not implemented in this version of quantmatch; "
             "the registry can still tell where its artifacts run")

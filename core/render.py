@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -40,7 +40,9 @@ def _fig(f: Figure) -> str:
     return str(f)
 
 
-def plugins_table(infos: Sequence[PluginInfo]) -> None:
+def plugins_table(infos: Sequence[PluginInfo], precedence: Mapping[str, Sequence[str]] | None = None) -> None:
+    """The plugins table; ``precedence`` maps each refined backend to its row order (see
+    :meth:`quantmatch.pluginhost.PluginHost.precedence`)."""
     t = Table(title="quantmatch plugins", title_justify="left")
     for col in ("plugin", "distribution", "status", "contributed"):
         t.add_column(col, overflow="fold")
@@ -49,10 +51,20 @@ def plugins_table(infos: Sequence[PluginInfo]) -> None:
                         for c in p.contributed)
         contributed = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items())) or "-"
         status = Text(p.status, style={"ok": "green", "broken": "bold red", "blocked": "yellow"}[p.status])
+        refines = [c for c in p.contributed if c.startswith("refines ")]
+        if refines:
+            contributed += "\n" + "\n".join(refines)
         if p.errors:
             contributed += "\n" + "\n".join(f"error: {e}" for e in p.errors)
         t.add_row(p.name, f"{p.distribution} {p.version}", status, contributed)
     console().print(t)
+    if precedence:
+        console().print("Capability refinements (register_capabilities) are evaluated before the backend's own "
+                        "rows, in plugin load order; the first matching row decides:")
+        for backend, lines in precedence.items():
+            console().print(f"  {backend}:")
+            for line in lines:
+                console().print(f"    {line}", markup=False, highlight=False)
     broken = sum(p.status == "broken" for p in infos)
     console().print(f"{len(infos)} plugins, {broken} broken. Environment switches: "
                     "QUANTMATCH_DISABLE_PLUGIN_AUTOLOAD=1, QUANTMATCH_PLUGINS=a,b, QUANTMATCH_BLOCK_PLUGINS=a,b")

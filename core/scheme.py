@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 __all__ = [
@@ -62,6 +63,7 @@ _FORMATS: dict[str, tuple[int | None, str]] = {
     "mxfp4": (4, "mxfp4"),
     "mxfp8": (8, "mxfp8"),
 }
+_STEM_TOKEN = {v[1]: k for k, v in _FORMATS.items()}
 _FORMAT_ALIASES = {"int8": "int", "int4": "int", "fp8e4m3": "fp8", "fp8-e4m3": "fp8", "e4m3": "fp8"}
 _WEIGHT_ONLY_FORMATS = {"nf4", "fp4"}  # bitsandbytes-style 4-bit storage formats; never activations
 _BLOCK = {"nvfp4": 16, "mxfp4": 32, "mxfp8": 32}  # fixed block sizes of the microscaling formats
@@ -174,13 +176,17 @@ class Scheme:
 
     # ---- string form ------------------------------------------------------------------------
     def __str__(self) -> str:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> str:
         kv = f"-kv{self.kv_cache}" if self.kv_cache else ""
         if self.is_baseline:
             return self.weight_format + kv
         if self.is_gguf:
             return self.weight_format + kv
         parts = [f"w{self.weight_bits}a{self.activation_bits}"]
-        stem = {v[1]: k for k, v in _FORMATS.items()}
+        stem = _STEM_TOKEN
         if self.activation_format == "int":
             parts.append(f"int{self.activation_bits}")
         elif self.activation_format is not None:

@@ -125,12 +125,15 @@ class Decision:
 Rows = tuple[tuple[Capability, Provenance], ...]
 
 
+def candidate_rows(rows: Rows, q: Query) -> Rows:
+    """The rows whose scheme filters match ``q`` (independent of the device, so cacheable)."""
+    return tuple((cap, prov) for cap, prov in rows if _filters_match(cap, q))
+
+
 def decide(rows: Rows, profile: HardwareProfile, q: Query) -> Decision:
-    """First row whose filters match and whose predicate holds decides; the rest explain."""
+    """First row (of those matching ``q``) whose predicate holds decides; the rest explain."""
     misses: list[tuple[Capability, Provenance, tuple[str, ...]]] = []
     for cap, prov in rows:
-        if not _filters_match(cap, q):
-            continue
         failures = unmet(cap.when, profile, q)
         if failures:
             misses.append((cap, prov, tuple(failures)))
@@ -155,7 +158,7 @@ def render(text: str, profile: HardwareProfile, q: Query) -> str:
                                      lowering=profile.emulated.get(compute, "no known lowering")))
 
 
-def reasons_for(decision: Decision, profile: HardwareProfile, q: Query, backend: str) -> list[Reason]:
+def reasons_for(decision: Decision, profile: HardwareProfile, q: Query, backend: str) -> tuple[Reason, ...]:
     """Human-readable reasons: the deciding row first, then why better rows did not apply."""
     out: list[Reason] = []
     if decision.row is not None and decision.provenance is not None:
@@ -171,4 +174,4 @@ def reasons_for(decision: Decision, profile: HardwareProfile, q: Query, backend:
         why = "; ".join(render(f, profile, q) for f in failures)
         out.append(Reason(f"not {cap.level.value}: {render(cap.reason, profile, q)} - {why}",
                           cap.source, prov.plugin))
-    return out
+    return tuple(out)

@@ -14,9 +14,9 @@ from quantmatch.pluginhost import Entry, PluginHost, get_host
 from quantmatch.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
 from quantmatch.quantizer import Quantizer
 from quantmatch.scheme import Scheme, parse_scheme
-from quantmatch.verdict import LAYERS, Level, Reason, Verdict
+from quantmatch.verdict import LAYERS, Evidence, Level, Reason, Verdict
 
-from .engine import Decision, Query, decide, reasons_for, render
+from .engine import Decision, Query, Rows, candidate_rows, decide, reasons_for, render
 
 __all__ = ["Registry", "UnknownChoiceError"]
 
@@ -52,9 +52,17 @@ class Registry:
             for a in e.obj.aliases:
                 self._aliases.setdefault(a.lower(), dev_id)
         self._local: HardwareProfile | None = None
-        self._decisions: dict[tuple[Any, ...], Decision] = {}
+        self._local_detected = False  # True once local() detected this machine (evidence applies to it only)
+        self._evidence: dict[tuple[str, str, str], tuple[Evidence, ...]] | None = None
+        self._decisions: dict[tuple[str, Query, int], Decision] = {}
         self._rows: dict[str, tuple[tuple[Any, Provenance], ...]] = {}
         self._schemes: dict[str, Scheme] = {}
+        self._btargets: dict[str, tuple[str, ...]] = {}
+        self._pre: dict[tuple[Any, ...], tuple[Reason, ...]] = {}
+        self._queries: dict[tuple[Any, ...], Query] = {}
+        self._candidates: dict[tuple[str, Query], Rows] = {}
+        self._sig_ids: dict[str, int] = {}
+        self._intern: dict[tuple[Any, ...], int] = {}
 
     # ---- lookups ---------------------------------------------------------------------------
     def devices(self, family: str | None = None) -> list[HardwareProfile]:
@@ -85,6 +93,7 @@ class Registry:
             if not found:
                 raise UnknownChoiceError("device", "local (nothing detected)", self.host.devices)
             self._local = found[0]
+            self._local_detected = True
         return self._local
 
     def methods(self) -> list[Entry]:
@@ -122,15 +131,41 @@ class Registry:
         return rows
 
     # ---- verdicts --------------------------------------------------------------------------
+    def _targets_of(self, backend: type[Backend]) -> tuple[str, ...]:
+        t = self._btargets.get(backend.name)
+        if t is None:
+            t = self._btargets[backend.name] = tuple(canonical_target(x) or x for x in backend.targets)
+        return t
+
     def resolve_target(self, backend: type[Backend], device: HardwareProfile, target: str | None) -> str | None:
         """The execution target: the one asked for, else the device's main one the backend has."""
         if target is not None:
             return canonical_target(target)
-        btargets = tuple(canonical_target(t) for t in backend.targets)
+        btargets = self._targets_of(backend)
         for t in device.targets:
             if t in btargets:
                 return t
         return None
+
+    def _method_problems(self, quantizer: type[Quantizer] | None, sch: Scheme, be: type[Backend],
+                         model: ModelInfo | None) -> tuple[Reason, ...]:
+        """Pruning that precedes the backend: artifact format, the method's declaration, model shapes."""
+        key = (quantizer, str(sch), be.name)
+        if model is None and key in self._pre:
+            return self._pre[key]
+        pre: list[Reason] = []
+        if quantizer is not None:
+            if "*" not in be.formats and quantizer.artifact_format not in be.formats:
+                pre.append(Reason(f"{be.name} does not load {quantizer.artifact_format} artifacts "
+                                  f"(it loads {', '.join(be.formats)})", be.source, be.name))
+            for p in quantizer().check(model, sch):
+                if p.fatal:
+                    pre.append(Reason(str(p), p.source or quantizer.source, quantizer.name))
+        elif model is not None and sch.group_size:
+            pre.extend(Reason(str(p), p.source, "") for p in Quantizer().check_model(model, sch))
+        if model is None:
+            self._pre[key] = tuple(pre)
+        return tuple(pre)
 
     def verdict(
         self,
@@ -155,48 +190,70 @@ class Registry:
             raise UnknownChoiceError("layer", layer, LAYERS)
         q_method = method.strip().lower() if method else None
         quantizer = self.method(q_method) if q_method else None
-        t = self.resolve_target(be, dev, target)
-        base = dict(method=q_method, scheme=str(sch), backend=be.name, device=dev.id, layer=layer)
+        v = self._verdict(quantizer, sch, be, dev, self.resolve_target(be, dev, target), layer, model)
+        return self._with_evidence(v, dev)
 
-        pre: list[Reason] = []
-        if quantizer is not None:
-            fmt_ok = "*" in be.formats or quantizer.artifact_format in be.formats
-            if not fmt_ok:
-                pre.append(Reason(f"{be.name} does not load {quantizer.artifact_format} artifacts "
-                                  f"(it loads {', '.join(be.formats)})", be.source, be.name))
-            for p in quantizer().check(model, sch):
-                if p.fatal:
-                    pre.append(Reason(str(p), p.source or quantizer.source, q_method or ""))
-        elif model is not None and sch.group_size:
-            for p in Quantizer().check_model(model, sch):
-                pre.append(Reason(str(p), p.source, ""))
+    def _with_evidence(self, v: Verdict, dev: HardwareProfile) -> Verdict:
+        """``v`` with the measurements ``quantmatch verify``/``bench`` stored for it on this machine.
+
+        Only the detected machine gets evidence (not a profile given to :meth:`with_local`, nor a catalog
+        device); the store is read once per registry, read-only, and a missing store means none.
+        """
+        if not (self._local_detected and dev is self._local):
+            return v
+        if self._evidence is None:
+            from quantmatch.runners.store import read_evidence
+
+            self._evidence = read_evidence(dev.id)
+        found = self._evidence.get((v.method or "none", v.scheme, v.backend))
+        return replace(v, evidence=found) if found else v
+
+    def _verdict(self, quantizer: type[Quantizer] | None, sch: Scheme, be: type[Backend], dev: HardwareProfile,
+                 t: str | None, layer: str, model: ModelInfo | None) -> Verdict:
+        q_method = quantizer.name if quantizer is not None else None
+        scheme_s = str(sch)
+        pre = self._method_problems(quantizer, sch, be, model)
         if t is None:
-            pre.append(Reason(f"{be.name} runs on {', '.join(be.targets)}; {dev.name} offers "
-                              f"{', '.join(dev.targets)}", be.source, be.name))
-            return Verdict(Level.UNSUPPORTED, tuple(pre), target="-", **base)  # type: ignore[arg-type]
+            pre += (Reason(f"{be.name} runs on {', '.join(be.targets)}; {dev.name} offers "
+                           f"{', '.join(dev.targets)}", be.source, be.name),)
+            return Verdict(Level.UNSUPPORTED, pre, q_method, scheme_s, be.name, "-", dev.id, layer)
         if t not in dev.targets:
-            pre.append(Reason(f"{dev.name} has no {t} target (it offers {', '.join(dev.targets)})", "", ""))
-        elif t not in tuple(canonical_target(x) for x in be.targets):
-            pre.append(Reason(f"{be.name} has no {t} target (it has {', '.join(be.targets)})",
-                              be.source, be.name))
+            pre += (Reason(f"{dev.name} has no {t} target (it offers {', '.join(dev.targets)})", "", ""),)
+        elif t not in self._targets_of(be):
+            pre += (Reason(f"{be.name} has no {t} target (it has {', '.join(be.targets)})", be.source,
+                           be.name),)
 
-        if layer == "kv-cache":
-            kv = sch.kv_type or (sch.compute_dtype if not sch.is_gguf else "fp16")
-            q = Query(q_method, kv, kv, 0, True, layer, t)
-        else:
-            q = Query(q_method, sch.weight_type, sch.activation_type, sch.group_size or 0, sch.symmetric,
-                      layer, t)
-        key = (be.name, q, dev.signature())
+        q = self._query(q_method, sch, layer, t)
+        sig = self._sig_ids.get(dev.id)
+        if sig is None:
+            sig = self._sig_ids[dev.id] = self._intern.setdefault(dev.signature(), len(self._intern))
+        key = (be.name, q, sig)
         decision = self._decisions.get(key)
         if decision is None:
-            decision = self._decisions[key] = decide(self._backend_rows(be.name), dev, q)
+            candidates = self._candidates.get((be.name, q))
+            if candidates is None:
+                candidates = self._candidates[(be.name, q)] = candidate_rows(self._backend_rows(be.name), q)
+            decision = self._decisions[key] = decide(candidates, dev, q)
         reasons = reasons_for(decision, dev, q, be.name)
         if pre:
-            return Verdict(Level.UNSUPPORTED, tuple(pre) + tuple(reasons), target=t,
-                           runs_as=None, provenance=decision.provenance, **base)  # type: ignore[arg-type]
+            return Verdict(Level.UNSUPPORTED, pre + reasons, q_method, scheme_s, be.name, t, dev.id, layer,
+                           provenance=decision.provenance)
         runs_as = render(decision.row.runs_as, dev, q) if decision.row and decision.row.runs_as else None
-        return Verdict(decision.level, tuple(reasons), target=t, runs_as=runs_as,
-                       provenance=decision.provenance, **base)  # type: ignore[arg-type]
+        return Verdict(decision.level, reasons, q_method, scheme_s, be.name, t, dev.id, layer,
+                       runs_as=runs_as, provenance=decision.provenance)
+
+    def _query(self, method: str | None, sch: Scheme, layer: str, target: str) -> Query:
+        key = (method, sch, layer, target)
+        q = self._queries.get(key)
+        if q is None:
+            if layer == "kv-cache":
+                kv = sch.kv_type or (sch.compute_dtype if not sch.is_gguf else "fp16")
+                q = Query(method, kv, kv, 0, True, layer, target)
+            else:
+                q = Query(method, sch.weight_type, sch.activation_type, sch.group_size or 0, sch.symmetric,
+                          layer, target)
+            self._queries[key] = q
+        return q
 
     def explain(self, method: str | None, scheme: str | Scheme, backend: str, device: str | HardwareProfile,
                 target: str | None = None, model: ModelInfo | None = None,
@@ -249,15 +306,16 @@ class Registry:
             for be in backends:
                 if "*" not in be.formats and fmt not in be.formats:
                     continue
-                targets = [t for t in dev.targets if t in {canonical_target(x) for x in be.targets}]
+                btargets = self._targets_of(be)
+                targets = [t for t in dev.targets if t in btargets]
                 for t in targets:
                     for s in q.schemes:
-                        v = self.verdict(q.name, s, be.name, dev, t, layer, model)
+                        v = self._verdict(q, self.scheme(s), be, dev, t, layer, model)
                         if want is not None and v.level is not want:
                             continue
                         if not include_unsupported and not v.runnable:
                             continue
-                        out.append(v)
+                        out.append(self._with_evidence(v, dev))
         out.sort(key=lambda v: (v.level.rank, v.method or "", v.scheme, v.backend, v.target))
         return out
 

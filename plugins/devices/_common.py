@@ -147,7 +147,8 @@ def gpu_profile(
     else:
         features, emulated, arch_name = fallback, MappingProxyType({}), ""
         notes.append(f"{arch} is not in the catalog: only baseline features are assumed")
-    bandwidth, peaks, sources = UNKNOWN_BW, {}, (probe,)
+    bandwidth, peaks = UNKNOWN_BW, {}
+    sources: tuple[str, ...] = (probe,)
     if match:
         notes.append(f"matched catalog entry {match.id}: bandwidth and peaks are its figures")
         bandwidth = catalog_copy(match.bandwidth, match)

@@ -16,8 +16,11 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import re
 import struct
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +31,7 @@ from quantmatch.pluginhost import hookimpl
 from quantmatch.quantizer import Problem, Quantizer, SchemeSupport
 from quantmatch.scheme import Scheme, parse_scheme
 
-from .gguf_convert import CONVERTIBLE_MODEL_TYPES, OUT_TYPES, convert_hf_to_gguf
+from .gguf_convert import CONVERTIBLE_MODEL_TYPES, OUT_TYPES, convert_hf_to_gguf, weight_layout
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -40,6 +43,7 @@ __all__ = [
     "load_for_eval",
     "load_imatrix",
     "quantize_gguf",
+    "tensor_types_for_rules",
 ]
 
 GGUF_OUTPUTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_1", "q5_0", "q4_k_m", "q4_k_s",
@@ -48,10 +52,21 @@ GGUF_OUTPUTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_1", "q5_0", 
 ARTIFACT_NAME = "model.gguf"
 """The one file a GGUF quantization writes inside its output directory."""
 
-_FTYPE_NAMES = {t: f"LLAMA_FTYPE_MOSTLY_{t.upper()}" for t in GGUF_OUTPUTS if t not in OUT_TYPES}
+_FTYPE_NAMES = {t: f"LLAMA_FTYPE_MOSTLY_{t.upper()}" for t in GGUF_OUTPUTS if t != "f32"}
+_FTYPE_NAMES["f32"] = "LLAMA_FTYPE_ALL_F32"
 """GGUF type -> llama_cpp ftype constant (``q4_k_m`` -> ``LLAMA_FTYPE_MOSTLY_Q4_K_M``)."""
 
+_PRECISION_TYPES: dict[str, tuple[str, ...]] = {
+    "fp32": ("F32",), "fp16": ("F16",), "bf16": ("BF16",), "int8": ("Q8_0",),
+    "int4": ("Q4_K", "Q4_0"), "int3": ("Q3_K",), "int2": ("Q2_K",),
+}
+"""Layer-wise precision -> ggml tensor types, best first (the first whose block divides the row)."""
+_BLOCK = {"F32": 1, "F16": 1, "BF16": 1, "Q8_0": 32, "Q4_0": 32, "Q4_K": 256, "Q3_K": 256, "Q2_K": 256}
+
 ProgressFn = Callable[[str, int, int], None]
+
+_KV_TYPES = {"f16": 1, "f32": 0}
+"""KV-cache type name -> ggml type id (GGML_TYPE_F16 = 1, GGML_TYPE_F32 = 0)."""
 
 
 class GGUFQuantizeError(RuntimeError):
@@ -104,58 +119,123 @@ class GGUFQuantizer(Quantizer):
                                     source="quantmatch.plugins.methods.gguf_convert"))
         return problems
 
+    @staticmethod
+    def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[GGUFModel, None]:
+        """``(model, None)`` for an artifact directory: the GGUF tokenizes itself (``dtype`` unused)."""
+        return load_for_eval(Path(directory) / ARTIFACT_NAME), None
+
     def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
                  options: Mapping[str, Any] | None = None, **more: Any) -> GGUFArtifact:
         """Convert ``model`` and quantize it into ``out/model.gguf``; return what was written.
 
-        ``model`` is an object with ``hf_dir`` (``quantmatch.models.ModelSource``) or the path of a
-        Hugging Face model directory. ``out`` is an existing (fresh, temporary) directory owned by the
-        caller, who renames it on success; only ``model.gguf`` is left in it. ``options`` (or keyword
-        arguments):
+        ``model`` is an object with ``hf_dir`` (``quantmatch.models.ModelSource``), the path of a
+        Hugging Face model directory, or a spec ``quantmatch.models.resolve_model`` accepts. ``out``
+        is an existing (fresh, temporary) directory owned by the caller, who renames it on success;
+        only ``model.gguf`` is left in it. ``options`` (or keyword arguments):
 
         - ``imatrix``: path of an importance matrix (llama.cpp ``imatrix`` GGUF or legacy ``.dat``);
         - ``threads``: threads for llama.cpp's quantizer (default: all cores);
         - ``intermediate``: ``f16`` (default), ``bf16`` or ``f32``, the file quantized from;
         - ``tokenizer_pre``: llama.cpp pre-tokenizer name when detection fails;
-        - ``progress``: ``progress(stage, done, total)`` with stages ``convert`` and ``quantize``.
+        - ``rules``: layer-wise precision rules (``quantmatch.layerwise.LayerRule``), applied as
+          llama.cpp tensor-type overrides (see :func:`tensor_types_for_rules`);
+        - ``progress``: ``progress(stage, done, total)`` with stages ``convert`` and ``quantize``
+          (one call per tensor);
+        - ``verbose``: echo llama.cpp's quantization log to stderr.
         """
         opts = {**(options or {}), **more}
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
         gtype = s.weight_format.removeprefix("gguf-")
         if not s.is_gguf or gtype not in GGUF_OUTPUTS:
             raise ValueError(f"gguf cannot produce scheme {s}: valid: {', '.join(self.schemes)}")
-        hf_dir = Path(getattr(model, "hf_dir", model))
+        hf_dir = _hf_dir(model)
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / ARTIFACT_NAME
         progress: ProgressFn | None = opts.get("progress")
         imatrix = opts.get("imatrix")
+        overrides = tensor_types_for_rules(hf_dir, opts.get("rules") or ())
         start = time.perf_counter()
-        if gtype in OUT_TYPES:
-            if imatrix:
-                raise ValueError(f"an importance matrix has no effect on {gtype.upper()}; leave it out")
+        if gtype in OUT_TYPES and imatrix:
+            raise ValueError(f"an importance matrix has no effect on {gtype.upper()}; leave it out")
+        if gtype in OUT_TYPES and not overrides:
             conv = convert_hf_to_gguf(hf_dir, target, gtype, tokenizer_pre=opts.get("tokenizer_pre"),
                                       progress=progress)
             return GGUFArtifact(target, str(s), gtype, conv.size_bytes, time.perf_counter() - start,
-                                tokenizer_pre=conv.tokenizer_pre)
-        base = str(opts.get("intermediate") or "f16").lower()
+                                tokenizer_pre=conv.tokenizer_pre, details=_type_counts(target))
+        base = str(opts.get("intermediate") or ("f32" if gtype == "f32" else "f16")).lower()
         if base not in OUT_TYPES:
             raise ValueError(f"intermediate must be one of {', '.join(OUT_TYPES)}, not {base!r}")
         tmp = out_dir / f".intermediate-{base}.gguf"
         try:
             conv = convert_hf_to_gguf(hf_dir, tmp, base, tokenizer_pre=opts.get("tokenizer_pre"),
                                       progress=progress)
-            if progress is not None:
-                progress("quantize", 0, 1)
-            quantize_gguf(tmp, target, gtype, imatrix=imatrix, threads=opts.get("threads"))
-            if progress is not None:
-                progress("quantize", 1, 1)
+            quantize_gguf(tmp, target, gtype, imatrix=imatrix, threads=opts.get("threads"),
+                          tensor_types=overrides, progress=progress, verbose=bool(opts.get("verbose")))
         finally:
             tmp.unlink(missing_ok=True)
+        details = {"intermediate_size_bytes": conv.size_bytes, **_type_counts(target)}
+        if overrides:
+            details["tensor_overrides"] = len(overrides)
         return GGUFArtifact(target, str(s), gtype, target.stat().st_size, time.perf_counter() - start,
                             intermediate=base, imatrix=str(imatrix) if imatrix else None,
-                            tokenizer_pre=conv.tokenizer_pre,
-                            details={"intermediate_size_bytes": conv.size_bytes})
+                            tokenizer_pre=conv.tokenizer_pre, details=details)
+
+
+def _hf_dir(model: Any) -> Path:
+    """The Hugging Face directory of a ``ModelSource``, a directory path, or a model spec."""
+    if hasattr(model, "hf_dir"):
+        return Path(model.hf_dir)
+    path = Path(str(model)).expanduser()
+    if path.is_dir():
+        return path
+    from quantmatch.models import resolve_model
+
+    return Path(resolve_model(str(model)).hf_dir)
+
+
+def _type_counts(path: Path) -> dict[str, Any]:
+    """``{"tensor_types": {ggml type: tensor count}}`` of a GGUF file (header only)."""
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for t in GGUFReader(path).tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    return {"tensor_types": dict(sorted(counts.items()))}
+
+
+def tensor_types_for_rules(hf_dir: str | Path, rules: Sequence[Any]) -> dict[str, str]:
+    """``{GGUF tensor name: ggml type}`` for the 2-D weights that layer-wise ``rules`` hit.
+
+    Precisions map to ggml types: ``fp32``/``fp16``/``bf16`` -> F32/F16/BF16, ``int8`` -> Q8_0,
+    ``int4`` -> Q4_K (Q4_0 where the row is not a multiple of 256), ``int3`` -> Q3_K, ``int2`` -> Q2_K.
+    Rules for norms change nothing: llama.cpp keeps norms in F32. With tied embeddings the head is
+    ``token_embd.weight``: a rule for the embeddings wins over one for ``lm_head``. Raises
+    ``ValueError`` for a precision GGUF cannot store (``fp8``, ``int1``) or a row a k-quant cannot hold.
+    """
+    if not rules:
+        return {}
+    from quantmatch.layerwise import assign
+
+    layout = weight_layout(hf_dir)
+    out: dict[str, str] = {}
+    for module, rule in sorted(assign(layout, rules).items(), key=lambda kv: kv[0] == "lm_head"):
+        if rule is None:
+            continue
+        name, per_row = layout[module]
+        if name in out:
+            continue
+        types = _PRECISION_TYPES.get(rule.precision)
+        if types is None:
+            raise ValueError(f"layer rule {rule.name!r}: GGUF has no {rule.precision} tensor type "
+                             f"(valid: {', '.join(_PRECISION_TYPES)})")
+        chosen = next((t for t in types if per_row % _BLOCK[t] == 0), None)
+        if chosen is None:
+            raise ValueError(f"layer rule {rule.name!r}: {rule.precision} is {types[0]} in GGUF, whose "
+                             f"blocks of {_BLOCK[types[0]]} do not divide the {per_row} values per row "
+                             f"of {module}; use int4 or int8 there")
+        out[name] = chosen
+    return out
 
 
 # ---- llama.cpp quantizer -----------------------------------------------------------------------
@@ -213,11 +293,16 @@ def load_imatrix(path: str | Path) -> dict[str, Any]:
 
 def quantize_gguf(src: str | Path, dst: str | Path, gguf_type: str, *,
                   imatrix: str | Path | Mapping[str, Any] | None = None,
-                  threads: int | None = None) -> Path:
+                  tensor_types: Mapping[str, str] | None = None, threads: int | None = None,
+                  progress: ProgressFn | None = None, verbose: bool = False) -> Path:
     """Quantize the F32/F16/BF16 GGUF ``src`` to ``gguf_type`` at ``dst`` with ``llama_model_quantize``.
 
-    ``imatrix`` is a file (see :func:`load_imatrix`) or an already loaded mapping. Raises
-    :class:`GGUFQuantizeError` when llama.cpp fails (its messages go to stderr).
+    ``imatrix`` is a file (see :func:`load_imatrix`) or an already loaded mapping; ``tensor_types``
+    maps GGUF tensor names to ggml types (``Q8_0``, ``F16`` ...) that override llama.cpp's choice
+    (see :func:`tensor_types_for_rules`). llama.cpp's log is
+    captured: ``progress("quantize", i, n)`` follows its per-tensor lines, ``verbose`` echoes it to
+    stderr, and its last lines are in the :class:`GGUFQuantizeError` raised when it fails. A Ctrl-C
+    during the (uninterruptible) C call is re-raised when it returns, with ``dst`` removed.
     """
     gtype = gguf_type.lower()
     if gtype not in _FTYPE_NAMES:
@@ -242,14 +327,65 @@ def quantize_gguf(src: str | Path, dst: str | Path, gguf_type: str, *,
         entries[len(data)].name = None  # terminator
         keep.append(entries)
         params.imatrix = ctypes.cast(entries, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+    if tensor_types:
+        overrides = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+        for i, (name, type_name) in enumerate(tensor_types.items()):
+            pattern = ("^" + re.escape(name) + "$").encode("utf-8")
+            keep.append(pattern)
+            overrides[i].pattern = pattern
+            overrides[i].type = getattr(llama_cpp, f"GGML_TYPE_{type_name.upper()}")
+        overrides[len(tensor_types)].pattern = None  # terminator
+        keep.append(overrides)
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     dst = Path(dst)
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    with _LlamaLog(progress, verbose) as log:
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     del keep
+    if log.interrupted:
+        dst.unlink(missing_ok=True)
+        raise KeyboardInterrupt
     if rc != 0 or not dst.is_file():
         dst.unlink(missing_ok=True)
-        raise GGUFQuantizeError(f"llama.cpp could not quantize {src} to {gtype.upper()} (code {rc}); "
-                                "its log above says why")
+        raise GGUFQuantizeError(f"llama.cpp could not quantize {src} to {gtype.upper()} (code {rc}):\n"
+                                + "".join(log.lines).strip())
     return dst
+
+
+class _LlamaLog:
+    """Route llama.cpp's log through Python while a call runs: keep the tail, report progress."""
+
+    _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
+
+    def __init__(self, progress: ProgressFn | None, verbose: bool) -> None:
+        self.progress, self.verbose = progress, verbose
+        self.lines: deque[str] = deque(maxlen=30)
+        self.interrupted = False
+        self._callback: Any = None
+
+    def _on_log(self, level: int, text: bytes, user_data: Any) -> None:
+        try:
+            line = text.decode("utf-8", errors="replace")
+            self.lines.append(line)
+            if self.verbose:
+                sys.stderr.write(line)
+            m = self._STEP.match(line)
+            if m and self.progress is not None:
+                self.progress("quantize", int(m[1]), int(m[2]))
+        except BaseException:  # never raise into C; a Ctrl-C is re-raised after the call
+            self.interrupted = True
+
+    def __enter__(self) -> _LlamaLog:
+        import llama_cpp
+
+        self._callback = llama_cpp.llama_log_callback(self._on_log)
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import llama_cpp
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 # ---- evaluation --------------------------------------------------------------------------------
@@ -259,14 +395,20 @@ class GGUFModel:
 
     The llama.cpp context is created on first use with ``n_ctx`` equal to the window asked for
     (re-created when a longer one is needed), all logits kept, and an explicit thread count.
+    ``kv_cache`` is the KV-cache type: ``f16`` (llama.cpp's default, what users run) or ``f32``
+    (exact attention, for comparing logits with a float32 reference).
     """
 
-    def __init__(self, path: str | Path, n_ctx: int = 512, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, n_ctx: int = 512, threads: int | None = None,
+                 kv_cache: str = "f16") -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such GGUF file")
+        if kv_cache not in _KV_TYPES:
+            raise ValueError(f"kv_cache must be one of {', '.join(_KV_TYPES)}, not {kv_cache!r}")
         self.threads = int(threads or os.cpu_count() or 1)
         self.n_ctx = int(n_ctx)
+        self.kv_cache = kv_cache
         self._llm: Any = None
 
     # -- plumbing --
@@ -277,9 +419,10 @@ class GGUFModel:
 
             self.close()
             self.n_ctx = max(self.n_ctx, need)
+            kv = _KV_TYPES[self.kv_cache]
             self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=min(self.n_ctx, 512),
                               n_ubatch=min(self.n_ctx, 512), logits_all=True, n_threads=self.threads,
-                              n_threads_batch=self.threads, verbose=False)
+                              n_threads_batch=self.threads, type_k=kv, type_v=kv, verbose=False)
         return self._llm
 
     def close(self) -> None:
@@ -321,32 +464,33 @@ class GGUFModel:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float32, copy=True)
 
-    def perplexity(self, token_ids: Sequence[int], window: int) -> float:
+    def perplexity(self, token_ids: Sequence[int], window: int, progress: ProgressFn | None = None) -> float:
         """Perplexity over non-overlapping windows, each evaluated from an empty context.
 
         ``token_ids`` is cut into consecutive windows of ``window`` tokens (the last may be shorter;
         one of a single token predicts nothing and is dropped). In each window the logits at
         positions ``0..n-2`` predict tokens ``1..n-1``; the result is ``exp`` of the mean negative
-        log-likelihood over all predicted tokens of all windows.
+        log-likelihood over all predicted tokens of all windows (the protocol of
+        ``quantmatch.evaluate.perplexity``). ``progress("evaluate", i, n)`` is called per window.
         """
-        import numpy as np
-
         if window < 2:
             raise ValueError("window must be at least 2 tokens")
         ids = [int(t) for t in token_ids]
+        starts = [s for s in range(0, len(ids), window) if len(ids) - s >= 2]
         total, count = 0.0, 0
-        for start in range(0, len(ids), window):
+        for i, start in enumerate(starts):
+            if progress is not None:
+                progress("evaluate", i, len(starts))
             chunk = ids[start: start + window]
-            if len(chunk) < 2:
-                continue
-            logits = self.logits(chunk)[:-1].astype(np.float64)
-            m = logits.max(axis=1, keepdims=True)
-            lse = (m[:, 0] + np.log(np.exp(logits - m).sum(axis=1)))
-            picked = logits[np.arange(len(chunk) - 1), chunk[1:]]
-            total += float((lse - picked).sum())
+            llm = self._model(len(chunk))
+            llm.reset()
+            llm.eval(chunk)
+            total += _sum_nll(llm.scores, chunk)
             count += len(chunk) - 1
         if count == 0:
             raise ValueError("need at least 2 tokens to measure perplexity")
+        if progress is not None:
+            progress("evaluate", len(starts), len(starts))
         return math.exp(total / count)
 
     def generate(self, prompt: str, max_tokens: int = 16) -> str:
@@ -364,14 +508,29 @@ class GGUFModel:
         return self.detokenize(out)
 
 
+def _sum_nll(scores: Any, chunk: Sequence[int], rows: int = 256) -> float:
+    """Sum of ``-log softmax(scores[i])[chunk[i + 1]]`` over the window, ``rows`` rows at a time."""
+    import numpy as np
+
+    total = 0.0
+    for a in range(0, len(chunk) - 1, rows):
+        b = min(a + rows, len(chunk) - 1)
+        logits = np.asarray(scores[a:b], dtype=np.float32)
+        m = logits.max(axis=1)
+        lse = m.astype(np.float64) + np.log(np.exp(logits - m[:, None]).sum(axis=1, dtype=np.float64))
+        total += float((lse - logits[np.arange(b - a), chunk[a + 1: b + 1]]).sum())
+    return total
+
+
 def _adds_bos(llm: Any) -> bool:
     value = str(llm.metadata.get("tokenizer.ggml.add_bos_token", "false")).lower()
     return value == "true"
 
 
-def load_for_eval(path: str | Path, n_ctx: int = 1024, threads: int | None = None) -> GGUFModel:
-    """Load a GGUF for evaluation; ``perplexity(ids, window)`` widens the context when needed."""
-    return GGUFModel(path, n_ctx=n_ctx, threads=threads)
+def load_for_eval(path: str | Path, n_ctx: int = 1024, threads: int | None = None,
+                  kv_cache: str = "f16") -> GGUFModel:
+    """Load a GGUF for evaluation (see :class:`GGUFModel`); the context widens when needed."""
+    return GGUFModel(path, n_ctx=n_ctx, threads=threads, kv_cache=kv_cache)
 
 
 @hookimpl

@@ -1,28 +1,86 @@
-"""Round-to-nearest: the calibration-free baseline every other method is measured against."""
+"""Round-to-nearest: the calibration-free baseline every other method is measured against.
+
+Integer weights (2-8 bits, per channel or in groups, symmetric or with zero points) are rounded by
+:func:`quantmatch.algorithms.rtn.rtn` on the same grid GPTQ and AWQ use; ``a8`` schemes add int8
+activations (per token, or static per tensor calibrated without smoothing: naive W8A8). The artifact
+is a compressed-tensors checkpoint. The registry also judges RTN's NVFP4/MXFP4 and 4-bit-activation
+schemes; quantizing to those is not implemented here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from quantmatch.pluginhost import hookimpl
 from quantmatch.quantizer import Quantizer, SchemeSupport
+from quantmatch.scheme import Scheme, parse_scheme
 
-from ._common import HF_CAUSAL_LM
+from ._compressed import DENSE_LLAMA, CompressedArtifact, Quantized, load_compressed, quantize_with
+from .smoothquant import smoothquant_algorithm
+
+__all__ = ["RTNQuantizer"]
 
 
 class RTNQuantizer(Quantizer):
     name = "rtn"
     description = "round-to-nearest baseline: int/NVFP4/MXFP4 weights, optional activations"
     support = SchemeSupport(
-        weights=("int4", "int8", "nvfp4", "mxfp4"),
+        weights=("int2", "int3", "int4", "int8", "nvfp4", "mxfp4"),
         activations=("int8", "int4", "nvfp4", "mxfp4"),
         group_sizes=(0, 32, 64, 128),
     )
     schemes = ("w8a16", "w4a16-g128", "w4a16-g64", "w8a8-int8", "w4a8-int8-g128", "w4a4-int4",
                "w4a16-nvfp4", "w4a4-nvfp4", "w4a4-mxfp4")
+    layer_precisions = ("int8", "int4", "int3", "int2")
     artifact_format = "compressed-tensors"
-    requires = ("torch>=2.4", "compressed-tensors>=0.9")
-    install_hint = "pip install 'quantmatch[torch]' compressed-tensors"
-    architectures = HF_CAUSAL_LM
+    requires = ("torch>=2.4", "compressed-tensors>=0.15")
+    install_hint = "pip install 'quantmatch[torch,quant]'"
+    architectures = DENSE_LLAMA
     source = "https://github.com/vllm-project/compressed-tensors"
+
+    @staticmethod
+    def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of a checkpoint this plugin wrote (transformers' own loader)."""
+        return load_compressed(directory, dtype)
+
+    def load(self, out: str | Path) -> Any:
+        return load_compressed(out)[0]
+
+    def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
+                 options: Mapping[str, Any] | None = None, **more: Any) -> CompressedArtifact:
+        """Round ``model``'s linear layers to the scheme's integer grid and write ``out``.
+
+        ``options`` (or keyword arguments): those of
+        :func:`~quantmatch.plugins.methods._compressed.quantize_with`; static activation schemes
+        calibrate (``calibration``, ``seed``, ``batch_size``).
+        """
+        opts = {**(options or {}), **more}
+        s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+        if s.weight_format != "int" or (not s.weight_only and s.activation_type != "int8"):
+            raise NotImplementedError(f"rtn quantizes integer weights with int8 or float activations; {s} is "
+                                      "judged by the registry but not produced by this version")
+        if s.activation_type == "int8" and s.static_activations:
+            run = smoothquant_algorithm(static=True, smooth=False, batch_size=int(opts.get("batch_size", 8)))
+            return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
+                                 check=self.check)
+        activations = "dynamic" if s.activation_type == "int8" else None
+
+        def run_rtn(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
+            from quantmatch.algorithms.rtn import rtn, store
+
+            names = [n for n, _ in hf_model.named_modules() if grid_for(n) is not None]
+            weights = {}
+            for i, name in enumerate(names):
+                lin = hf_model.get_submodule(name)
+                weights[name] = store(lin, rtn(lin.weight, grid_for(name)))
+                if progress:
+                    progress("quantize", i + 1, len(names))
+            return Quantized(weights, activations)
+
+        return quantize_with(self.name, model, s, out, opts, run_rtn, precisions=self.layer_precisions,
+                             calibrate=False, check=self.check)
 
 
 @hookimpl

@@ -1,0 +1,55 @@
+"""The planner: which precision, method and runtime to use for a model on a device and workload.
+
+``quantmatch.plan("llama-3.1-8b", "h100", batch=1, tolerance="chat")`` returns a
+:class:`~quantmatch.planner.plan.Plan`: ranked candidates with memory, prefill/decode roofline
+speed, expected quality and the quantization job's needs, the rejected options with reasons, and a
+summary in words. Pure Python: nothing here imports torch. See ``docs/planner.md``.
+"""
+
+from __future__ import annotations
+
+from .engine import BASELINE_BACKENDS, SMALL_MODEL_PARAMS, plan, plan_devices
+from .hardware import DeviceSpec, Peak, device_spec, with_measurements
+from .job import JobEstimate
+from .memory import MemoryEstimate
+from .plan import STATUSES, Candidate, Plan, Rejection
+from .quality import QualityEstimate, prior_quality
+from .results import SCHEMA as RESULTS_SCHEMA
+from .results import measured_quality, results_path
+from .roofline import PhaseEstimate
+from .shapes import BuiltinShape, ModelSource, ParamBreakdown, builtin_shapes, param_breakdown, resolve_model
+from .types import PREFERENCES, TOLERANCE_PRESETS, PlanInputError, Tolerance, Workload
+
+__all__ = [
+    "BASELINE_BACKENDS",
+    "PREFERENCES",
+    "RESULTS_SCHEMA",
+    "SMALL_MODEL_PARAMS",
+    "STATUSES",
+    "TOLERANCE_PRESETS",
+    "BuiltinShape",
+    "Candidate",
+    "DeviceSpec",
+    "JobEstimate",
+    "MemoryEstimate",
+    "ModelSource",
+    "ParamBreakdown",
+    "Peak",
+    "PhaseEstimate",
+    "Plan",
+    "PlanInputError",
+    "QualityEstimate",
+    "Rejection",
+    "Tolerance",
+    "Workload",
+    "builtin_shapes",
+    "device_spec",
+    "measured_quality",
+    "param_breakdown",
+    "plan",
+    "plan_devices",
+    "prior_quality",
+    "resolve_model",
+    "results_path",
+    "with_measurements",
+]

@@ -1,0 +1,194 @@
+"""Expected quality loss (perplexity change, percent) of a scheme and method: priors or measurements.
+
+Priors come from published tables, quoted in ``/work/shared/reference/hardware_facts.md`` section 11.5:
+
+- llama.cpp ``QUANT_OPTIONS`` (tools/quantize/quantize.cpp): perplexity change of each GGUF type at
+  Llama-3-8B (Q4_K_M +0.18, Q8_0 +0.0026 ...), divided by the F16 perplexity of the same model on
+  the same text (6.7684, llama.cpp tools/perplexity/README.md "LLaMA 3 8b Scoreboard"; the types
+  QUANT_OPTIONS does not list (Q4_1, Q5_0, Q5_1, IQ*) come from that scoreboard);
+- torchao's Llama-3.1-8B table (WikiText perplexity, bf16 7.33): fp8-rowwise 7.42, int8 weight-only
+  7.35, int8 dynamic 7.45, mxfp8 7.60, nvfp4 8.45.
+
+Everything else is composed from those anchors (a weight term by bits and group size, an
+activation term, a KV-cache term) with factors that are quantmatch estimates and are labelled so:
+Q4_0 is exactly round-to-nearest INT4 with a scale per 32 weights, so it anchors plain RTN; calibrated
+methods (GPTQ, AWQ) and HQQ get a fraction of RTN's loss. Models under ~3B parameters lose more
+(factor ``(3e9 / params) ** 0.3``, capped at 3). A measurement in the results store
+(:mod:`quantmatch.planner.results`) replaces the prior, and the estimate says which it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantmatch.scheme import Scheme
+
+from .results import measured_quality
+
+__all__ = ["QualityEstimate", "estimate_quality", "size_factor"]
+
+QUANT_OPTIONS = ("ggml-org/llama.cpp tools/quantize/quantize.cpp QUANT_OPTIONS (PPL change @ Llama-3-8B; "
+                 "hardware_facts.md 11.5)")
+SCOREBOARD = "ggml-org/llama.cpp tools/perplexity/README.md (LLaMA 3 8b Scoreboard, F16 PPL 6.7684)"
+TORCHAO = "pytorch/ao quantization table, Llama-3.1-8B WikiText PPL (bf16 7.33; hardware_facts.md 11.5)"
+ESTIMATE = "quantmatch estimate composed from the llama.cpp and torchao anchors"
+
+_L3_F16_PPL = 6.7684
+_GGUF_DPPL: dict[str, tuple[float, str]] = {
+    "q2_k": (3.52, QUANT_OPTIONS), "q3_k_s": (1.63, QUANT_OPTIONS), "q3_k_m": (0.66, QUANT_OPTIONS),
+    "q3_k_l": (0.56, QUANT_OPTIONS), "q4_0": (0.47, QUANT_OPTIONS), "q4_k_s": (0.27, QUANT_OPTIONS),
+    "q4_k_m": (0.18, QUANT_OPTIONS), "q5_k_s": (0.10, QUANT_OPTIONS), "q5_k_m": (0.06, QUANT_OPTIONS),
+    "q6_k": (0.022, QUANT_OPTIONS), "q8_0": (0.0026, QUANT_OPTIONS),
+    "q4_1": (0.494238, SCOREBOARD), "q5_0": (0.135923, SCOREBOARD), "q5_1": (0.125879, SCOREBOARD),
+    "iq4_nl": (0.248562, SCOREBOARD), "iq4_xs": (0.246254, SCOREBOARD), "iq3_s": (0.806473, SCOREBOARD),
+    "iq3_xxs": (1.290849, SCOREBOARD), "iq2_xs": (5.043388, SCOREBOARD), "iq2_xxs": (8.843541, SCOREBOARD),
+    "f32": (0.0, QUANT_OPTIONS), "f16": (0.0, QUANT_OPTIONS), "bf16": (0.0, QUANT_OPTIONS),
+}
+
+_TORCHAO_BF16 = 7.33
+_TORCHAO = {"fp8-rowwise": 7.42, "int8-weight-only": 7.35, "int8-dynamic": 7.45, "mxfp8": 7.60, "nvfp4": 8.45}
+
+
+def _pct(ppl: float, base: float) -> float:
+    return (ppl - base) / base * 100.0
+
+
+# Round-to-nearest integer weights with a scale per 32 weights, by bit width (percent PPL change at
+# Llama-3-8B scale). 8/5/4 bits are llama.cpp's Q8_0 / Q5_0 / Q4_0, which are exactly that; 6, 3, 2
+# and 1 bits are quantmatch estimates (roughly 3x more loss per bit removed, collapse below 3 bits).
+_RTN_G32 = {8: _GGUF_DPPL["q8_0"][0] / _L3_F16_PPL * 100, 6: 0.6,
+            5: _GGUF_DPPL["q5_0"][0] / _L3_F16_PPL * 100, 4: _GGUF_DPPL["q4_0"][0] / _L3_F16_PPL * 100,
+            3: 25.0, 2: 300.0, 1: 1000.0}
+_METHOD_FACTOR = {"gptq": 0.7, "awq": 0.5, "hqq": 0.75}
+"""Fraction of RTN's weight loss left by calibrated or optimized methods (quantmatch estimates, in
+line with the AWQ paper's INT4 g128 comparisons where AWQ halves RTN's perplexity gap)."""
+
+_ACT = {  # activation term, percent
+    "int8": _pct(_TORCHAO["int8-dynamic"], _TORCHAO_BF16) - _pct(_TORCHAO["int8-weight-only"], _TORCHAO_BF16),
+    "fp8-e4m3": 0.8,
+    "mxfp8": 2.5,
+    "nvfp4": 9.0,
+    "mxfp4": 14.0,
+    "int4": 60.0,
+}
+_KV = {"fp8": 0.1, "int8": 0.1, "q8_0": 0.05, "int4": 1.5, "q4_0": 1.5, "nvfp4": 1.5, "fp16": 0.0, "bf16": 0.0}
+
+
+@dataclass(frozen=True)
+class QualityEstimate:
+    """Expected perplexity change in percent; ``basis`` is ``baseline``, ``prior`` or ``measured``."""
+
+    delta_pct: float
+    basis: str
+    source: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"delta_pct": round(self.delta_pct, 3), "basis": self.basis, "source": self.source,
+                "note": self.note}
+
+
+def size_factor(params: int) -> float:
+    """How much more a model of ``params`` parameters loses than the 8B anchors (1 at >= 3B)."""
+    if params <= 0:
+        return 1.0
+    return float(min(3.0, max(1.0, (3e9 / params) ** 0.3)))
+
+
+def _group_factor(group: int | None, hidden: int) -> float:
+    g = group or hidden
+    return max(0.6, 1.0 + 0.25 * math.log2(max(g, 8) / 32))
+
+
+def _weight_term(s: Scheme, method: str | None, hidden: int) -> tuple[float, str, str]:
+    """(percent, source, note) for the weights of ``s`` at Llama-3-8B scale."""
+    wf = s.weight_format
+    if wf == "fp8-e4m3":
+        return 0.4, ESTIMATE, "FP8 e4m3 weights, per-channel scales"
+    if wf == "mxfp8":
+        return 1.2, ESTIMATE, "MXFP8 weights (block 32, e8m0 scales)"
+    if wf == "nvfp4":
+        return 6.0, ESTIMATE, "NVFP4 weights (block 16, fp8 scales), about INT4 RTN at group 16"
+    if wf == "mxfp4":
+        return 9.0, ESTIMATE, "MXFP4 weights (block 32, power-of-two scales)"
+    if wf in ("nf4", "fp4"):
+        base = _RTN_G32[4] * _group_factor(64, hidden) * (0.8 if wf == "nf4" else 1.1)
+        return base, ESTIMATE, f"bitsandbytes {wf.upper()} (block 64), relative to INT4 RTN"
+    bits = s.weight_bits
+    if bits == 8 and not s.group_size:
+        v = _pct(_TORCHAO["int8-weight-only"], _TORCHAO_BF16)
+        if method in _METHOD_FACTOR:
+            v *= _METHOD_FACTOR[method]
+        return v, TORCHAO, "INT8 per-channel weights (torchao int8 weight-only)"
+    base = _RTN_G32.get(bits, 1000.0) * _group_factor(s.group_size, hidden)
+    if not s.symmetric:
+        base *= 0.9
+    factor = _METHOD_FACTOR.get(method or "", 1.0)
+    src = SCOREBOARD if bits in (4, 5, 8) else ESTIMATE
+    how = f"INT{bits} RTN anchored on llama.cpp Q{bits}_0" if bits in (4, 5, 8) else f"INT{bits} weights"
+    g = f"group {s.group_size}" if s.group_size else "per-channel"
+    if factor != 1.0:
+        how += f", x{factor:g} for {method}"
+    return base * factor, src, f"{how} ({g})"
+
+
+def prior_quality(s: Scheme, method: str | None, params: int, hidden: int) -> QualityEstimate:
+    """The prior for scheme ``s`` made by ``method`` on a model of ``params`` parameters."""
+    if s.is_baseline:
+        return QualityEstimate(0.0, "baseline", "unquantized", "reference precision")
+    f = size_factor(params)
+    size_note = f"; x{f:.2f} for a {params / 1e9:.2g}B-parameter model" if f > 1.0 else ""
+    if s.is_gguf:
+        t = s.weight_format[5:]
+        dppl, src = _GGUF_DPPL.get(t, (1.0, ESTIMATE))
+        pct = dppl / _L3_F16_PPL * 100.0
+        kv = _KV.get(s.kv_cache or "", 0.0)
+        return QualityEstimate((pct + kv) * f, "prior", src,
+                               f"GGUF {t.upper()}: +{dppl:g} PPL at Llama-3-8B{size_note}")
+    w, src, note = _weight_term(s, method, hidden)
+    parts = [note]
+    total = w
+    if not s.weight_only:
+        at = s.activation_type or ""
+        a = _ACT.get(at, 5.0)
+        if at == "int8":
+            if s.static_activations:
+                a *= 2.0
+            if method == "smoothquant":
+                a *= 0.5 if s.static_activations else 0.75
+            src = TORCHAO if src == TORCHAO or s.weight_bits == 8 else src
+        elif at == "fp8-e4m3" and s.weight_bits == 8:
+            total, a = _pct(_TORCHAO["fp8-rowwise"], _TORCHAO_BF16), 0.0
+            src, parts = TORCHAO, ["FP8 weights and activations (torchao fp8-rowwise)"]
+        elif at == "nvfp4" and s.weight_format == "nvfp4":
+            total, a = _pct(_TORCHAO["nvfp4"], _TORCHAO_BF16), 0.0
+            src, parts = TORCHAO, ["NVFP4 weights and activations (torchao nvfp4)"]
+        elif at == "mxfp8":
+            total, a = _pct(_TORCHAO["mxfp8"], _TORCHAO_BF16), 0.0
+            src, parts = TORCHAO, ["MXFP8 weights and activations (torchao mxfp8)"]
+        if a:
+            total += a
+            parts.append(f"{at} activations +{a:.2g}%")
+        if at == "int4":
+            parts.append("INT4 activations need outlier rotation (QuaRot/SpinQuant) to be usable")
+    if s.kv_cache:
+        k = _KV.get(s.kv_cache, 1.0)
+        total += k
+        parts.append(f"{s.kv_cache} KV cache +{k:g}%")
+    return QualityEstimate(total * f, "prior", src, "; ".join(parts) + size_note)
+
+
+def estimate_quality(s: Scheme, method: str | None, params: int, hidden: int, model_keys: tuple[str, ...],
+                     backend: str | None = None, store: Path | None = None) -> QualityEstimate:
+    """A measured figure from the results store when one exists for any of ``model_keys``, else the prior."""
+    for key in model_keys:
+        if not key:
+            continue
+        m = measured_quality(key, method, str(s), store, backend)
+        if m is not None:
+            return QualityEstimate(m, "measured", "quantmatch results store",
+                                   f"measured perplexity change for {key}")
+    return prior_quality(s, method, params, hidden)

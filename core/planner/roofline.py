@@ -1,0 +1,273 @@
+"""Roofline speed of prefill and decode for one candidate on one device.
+
+For each phase the planner counts FLOPs and bytes moved:
+
+- FLOPs: 2 per multiply-accumulate of every linear layer a token passes through (k of E experts for
+  MoE, the output head included) plus attention: 4 x heads x head dim x context per token and layer.
+- Bytes: the weights as stored (read once per decode step for the whole batch, once per prefill
+  chunk), the KV cache read at the current context, and, for runtimes that expand low-bit weights
+  before the matmul, the expanded copy written and read again.
+
+Arithmetic intensity (FLOPs per byte) is compared with the device's ridge point for the compute
+dtype that actually runs: the low-precision peak for a ``native`` verdict (int8, fp8, int4, fp4),
+the 16-bit peak for ``weight-only`` (low-bit bytes, 16-bit math), and the 16-bit (fp32 on CPUs
+without native half precision) peak with a penalty for ``emulated``. Time is the larger of
+compute time and memory time at the runtime's achieved fraction of the peaks, plus its dispatch
+overhead; the phase is memory-, compute- or overhead-bound accordingly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from quantmatch.model_info import ModelInfo
+from quantmatch.scheme import Scheme
+from quantmatch.verdict import Level, Verdict
+
+from .footprint import WeightLayout
+from .hardware import DeviceSpec, Peak
+from .runtime import RuntimeProfile
+from .shapes import ParamBreakdown, attention_windows, kv_bytes_per_token
+from .types import Workload
+
+__all__ = ["EMULATION_PENALTY", "ComputePath", "PhaseEstimate", "compute_path", "dequant_mode", "estimate_phases"]
+
+EMULATION_PENALTY = 0.5
+"""Fraction of the achieved compute an ``emulated`` path keeps (conversions on the fly, no native
+unit): a prior. Bandwidth is not discounted: widening bf16/fp16 to fp32 in registers costs compute,
+not memory traffic, and low-bit weights that are expanded first pay for it in bytes
+(``materialize``)."""
+
+NOMINAL_BANDWIDTH_GBS = 100.0
+"""Used only to rank candidates relative to each other when a device's bandwidth is unknown."""
+
+_ACT_PEAK = {"int8": "int8", "fp8-e4m3": "fp8", "mxfp8": "fp8", "int4": "int4", "nvfp4": "fp4", "mxfp4": "fp4"}
+_FUSED_WORDS = ("in registers", "inside", "in the gemm", "by marlin", "by machete", "by tinygemm",
+                "in-kernel")
+_MIXED_RUNTIMES = frozenset({"torch", "optimum-quanto", "hqq", "bitsandbytes", "torchao", "default"})
+"""Runtimes whose weight-only path depends on the kernel the verdict names; the others always
+dequantize inside their matmul kernels."""
+_MATERIALIZE_WORDS = ("decompressed to", "dequantized to", "dequantized, ", "converted to", "dequantized on")
+
+
+@dataclass(frozen=True)
+class ComputePath:
+    """The dtype whose peak bounds the math, the efficiency multiplier, and why."""
+
+    dtype: str
+    peak: Peak | None
+    penalty: float
+    note: str
+    compute_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class PhaseEstimate:
+    """One phase (``prefill`` or ``decode``) of the workload.
+
+    ``flops``/``bytes`` are per pass over ``tokens`` tokens; ``time_s`` and ``tokens_per_s`` are
+    ``None`` when a figure they need is unknown (``rank_time_s`` is then computed with nominal figures,
+    for ordering only). ``bound`` is ``memory``, ``compute``, ``overhead`` or ``unknown``.
+    """
+
+    phase: str
+    tokens: int
+    flops: float
+    bytes: float
+    intensity: float
+    ridge: float | None
+    bound: str
+    compute_dtype: str
+    peak_tflops: float | None
+    bandwidth_gbs: float | None
+    time_s: float | None
+    tokens_per_s: float | None
+    rank_time_s: float
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase, "tokens": self.tokens, "flops": self.flops, "bytes": self.bytes,
+            "intensity_flop_per_byte": round(self.intensity, 3),
+            "ridge_flop_per_byte": None if self.ridge is None else round(self.ridge, 3),
+            "bound": self.bound, "compute_dtype": self.compute_dtype,
+            "peak_tflops": None if self.peak_tflops is None else round(self.peak_tflops, 4),
+            "bandwidth_gbs": None if self.bandwidth_gbs is None else round(self.bandwidth_gbs, 2),
+            "time_s": self.time_s,
+            "tokens_per_s": None if self.tokens_per_s is None else round(self.tokens_per_s, 3),
+            "note": self.note,
+        }
+
+
+def _native_half(spec: DeviceSpec, target: str, dtype: str) -> bool:
+    feats = spec.profile.features_for(target)
+    return dtype in feats or (dtype == "fp16" and not spec.profile.is_cpu and target != "cpu")
+
+
+def compute_path(verdict: Verdict, scheme: Scheme, spec: DeviceSpec) -> ComputePath:
+    """Which peak bounds the math of ``scheme`` as ``verdict`` says it runs on ``spec``."""
+    target = verdict.target
+    on_cpu = target == "cpu"
+    level = verdict.level
+    half = "bf16" if scheme.compute_dtype == "bf16" else "fp16"
+    penalty = 1.0
+    note = ""
+    if scheme.is_baseline:
+        dtype = scheme.compute_dtype
+    elif scheme.is_gguf:
+        t = scheme.weight_format[5:]
+        if t in ("f32", "f16", "bf16"):
+            dtype = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}[t]
+        elif level is Level.NATIVE:
+            dtype, note = "int8", "llama.cpp multiplies quantized blocks with int8-quantized activations"
+        else:
+            dtype = "fp16"
+    elif level is Level.NATIVE and not scheme.weight_only:
+        dtype = _ACT_PEAK.get(scheme.activation_type or "", half)
+    elif scheme.compute_dtype == "fp32":
+        dtype = "fp32"
+    else:
+        dtype = half
+    if dtype in ("fp16", "bf16", "tf32") and (on_cpu or level is Level.EMULATED) and \
+            not _native_half(spec, target, dtype):
+        note = note or f"no native {dtype} unit: math in fp32"
+        dtype = "fp32"
+    if level is Level.EMULATED:
+        penalty = EMULATION_PENALTY
+        note = (note + "; " if note else "") + f"emulated: x{EMULATION_PENALTY:g} of the achieved compute"
+    peak = spec.peak(dtype)
+    if peak is None and dtype not in ("fp16", "bf16", "fp32"):
+        fallback = "fp32" if on_cpu else half
+        alt = spec.peak(fallback) or (spec.peak("fp16") if not on_cpu else None)
+        if alt is not None:
+            note = (note + "; " if note else "") + f"no {dtype} peak known: bounded by the {alt.dtype} peak"
+            peak = alt
+    if peak is None and dtype in ("fp16", "bf16"):
+        peak = spec.peak("fp16") or spec.peak("bf16")
+    if peak is None and dtype == "fp32" and not on_cpu:
+        tf32, half_peak = spec.peak("tf32"), spec.peak("fp16") or spec.peak("bf16")
+        if tf32 is not None:
+            peak = tf32
+            note = (note + "; " if note else "") + "fp32 GEMMs bounded by the TF32 tensor-core peak"
+        elif half_peak is not None:
+            peak = Peak("fp32", half_peak.tflops / 4, half_peak.source, "estimate",
+                        "fp32 assumed at 1/4 of the 16-bit tensor-core peak")
+            note = (note + "; " if note else "") + peak.note
+    return ComputePath(dtype, peak, penalty, note)
+
+
+def dequant_mode(runtime: RuntimeProfile, verdict: Verdict, scheme: Scheme) -> str:
+    """``none`` (the math reads the stored format), ``fused`` or ``materialize`` (see runtime.py)."""
+    if scheme.is_baseline or (verdict.level is Level.NATIVE and (not scheme.weight_only or scheme.is_gguf)):
+        return "none"
+    text = (verdict.runs_as or "").lower()
+    if verdict.level is Level.EMULATED:
+        return "materialize"
+    if runtime.name not in _MIXED_RUNTIMES:
+        return runtime.dequant
+    if any(w in text for w in _FUSED_WORDS):
+        return "fused"
+    if any(w in text for w in _MATERIALIZE_WORDS):
+        return "materialize"
+    return runtime.dequant
+
+
+def _attn_flops(info: ModelInfo, context: int) -> float:
+    """Attention FLOPs of one token at ``context`` (QK^T and AV over every layer)."""
+    per = 4.0 * info.num_heads * info.head_dim
+    return float(sum(per * (context if w is None else min(context, w)) for w in attention_windows(info)))
+
+
+def _attn_prefill_flops(info: ModelInfo, prompt: int) -> float:
+    """Causal attention FLOPs of a whole prompt (each token attends to the ones before it)."""
+    per = 4.0 * info.num_heads * info.head_dim
+    total = 0.0
+    for w in attention_windows(info):
+        if w is None or w >= prompt:
+            total += per * prompt * (prompt + 1) / 2
+        else:
+            total += per * (w * (w + 1) / 2 + (prompt - w) * w)
+    return total
+
+
+def _experts_touched(params: ParamBreakdown, tokens: int) -> float:
+    """Expected fraction of experts a batch of ``tokens`` tokens routes to (uniform routing)."""
+    if not params.experts:
+        return 1.0
+    k, e = params.experts_per_token, params.experts
+    return 1.0 - (1.0 - k / e) ** max(tokens, 1)
+
+
+def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePath, spec: DeviceSpec,
+           runtime: RuntimeProfile, passes: int, layers: int) -> PhaseEstimate:
+    bw = spec.bandwidth_gbs
+    be = runtime.bandwidth_eff  # of a catalog peak, or of the copy test (a memcpy, not a kernel)
+    peak = path.peak
+    ce = 1.0 if (peak is not None and peak.confidence == "measured") else runtime.compute_eff
+    ce *= path.compute_scale
+    bw_eff = (bw if bw is not None else NOMINAL_BANDWIDTH_GBS) * be * 1e9
+    t_mem = nbytes / bw_eff
+    t_comp = flops / (peak.tflops * 1e12 * ce * path.penalty) if peak is not None else 0.0
+    overhead = passes * (layers * runtime.layer_overhead_s + runtime.step_overhead_s)
+    t = max(t_mem, t_comp) + overhead
+    if overhead > max(t_mem, t_comp):
+        bound = "overhead"
+    elif peak is None and bw is not None:
+        bound = "memory" if name == "decode" else "unknown"
+    else:
+        bound = "memory" if t_mem >= t_comp else "compute"
+    ridge = None
+    if peak is not None and bw is not None:
+        ridge = (peak.tflops * 1e12 * ce) / (bw * be * 1e9)
+    known = bw is not None and (peak is not None or bound == "memory")
+    notes = [path.note] if path.note else []
+    if peak is None:
+        notes.append(f"no {path.dtype} compute peak known: {'bandwidth-only bound' if bw else 'relative only'}")
+    if bw is None:
+        notes.append("bandwidth unknown: tokens/s not predicted")
+    return PhaseEstimate(
+        phase=name, tokens=tokens, flops=flops, bytes=nbytes, intensity=flops / nbytes if nbytes else math.inf,
+        ridge=ridge, bound=bound, compute_dtype=path.dtype,
+        peak_tflops=None if peak is None else peak.tflops * ce * path.penalty,
+        bandwidth_gbs=None if bw is None else bw * be,
+        time_s=t if known else None, tokens_per_s=tokens / t if known and t > 0 else None,
+        rank_time_s=t, note="; ".join(notes),
+    )
+
+
+def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayout, workload: Workload,
+                    path: ComputePath, spec: DeviceSpec, runtime: RuntimeProfile, dequant: str,
+                    kv_bytes: float, act_bytes: float) -> tuple[PhaseEstimate, PhaseEstimate]:
+    """(prefill, decode) estimates for one candidate."""
+    B, P = workload.batch, workload.prompt
+    L = info.num_layers
+    expand = 4.0 if path.dtype == "fp32" else 2.0
+    lin_flops = 2.0 * (params.active_linear + params.moe_router + params.output_params)
+
+    # ---- decode: one step generates one token for each of the B sequences ----------------------
+    c = workload.mean_decode_context
+    d_flops = B * (lin_flops + _attn_flops(info, c))
+    touched = _experts_touched(params, B)
+    w_read = layout.dense_read_bytes + layout.expert_bytes * touched
+    if dequant == "materialize":
+        expanded = (layout.quantized_params - (params.moe_experts * (1 - touched))) * expand
+        w_read += 2 * expanded
+    d_bytes = w_read + B * kv_bytes_per_token(info, c, kv_bytes) + B * info.hidden_size * act_bytes * 2 * L
+    decode = _phase("decode", B, d_flops, d_bytes, path, spec, runtime, 1, L)
+
+    # ---- prefill: B prompts of P tokens, in chunks of the runtime's prefill size ----------------
+    tokens = B * P
+    chunk = runtime.prefill_chunk or tokens
+    passes = max(1, math.ceil(tokens / chunk))
+    p_flops = tokens * lin_flops + B * _attn_prefill_flops(info, P)
+    touched_p = _experts_touched(params, min(tokens, chunk))
+    w_pass = layout.dense_read_bytes + layout.expert_bytes * touched_p
+    if dequant == "materialize":
+        w_pass += 2 * layout.quantized_params * expand
+    inter = info.moe_intermediate_size * max(1, info.experts_per_token) if info.is_moe else info.intermediate_size
+    act_traffic = tokens * L * (10 * info.hidden_size + 3 * inter) * act_bytes
+    p_bytes = passes * w_pass + B * kv_bytes_per_token(info, P, kv_bytes) + act_traffic
+    prefill = _phase("prefill", tokens, p_flops, p_bytes, path, spec, runtime, passes, L)
+    return prefill, decode

@@ -1,0 +1,58 @@
+"""pytest fixtures of ``quantmatch.testing`` (loaded through the ``pytest11`` entry point).
+
+- ``quantmatch_plugin``: a function ``quantmatch_plugin(plugin, name=None, **kw) -> PluginHost`` that
+  registers a plugin for the current test (see :func:`quantmatch.testing.registered_plugin`); every
+  host it installed is removed when the test ends.
+- ``tiny_llama_dir`` / ``tiny_gpt2_dir``: a tiny random Hugging Face model directory (session-scoped;
+  skipped when torch or transformers is missing).
+- ``tiny_llama_info``: the tiny Llama's shapes as a :class:`~quantmatch.model_info.ModelInfo`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantmatch.model_info import ModelInfo
+from quantmatch.pluginhost import PluginHost
+
+from .host import registered_plugin
+from .models import MissingDependency, tiny_model_info, write_tiny_model
+
+
+@pytest.fixture
+def quantmatch_plugin() -> Iterator[Callable[..., PluginHost]]:
+    """Register a plugin for this test: ``host = quantmatch_plugin(my_plugin_module)``."""
+    with ExitStack() as stack:
+        def register(plugin: Any, name: str | None = None, **kw: Any) -> PluginHost:
+            return stack.enter_context(registered_plugin(plugin, name, **kw))
+
+        yield register
+
+
+def _tiny_dir(factory: pytest.TempPathFactory, arch: str) -> Path:
+    try:
+        return write_tiny_model(factory.mktemp(f"tiny-{arch}"), arch)
+    except MissingDependency as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama saved with ``save_pretrained`` (plus a tokenizer)."""
+    return _tiny_dir(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 saved with ``save_pretrained`` (plus a tokenizer)."""
+    return _tiny_dir(tmp_path_factory, "gpt2")
+
+
+@pytest.fixture
+def tiny_llama_info() -> ModelInfo:
+    return tiny_model_info("llama")

@@ -1,0 +1,173 @@
+"""What the compressed-tensors method plugins (GPTQ, AWQ, SmoothQuant, round-to-nearest) share.
+
+:func:`quantize_with` is the whole pipeline around an algorithm of :mod:`quantmatch.algorithms`:
+resolve and load the model in fp32, draw the seeded calibration samples, give every linear layer its
+integer grid (scheme, layer rules, exclusions), run the algorithm, attach the result as a
+compressed-tensors model and write the checkpoint (config, safetensors, tokenizer) into the output
+directory the caller owns. :func:`load_compressed` reads such a directory back with transformers.
+
+Torch, transformers and compressed-tensors are imported inside the functions: importing this
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quantmatch.artifact import ArtifactError, path_size
+from quantmatch.scheme import Scheme, parse_scheme
+
+from . import _torch_artifact as ta
+
+if TYPE_CHECKING:
+    from quantmatch.algorithms.rtn import IntGrid, QuantizedWeight
+
+__all__ = [
+    "DENSE_LLAMA",
+    "Algorithm",
+    "CompressedArtifact",
+    "Quantized",
+    "grid_function",
+    "load_compressed",
+    "quantize_with",
+]
+
+DENSE_LLAMA = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
+"""Architectures the algorithms handle: Llama-style decoder blocks (``model.layers``) with separate
+q/k/v and gate/up ``nn.Linear`` projections and plain RMSNorm weights (no experts)."""
+
+ProgressFn = Callable[[str, int, int], None]
+GridFn = Callable[[str], "IntGrid | None"]
+
+
+@dataclass
+class Quantized:
+    """What an algorithm produced: quantized weights by module name and the activation handling."""
+
+    weights: dict[str, QuantizedWeight]
+    activations: str | None = None  # None (weight-only), "dynamic" or "static"
+    input_scales: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Algorithm = Callable[[Any, Any, GridFn, "ProgressFn | None"], Quantized]
+"""``algorithm(model, samples, grid_for, progress)``: quantize ``model`` in place."""
+
+
+@dataclass(frozen=True)
+class CompressedArtifact:
+    """A compressed-tensors checkpoint directory written by :func:`quantize_with`."""
+
+    path: Path
+    method: str
+    scheme: str
+    dtype: str
+    size_bytes: int
+    seconds: float
+    quantized_layers: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "method": self.method, "scheme": self.scheme, "dtype": self.dtype,
+                "format": "compressed-tensors", "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3),
+                "quantized_layers": self.quantized_layers, **dict(self.details)}
+
+
+def grid_function(model: Any, scheme: Scheme, options: Mapping[str, Any], precisions: tuple[str, ...],
+                  default_exclude: tuple[str, ...]) -> GridFn:
+    """Each linear layer's grid: the first matching layer rule's precision (float: left alone), else
+    the scheme's weights; layers matching ``exclude`` (default: the LM head) stay float. Group size and
+    symmetry always follow the scheme."""
+    from quantmatch.algorithms.rtn import IntGrid
+
+    table = ta.linear_precisions(model, scheme.weight_type, tuple(options.get("rules") or ()),
+                                 options.get("exclude") or default_exclude)
+    bad = sorted({p for p in table.values() if p is not None and p not in precisions})
+    if bad:
+        raise ValueError(f"this method cannot produce {', '.join(bad)} layers (it produces {', '.join(precisions)})")
+    grids = {name: IntGrid(int(p[3:]), scheme.group_size or 0, scheme.symmetric)
+             for name, p in table.items() if p is not None}
+    return grids.get
+
+
+def _samples(tokenizer: Any, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from quantmatch.calibration import CalibrationSpec, calibration_samples
+
+    spec = options.get("calibration") or CalibrationSpec(seed=int(options.get("seed", 0)))
+    return calibration_samples(tokenizer, spec), spec.to_dict()
+
+
+def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, options: Mapping[str, Any],
+                  algorithm: Algorithm, *, precisions: tuple[str, ...], calibrate: bool = True,
+                  default_exclude: tuple[str, ...] = ("lm_head",), produced: Scheme | None = None,
+                  check: Callable[[Any, Scheme], list[Any]] | None = None) -> CompressedArtifact:
+    """Load ``source``, run ``algorithm`` and write a compressed-tensors checkpoint into ``out``.
+
+    ``options``: ``calibration`` (a :class:`~quantmatch.calibration.CalibrationSpec`; default: the
+    shipped text, seeded by ``seed``), ``rules``, ``exclude``, ``dtype`` (the checkpoint's float type;
+    default from the scheme: fp16, bf16 for ``-bf16``, fp32 for ``a32``), ``progress``, ``threads``
+    (torch threads while quantizing). ``out`` is a fresh directory owned by the caller. ``check``
+    (the quantizer's) runs on the model's shapes first; a fatal problem raises ``ValueError``.
+    """
+    import torch
+
+    from quantmatch.algorithms.export import attach, round_scales, save_compressed
+    from quantmatch.models import torch_dtype
+
+    started = time.perf_counter()
+    s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+    src = ta.resolve_source(source)
+    fatal = [str(p) for p in (check(src.info, s) if check else []) if p.fatal]
+    if fatal:
+        raise ValueError(f"{method} cannot produce {s} for {src.spec}: " + "; ".join(fatal))
+    progress: ProgressFn | None = options.get("progress")
+    threads = options.get("threads")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        torch.manual_seed(int(options.get("seed", 0)))
+        model, tokenizer = ta.load_float_model(src, "float32", progress)
+        grid_for = grid_function(model, s, options, precisions, default_exclude)
+        details: dict[str, Any] = {}
+        samples = None
+        if calibrate:
+            samples, details["calibration"] = _samples(tokenizer, options)
+        with torch.no_grad():
+            result = algorithm(model, samples, grid_for, progress)
+        dtype = str(options.get("dtype") or ta.storage_dtype(s))
+        weights = round_scales(result.weights, torch_dtype(dtype))
+        attach(model, weights, result.activations, result.input_scales)
+        if progress:
+            progress("save", 0, 1)
+        save_compressed(model, out, tokenizer, dtype=torch_dtype(dtype))
+        if progress:
+            progress("save", 1, 1)
+    finally:
+        torch.set_num_threads(before)
+    details.update(result.details)
+    return CompressedArtifact(Path(out), method, str(produced or s), dtype, path_size(out),
+                              time.perf_counter() - started, len(weights), details)
+
+
+def load_compressed(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of a compressed-tensors checkpoint, in ``dtype`` (default: as stored)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from quantmatch.models import torch_dtype
+
+    d = Path(directory)
+    if not (d / "config.json").is_file():
+        raise ArtifactError(f"{d}: no config.json; re-create the artifact with `quantmatch quantize ... --force`")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch_dtype(dtype) if dtype else "auto")
+        tokenizer = AutoTokenizer.from_pretrained(str(d))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ArtifactError(f"{d}: transformers cannot load this compressed-tensors checkpoint "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-create it "
+                            "with `quantmatch quantize ... --force`") from e
+    return model.eval(), tokenizer

@@ -1,0 +1,172 @@
+"""The example third-party plugin (examples/quantmatch-example-plugin), installed with pip through the
+``quantmatch`` entry-point group, seen by every surface: ``plugins``, ``registry``, ``explain``, the
+planner and the TUI; and gone again once it is uninstalled.
+
+.ci/run installs it into the test environment before pytest. Without it installed these tests skip
+(locally) or fail (in CI, where a missing install step must not pass silently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantmatch.cli import main
+from quantmatch.pluginhost import PluginHost
+from quantmatch.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "quantmatch-example-plugin"
+DIST = "quantmatch-example-plugin"
+EP = "example-gaudi"
+
+
+def _installed() -> bool:
+    try:
+        importlib.metadata.distribution(DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+if not _installed():
+    message = f"{DIST} is not installed: pip install ./examples/quantmatch-example-plugin"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (.ci/run must install it before pytest)", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """People's tables wrap at the terminal width; a wide console keeps each line whole."""
+    from rich.console import Console
+
+    from quantmatch import render
+
+    monkeypatch.setattr(render, "_console", Console(width=400, highlight=False, soft_wrap=False))
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_listed_by_plugins_with_its_contributions(capsys: pytest.CaptureFixture[str]) -> None:
+    plugins = {p["name"]: p for p in run_json(capsys, "plugins")["plugins"]}
+    p = plugins[EP]
+    assert (p["distribution"], p["version"], p["status"], p["builtin"]) == (DIST, "0.1.0", "ok", False)
+    for item in ("device family intel-gaudi", "device intel_gaudi2", "method inc-fp8", "backend optimum-habana",
+                 "refines vllm: adds target hpu", "refines hardware: adds target hpu"):
+        assert item in p["contributed"]
+    assert sum(c.startswith("refines vllm: ") for c in p["contributed"]) == 8
+    # the people's table logs every refinement and the precedence rule with the order of evaluation
+    assert main(["plugins"]) == 0
+    text = capsys.readouterr().out
+    assert "refines vllm: native for fp8-e4m3 on hpu" in text
+    assert "evaluated before the backend's own rows, in plugin load order" in text
+    assert "then the" in text and "rows of vllm itself" in text
+
+
+def test_in_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    devices = {d["id"]: d for d in run_json(capsys, "devices")["devices"]}
+    gaudi = devices["intel_gaudi2"]
+    assert gaudi["family"] == "intel-gaudi" and gaudi["targets"] == ["hpu"] and gaudi["plugin"] == EP
+    assert gaudi["memory"]["value"] == 96 and gaudi["memory"]["source"]
+    combos = run_json(capsys, "registry", "--device", "gaudi2")["combinations"]
+    by_key = {(c["method"], c["scheme"], c["backend"]): c for c in combos}
+    inc = by_key[("inc-fp8", "w8a8-fp8-static", "optimum-habana")]
+    assert inc["level"] == "native" and inc["target"] == "hpu"
+    fp8 = by_key[("fp8", "w8a8-fp8", "vllm")]
+    assert fp8["level"] == "native" and fp8["target"] == "hpu"
+    # built-in devices are untouched by the plugin's refinements: their rows name the hpu target only
+    (h100,) = run_json(capsys, "explain", "fp8", "w8a8-fp8", "vllm", "h100", "--layer", "linear")["verdicts"]
+    assert h100["level"] == "native" and "example-gaudi" not in json.dumps(h100)
+    assert run_json(capsys, "registry", "--device", "h100", "--method", "inc-fp8")["combinations"] == []
+
+
+def test_explain_names_the_deciding_plugin(capsys: pytest.CaptureFixture[str]) -> None:
+    (v,) = run_json(capsys, "explain", "fp8", "w8a8-fp8", "vllm", "gaudi2", "--layer", "linear")["verdicts"]
+    assert v["level"] == "native" and v["target"] == "hpu"
+    assert json.dumps(v).count(EP) >= 1
+    assert main(["explain", "awq", "w4a16-g128-asym", "vllm", "gaudi2"]) == 0
+    text = capsys.readouterr().out
+    assert "unsupported" in text and "BF16 activations only" in text and f"plugin {EP}" in text
+    assert main(["explain", "-", "w8a8-fp8", "hardware", "gaudi2"]) == 0
+    assert "native" in capsys.readouterr().out
+
+
+def test_in_the_planner(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("quantmatch.planner", reason="the planner (quantmatch plan) is not in this tree yet")
+    (plan,) = run_json(capsys, "plan", "llama-3.1-8b", "--device", "gaudi2")["plans"]
+    assert plan["status"] == "ok" and plan["device"]["id"] == "intel_gaudi2"
+    runs = {(c["method"], c["backend"], c["target"]) for c in plan["plans"]}
+    assert ("inc-fp8", "optimum-habana", "hpu") in runs and ("fp8", "vllm", "hpu") in runs
+    assert plan["device"]["bandwidth_gbs"] == 2450
+
+
+def test_in_the_tui() -> None:
+    pytest.importorskip("textual", reason="the TUI needs textual (the `tui` extra)")
+    try:
+        from quantmatch.tui.app import QuantmatchApp
+    except ImportError as e:
+        pytest.skip(f"the TUI (quantmatch tui) is not in this tree yet: {e}")
+    reg = Registry(PluginHost())
+
+    async def screen(mode: str) -> str:
+        app = QuantmatchApp(registry=reg, device="intel_gaudi2", mode=mode)
+        async with app.run_test(size=(200, 60)) as pilot:
+            await pilot.pause(0.5)
+            return str(app.export_screenshot())
+
+    plugins, devices = asyncio.run(screen("plugins")), asyncio.run(screen("devices"))
+    assert EP in plugins and DIST in plugins
+    assert "Gaudi" in devices
+
+
+@pytest.mark.slow
+def test_uninstalling_removes_it(tmp_path: Path) -> None:
+    """In a throwaway venv (the test environment is left as it was): install quantmatch and the example,
+    see the plugin, uninstall the example, see it gone."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py, exe = env_dir / "bin" / "python", env_dir / "bin" / "quantmatch"
+
+    def pip(*args: str) -> None:
+        r = subprocess.run([str(py), "-m", "pip", "--disable-pip-version-check", *args], capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    def listed() -> set[str]:
+        r = subprocess.run([str(exe), "plugins", "--json"], capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return {p["name"] for p in json.loads(r.stdout)["plugins"]}
+
+    pip("install", "-q", str(REPO), str(EXAMPLE))
+    assert EP in listed()
+    r = subprocess.run([str(exe), "devices", "gaudi2", "--json"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["device"]["id"] == "intel_gaudi2"
+    pip("uninstall", "-y", "-q", DIST)
+    assert EP not in listed()
+    r = subprocess.run([str(exe), "devices", "gaudi2"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "unknown device 'gaudi2'" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_example_passes_its_own_test_suite() -> None:
+    """The example's tests use quantmatch.testing as any plugin author would (fixtures via pytest11)."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+                       capture_output=True, text=True, timeout=600, cwd=EXAMPLE)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout

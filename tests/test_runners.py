@@ -1,0 +1,279 @@
+"""The runner interface on real backends: torch, ONNX Runtime (export + its quantizers) and llama.cpp.
+
+Fast tests use the tiny random Llama of ``quantmatch.testing``; ``slow`` ones the bundled SmolLM2-135M.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from quantmatch.evaluate import perplexity as eval_perplexity
+from quantmatch.evaluate import token_ids
+from quantmatch.runners import RUNNERS, MeasureConfig, RunnerError, measure, runner_for
+from quantmatch.runners.base import perplexity, time_generation
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+TEXT = ("The weights are grouped and each group has one scale. " * 40) + "the model of the scale was not one. " * 40
+SMALL = MeasureConfig(tokens=192, window=64, prompt=12, new_tokens=6, batch=3, repeats=1, warmup=1)
+
+
+def _greedy_full(model, prompt: list[int], steps: int) -> list[int]:
+    """Greedy tokens by recomputing the whole sequence every step (no cache): the reference."""
+    import torch
+
+    ids = list(prompt)
+    out = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            nxt = int(model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1].argmax())
+            out.append(nxt)
+            ids.append(nxt)
+    return out
+
+
+@pytest.fixture(scope="module")
+def torch_runner(tiny_llama_dir: Path):
+    r = runner_for("torch", 1)
+    r.load(tiny_llama_dir)
+    yield r
+    r.close()
+
+
+def test_runner_registry_names_backends() -> None:
+    assert set(RUNNERS) == {"torch", "optimum-quanto", "hqq", "onnxruntime", "llama.cpp"}
+    with pytest.raises(KeyError, match="no runner for backend 'vllm'"):
+        runner_for("vllm")
+
+
+def test_torch_perplexity_matches_quantmatch_eval(torch_runner, tiny_llama_dir: Path) -> None:
+    ids = token_ids(torch_runner.tokenize, TEXT, 150)
+    ppl, predicted, windows = perplexity(torch_runner, ids, 64)
+    ref, ref_pred, ref_windows = eval_perplexity(torch_runner.model, ids, 64)
+    assert (predicted, windows) == (ref_pred, ref_windows) == (147, 3)
+    assert math.isfinite(ppl) and ppl == pytest.approx(ref, rel=1e-5)
+
+
+def test_torch_decode_uses_the_kv_cache(torch_runner) -> None:
+    prompt = token_ids(torch_runner.tokenize, TEXT, 10)
+    t = time_generation(torch_runner, [prompt], 5)
+    assert torch_runner.cached_tokens() == len(prompt) + 5  # one token fed per step, not the whole sequence
+    assert list(t.tokens[0]) == _greedy_full(torch_runner.model, prompt, 6)
+    batch = time_generation(torch_runner, [prompt, prompt[::-1]], 3)
+    assert batch.tokens[0] == t.tokens[0][:4] and len(batch.tokens) == 2
+    assert t.decode_tps > 0 and t.prefill_tps > 0
+
+
+def test_measure_reports_every_figure(tiny_llama_dir: Path) -> None:
+    r = measure(runner_for("torch", 1), tiny_llama_dir, TEXT, SMALL, "float32", kv_layout=(2, 2, 16, 4),
+                flops_per_token=1e6)
+    assert r.threads == 1 and r.compute == "float32" and r.load_seconds > 0
+    assert math.isfinite(r.perplexity) and r.ppl_tokens == 189 and r.ppl_windows == 3
+    assert r.prefill_tps > 0 and r.decode_tps > 0 and r.decode_batch_tps and r.batch == 3
+    assert r.peak_rss_bytes >= r.rss_before_load > 0
+    # fp32: every parameter and buffer (rotary frequencies) but the (untied) input embedding table
+    model = _model(tiny_llama_dir)
+    held = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    assert r.weight_bytes_per_token == 4 * (held - 320 * 64)
+    assert r.kv_bytes_per_token == int(2 * 2 * 2 * 16 * 4 * (12 + 1 + 6 / 2))
+    assert "torch" in r.versions
+
+
+def _model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path))
+
+
+# ---- ONNX Runtime -----------------------------------------------------------------------------------
+onnx_needed = pytest.mark.skipif(RUNNERS["onnxruntime"].missing() != [], reason="onnxruntime/onnx not installed")
+
+
+@pytest.fixture(scope="module")
+def onnx_artifacts(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("onnxruntime")
+    from quantmatch.runners.onnx_runner import quantize_onnx
+
+    root = tmp_path_factory.mktemp("onnx")
+    return {s: quantize_onnx(tiny_llama_dir, s, root / s) for s in ("fp32", "w8a8-int8", "w4a32-g32",
+                                                                    "w4a8-int8-g32")}
+
+
+@onnx_needed
+def test_onnx_fp32_export_matches_torch(onnx_artifacts: dict[str, Path], torch_runner) -> None:
+    r = runner_for("onnxruntime", 1)
+    r.load(onnx_artifacts["fp32"])
+    try:
+        ids = token_ids(r.tokenize, TEXT, 64)
+        assert ids == token_ids(torch_runner.tokenize, TEXT, 64)
+        assert r.nll(ids) == pytest.approx(torch_runner.nll(ids), rel=1e-4)
+        prompt = ids[:10]
+        t = time_generation(r, [prompt, ids[10:20]], 4)
+        assert r.cached_tokens() == 10 + 4  # presents fed back as the next past: a KV cache, not recompute
+        assert list(t.tokens[0]) == _greedy_full(torch_runner.model, prompt, 5)
+    finally:
+        r.close()
+
+
+@onnx_needed
+def test_onnx_int8_dynamic_graph_runs_integer_kernels(onnx_artifacts: dict[str, Path]) -> None:
+    import onnxruntime as ort
+
+    from quantmatch.artifact import read_manifest
+    from quantmatch.runners.onnx_runner import op_counts
+
+    path = onnx_artifacts["w8a8-int8"]
+    ops = op_counts(path / "model.onnx")
+    # every linear layer of the 2-layer model (7 each) and the LM head become integer MatMuls
+    assert ops.get("MatMulInteger", 0) + ops.get("DynamicQuantizeMatMul", 0) == 15
+    assert ops.get("MatMul", 0) == 4  # attention scores and values stay float (2 per layer)
+    # ONNX Runtime's optimizer fuses them at load: the optimized graph holds DynamicQuantizeMatMul
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(path.parent / "optimized-int8.onnx")
+    ort.InferenceSession(str(path / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    fused = op_counts(opts.optimized_model_filepath)
+    assert fused.get("DynamicQuantizeMatMul", 0) + fused.get("MatMulIntegerToFloat", 0) >= 15
+    manifest = read_manifest(path)
+    assert (manifest.method, manifest.scheme, manifest.artifact_format) == ("onnx", "w8a8-int8", "onnx")
+    r = measure(runner_for("onnxruntime", 1), path, TEXT, SMALL)
+    assert math.isfinite(r.perplexity) and r.decode_tps > 0 and r.decode_batch_tps
+    assert r.compute == "int8 (dynamic)"
+    assert 0 < r.weight_bytes_per_token < _fp32_bytes(onnx_artifacts)
+
+
+def _fp32_bytes(arts: dict[str, Path]) -> int:
+    from quantmatch.artifact import read_manifest
+
+    return int(read_manifest(arts["fp32"]).details["weight_bytes_per_token"])
+
+
+@onnx_needed
+@pytest.mark.parametrize(("scheme", "level"), [("w4a32-g32", 0), ("w4a8-int8-g32", 4)])
+def test_onnx_matmulnbits_accuracy_levels(onnx_artifacts: dict[str, Path], torch_runner, scheme: str,
+                                          level: int) -> None:
+    import onnx
+
+    path = onnx_artifacts[scheme] / "model.onnx"
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == 15
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert attrs["bits"] == 4 and attrs["block_size"] == 32 and attrs.get("accuracy_level", 0) == level
+    r = runner_for("onnxruntime", 1)
+    r.load(onnx_artifacts[scheme])
+    try:
+        ids = token_ids(r.tokenize, TEXT, 64)
+        # 4-bit weights move the loss a little, not a lot, on a random tiny model
+        assert r.nll(ids) == pytest.approx(torch_runner.nll(ids), rel=0.05)
+        assert len(time_generation(r, [ids[:8]], 3).tokens[0]) == 4
+    finally:
+        r.close()
+
+
+@onnx_needed
+def test_onnx_static_qdq_with_smoothquant(tiny_llama_dir: Path, tmp_path: Path, torch_runner) -> None:
+    from quantmatch.calibration import CalibrationSpec
+    from quantmatch.runners.onnx_runner import op_counts, quantize_onnx
+
+    out = quantize_onnx(tiny_llama_dir, "w8a8-int8-static", tmp_path / "static",
+                        calibration=CalibrationSpec(samples=2, seq_len=32))
+    ops = op_counts(out / "model.onnx")
+    assert ops["QuantizeLinear"] >= 15 and ops["DequantizeLinear"] >= 30
+    r = runner_for("onnxruntime", 1)
+    r.load(out)
+    try:
+        ids = token_ids(r.tokenize, TEXT, 64)
+        assert r.nll(ids) == pytest.approx(torch_runner.nll(ids), rel=0.05)
+    finally:
+        r.close()
+
+
+def test_smoothquant_folding_keeps_the_float_function(tiny_llama_dir: Path) -> None:
+    import torch
+
+    from quantmatch.runners.onnx_runner import smooth_llama
+
+    model = _model(tiny_llama_dir).eval()
+    ids = torch.randint(0, 320, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+    norm = model.model.layers[0].input_layernorm.weight.clone()
+    assert smooth_llama(model, ids, alpha=0.5) == 2
+    with torch.inference_mode():
+        after = model(input_ids=ids).logits
+    assert not torch.equal(norm, model.model.layers[0].input_layernorm.weight)
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+# ---- llama.cpp ---------------------------------------------------------------------------------------
+gguf_needed = pytest.mark.skipif(RUNNERS["llama.cpp"].missing() != [], reason="llama-cpp-python not installed")
+
+
+@gguf_needed
+def test_llamacpp_runner_scores_and_batches(tiny_llama_dir: Path, tmp_path: Path, torch_runner) -> None:
+    from quantmatch.plugins.methods.gguf_convert import convert_hf_to_gguf
+
+    path = tmp_path / "tiny-f32.gguf"
+    convert_hf_to_gguf(tiny_llama_dir, path, "f32")
+    r = runner_for("llama.cpp", 1)
+    r.configure(SMALL)
+    r.load(path)
+    try:
+        ids = token_ids(r.tokenize, TEXT, 64)
+        assert ids == token_ids(torch_runner.tokenize, TEXT, 64)
+        # F32 weights; the F16 KV cache is the only difference from torch
+        assert r.nll(ids) == pytest.approx(torch_runner.nll(ids), rel=2e-3)
+        prompt = ids[:10]
+        single = time_generation(r, [prompt], 4)
+        assert r.cached_tokens() == 14
+        assert list(single.tokens[0]) == _greedy_full(torch_runner.model, prompt, 5)
+        batch = time_generation(r, [prompt, ids[10:20], ids[20:30]], 4)
+        assert batch.tokens[0] == single.tokens[0] and r.cached_tokens(2) == 14
+    finally:
+        r.close()
+
+
+@gguf_needed
+def test_llamacpp_refuses_a_corrupt_file(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    r = runner_for("llama.cpp", 1)
+    with pytest.raises(RunnerError, match="cannot load this GGUF file"):
+        r.load(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunnerError, match=r"no \.gguf file"):
+        r.load(tmp_path / "empty")
+    with pytest.raises(RunnerError, match="no such GGUF file"):
+        r.load(tmp_path / "nothing-here")
+
+
+def test_artifact_of_another_backend_is_refused(tmp_path: Path) -> None:
+    r = runner_for("onnxruntime", 1)
+    with pytest.raises(RunnerError, match="not an ONNX artifact"):
+        r.load(tmp_path)
+
+
+# ---- the real model ----------------------------------------------------------------------------------
+@pytest.mark.slow
+@onnx_needed
+@gguf_needed
+def test_smollm2_runners_agree_on_perplexity(tmp_path: Path) -> None:
+    """fp32 torch, the fp32 ONNX export and llama.cpp Q8_0 score SmolLM2 alike (same protocol)."""
+    import quantmatch
+    from quantmatch.evaluate import _load_text
+    from quantmatch.runners.onnx_runner import quantize_onnx
+
+    text, _ = _load_text(None)
+    cfg = MeasureConfig(tokens=1024, window=512, prompt=32, new_tokens=8, batch=2, repeats=1, warmup=1)
+    base = measure(runner_for("torch"), "smollm2-135m", text, cfg, "float32")
+    onnx = measure(runner_for("onnxruntime"), quantize_onnx("smollm2-135m", "fp32", tmp_path / "onnx"), text, cfg)
+    q8 = tmp_path / "q8"
+    quantmatch.quantize("smollm2-135m", "gguf", "gguf-q8_0", q8)
+    gguf = measure(runner_for("llama.cpp"), q8, text, cfg)
+    assert onnx.perplexity == pytest.approx(base.perplexity, rel=1e-3)
+    assert gguf.perplexity == pytest.approx(base.perplexity, rel=0.01)
+    assert gguf.weight_bytes_per_token < 0.3 * base.weight_bytes_per_token
+    assert base.sample and onnx.sample

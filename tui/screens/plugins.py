@@ -1,0 +1,130 @@
+"""Plugins: every plugin with its distribution and version, what it contributed, and broken plugins
+with their errors."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Footer, Input, Static
+
+from ..rendering import contribution_summary, plugin_detail, status_text
+from .base import QMScreen
+
+if TYPE_CHECKING:
+    from textual.app import ComposeResult
+
+    from quantmatch.pluginhost import PluginInfo
+
+__all__ = ["PluginsScreen", "short_name"]
+
+_ORDER = {"broken": 0, "blocked": 1, "ok": 2}
+
+
+def short_name(p: PluginInfo) -> str:
+    """``backends.vllm`` for built-ins (their distribution says quantmatch); third parties as named."""
+    prefix = "quantmatch.plugins."
+    return p.name[len(prefix):] if p.builtin and p.name.startswith(prefix) else p.name
+
+
+class PluginsScreen(QMScreen):
+    """Third-party and broken plugins first, then the built-ins; the highlighted plugin's detail below."""
+
+    MODE = "plugins"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *QMScreen.BINDINGS,
+        Binding("escape", "clear", "Clear", show=False),
+    ]
+    DEFAULT_CSS = """
+    PluginsScreen #plugins-bar { height: 1; }
+    PluginsScreen #plugins-summary { width: auto; padding: 0 1 0 0; }
+    PluginsScreen #search { width: 1fr; }
+    PluginsScreen #plugins { height: 1fr; }
+    PluginsScreen #plugin-detail { height: 1fr; border-top: hkey $foreground 20%; padding: 0 1; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._infos: dict[str, PluginInfo] = {}
+
+    def compose(self) -> ComposeResult:
+        yield self.nav()
+        with Horizontal(id="plugins-bar"):
+            yield Static("", id="plugins-summary")
+            yield Input(placeholder="/ search plugins and contributions", id="search", compact=True)
+        yield DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="plugin-detail"):
+            yield Static("", id="plugin-detail-body")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#plugins", DataTable)
+        for label in ("plugin", "version", "status", "contributed"):
+            table.add_column(label, key=label)
+        table.focus()
+
+    def state_key(self) -> Hashable:
+        return self.registry is not None
+
+    def refresh_view(self) -> None:
+        if self.registry is None:
+            return
+        infos = list(self.registry.host.plugins.values())
+        third = sum(not p.builtin for p in infos)
+        broken = sum(p.status == "broken" for p in infos)
+        summary = Text(f"{len(infos)} plugins, {third} third-party, ")
+        summary.append(f"{broken} broken", style="bold red" if broken else "")
+        self.query_one("#plugins-summary", Static).update(summary)
+        self.fill()
+
+    def fill(self) -> None:
+        if self.registry is None:
+            return
+        query = self.query_one("#search", Input).value.lower().split()
+        infos = sorted(self.registry.host.plugins.values(), key=lambda p: (_ORDER.get(p.status, 3), p.builtin))
+        table = self.query_one("#plugins", DataTable)
+        table.clear()
+        self._infos = {}
+        for p in infos:
+            hay = " ".join([p.name, p.distribution, p.status, *p.contributed, *p.errors]).lower()
+            if not all(t in hay for t in query):
+                continue
+            self._infos[p.name] = p
+            contributed = contribution_summary(p.contributed)
+            if p.errors:
+                contributed = f"error: {p.errors[0]}"
+            table.add_row(short_name(p), f"{p.distribution} {p.version}", status_text(p.status),
+                          Text(contributed, style="red" if p.errors else ""), key=p.name)
+        if self._infos:
+            table.move_cursor(row=0)
+            self.show(next(iter(self._infos)))
+        else:
+            self.query_one("#plugin-detail-body", Static).update("No plugin matches the search.")
+
+    def show(self, name: str) -> None:
+        p = self._infos.get(name)
+        if p is not None:
+            self.query_one("#plugin-detail-body", Static).update(plugin_detail(p))
+
+    @on(DataTable.RowHighlighted, "#plugins")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.show(str(event.row_key.value))
+
+    @on(Input.Changed, "#search")
+    def _search(self) -> None:
+        self.fill()
+
+    @on(Input.Submitted, "#search")
+    def _submitted(self) -> None:
+        self.query_one("#plugins", DataTable).focus()
+
+    def action_clear(self) -> None:
+        search = self.query_one("#search", Input)
+        if search.value:
+            search.value = ""
+        self.query_one("#plugins", DataTable).focus()

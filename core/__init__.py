@@ -30,10 +30,10 @@ __all__ = [
     "detect",
     "explain",
     "hookimpl",
+    "list_plugins",
     "load_artifact",
     "parse_scheme",
     "plan",
-    "list_plugins",
     "quantize",
     "registry",
 ]

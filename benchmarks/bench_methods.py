@@ -91,7 +91,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "out" / "bench-methods", help="artifact directory")
     ap.add_argument("--resume", action="store_true", help="keep rows already in the results file")
     ap.add_argument("--keep", action="store_true", help="keep the artifacts (default: delete after scoring)")
+    ap.add_argument("--table", action="store_true", help="only print the table of the results file")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(OUT.read_text())))
+        return
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if "gguf" in methods and importlib.util.find_spec("llama_cpp") is None:

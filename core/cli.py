@@ -178,9 +178,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.run:
         from quantmatch.planner.run import run_plan
 
+        bad_input: tuple[type[Exception], ...] = (PlanInputError, *_bad_input_types())
         try:
             ran = run_plan(plans[0], args.model, args.out, args.force)
-        except (PlanInputError, *_bad_input_types()) as e:
+        except bad_input as e:
             raise UsageError(str(e)) from e
         if not args.json:
             from quantmatch.planner.render import print_run
@@ -286,6 +287,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if not args.combos and not args.all_runnable:
         raise UsageError("say what to run: --combos method:scheme:backend,... or --all-runnable")
+    bad_input: tuple[type[Exception], ...] = (*_bad_input_types(), ValueError)
     try:
         combos = parse_combos(args.combos or "")
         config = MeasureConfig(tokens=args.tokens, window=args.window, prompt=args.prompt,
@@ -301,7 +303,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 progress.update(task, description=what, completed=done, total=total)
 
             report = bench.run(combos, args.all_runnable, progress=tick)
-    except (*_bad_input_types(), ValueError) as e:
+    except bad_input as e:
         raise UsageError(str(e)) from e
     if args.json:
         _emit_json({"schema": JSON_SCHEMA_VERSION, "bench": report.to_dict()})

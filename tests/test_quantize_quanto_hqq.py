@@ -253,7 +253,8 @@ def test_smollm2_quantize_reload_and_perplexity(tmp_path: Path, quantizer: Any, 
     wide, _ = loader(tmp_path / "a", "float32")
     ppl_base = perplexity(base, ids, 512)[0]
     ppl_q = perplexity(wide, ids, 512)[0]
-    assert ppl_base < ppl_q < ppl_base * max_ratio, (ppl_base, ppl_q)
+    # 8-bit may land a hair below the baseline on a short slice; never far off either way
+    assert ppl_base / 1.02 < ppl_q < ppl_base * max_ratio, (ppl_base, ppl_q)
     if "w8" in scheme:
         prompt = tok("The capital of France is", return_tensors="pt")["input_ids"]
         out = wide.generate(prompt, max_new_tokens=6, do_sample=False)

@@ -48,7 +48,7 @@ class AWQConfig:
     """
 
     n_grid: int = 20
-    search_samples: int | None = 32
+    search_samples: int | None = 4
     duo_scaling: bool = True
     clip: bool = True
     clip_grid: int = 20

@@ -53,10 +53,10 @@ class SmoothQuantConfig:
     """
 
     alpha: float | None = None
-    alphas: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    alphas: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
     smooth: bool = True
     static: bool = False
-    clip: bool = True
+    clip: bool = False
     clip_ratios: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
     sample_tokens: int = 2048
 

@@ -273,11 +273,11 @@ class Bench:
                 progress(f"{res.combo.key}", i, total)
             self._run_one(res)
             report.results.append(res)
+            _derive(res, report.result(BASELINE.key), machine)
+            if self.save and res.status == "ok":  # stored as it finishes: an interrupted run keeps its rows
+                report.store = str(_save(report, res, self.model, self.store))
         report.results.extend(skipped)
-        _derive(report, machine, self.model)
         report.seconds = time.perf_counter() - started
-        if self.save:
-            report.store = str(_save(report, self.model, self.store))
         if progress:
             progress("done", total, total)
         return report
@@ -359,41 +359,38 @@ def _weights_size(hf_dir: Path, scheme: str) -> int:
 
 
 # ---- derived figures and storage -------------------------------------------------------------------------
-def _derive(report: BenchReport, machine: Any, model: str) -> None:
-    """Perplexity deltas, speed ratios to the fp32 torch baseline and rooflines, in place."""
+def _derive(r: ComboResult, base: ComboResult | None, machine: Any) -> None:
+    """Perplexity delta, speed ratios to the fp32 torch baseline (the run's first combination) and the
+    rooflines of one result, in place."""
     from .roofline import compute_dtype, decode_roofline
 
-    base = report.result(BASELINE.key)
-    b = base.run if base and base.status == "ok" else None
-    for r in report.results:
-        if r.status != "ok" or r.run is None:
-            continue
-        run = r.run
-        if b:
-            r.ppl_delta_pct = 100.0 * (run["perplexity"] / b["perplexity"] - 1.0)
-            r.ratios = {k: (run[k] / b[k] if run.get(k) and b.get(k) else None)
-                        for k in ("prefill_tps", "decode_tps", "decode_batch_tps")}
-        if machine is not None:
-            dt = compute_dtype(r.level, r.combo.scheme)
-            r.roofline = decode_roofline(run["decode_tps"], run["weight_bytes_per_token"],
-                                         run["kv_bytes_per_token"], run["flops_per_token"], machine, dt).to_dict()
-            if run.get("decode_batch_tps"):
-                r.roofline_batch = decode_roofline(run["decode_batch_tps"], run["weight_bytes_per_token"],
-                                                   run["kv_bytes_per_token"], run["flops_per_token"], machine,
-                                                   dt, run["batch"]).to_dict()
+    if r.status != "ok" or r.run is None:
+        return
+    run = r.run
+    b = base.run if base is not None and base.status == "ok" else None
+    if b:
+        r.ppl_delta_pct = 100.0 * (run["perplexity"] / b["perplexity"] - 1.0)
+        r.ratios = {k: (run[k] / b[k] if run.get(k) and b.get(k) else None)
+                    for k in ("prefill_tps", "decode_tps", "decode_batch_tps")}
+    if machine is not None:
+        dt = compute_dtype(r.level, r.combo.scheme)
+        r.roofline = decode_roofline(run["decode_tps"], run["weight_bytes_per_token"],
+                                     run["kv_bytes_per_token"], run["flops_per_token"], machine, dt).to_dict()
+        if run.get("decode_batch_tps"):
+            r.roofline_batch = decode_roofline(run["decode_batch_tps"], run["weight_bytes_per_token"],
+                                               run["kv_bytes_per_token"], run["flops_per_token"], machine,
+                                               dt, run["batch"]).to_dict()
 
 
-def _save(report: BenchReport, model: str, store: str | Path | None) -> Path:
+def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | None) -> Path:
+    """Write one measured result to the ``results`` and ``runs`` tables, with ``bench`` evidence."""
     from quantmatch.verdict import Evidence
 
     from .store import EvidenceRow, ResultRow, ResultsStore
 
     st = ResultsStore(store)
     key = model_key(model)
-    rows: list[EvidenceRow] = []
-    for r in report.results:
-        if r.status != "ok" or r.run is None:
-            continue
+    if r.run is not None:
         c, run = r.combo, r.run
         st.add_result(ResultRow(key, c.method or "none", c.scheme, c.backend, report.device, run["perplexity"],
                                 r.ppl_delta_pct, run["decode_tps"], run["prefill_tps"], run["peak_rss_bytes"],
@@ -407,10 +404,8 @@ def _save(report: BenchReport, model: str, store: str | Path | None) -> Path:
                + (f" ({r.ppl_delta_pct:+.2f}%)" if r.ppl_delta_pct is not None else "")
                + f", {run['threads']} threads")
         versions = ", ".join(f"{k} {v}" for k, v in sorted(run.get("versions", {}).items()))
-        rows.append(EvidenceRow(c.method or "none", c.scheme, c.backend, report.device,
-                                Evidence("bench", fig, report.started, versions), r.level))
-    if rows:
-        st.add_evidence(rows)
+        st.add_evidence([EvidenceRow(c.method or "none", c.scheme, c.backend, report.device,
+                                     Evidence("bench", fig, report.started, versions), r.level)])
     return st.path
 
 

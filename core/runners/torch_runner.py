@@ -38,7 +38,8 @@ def _tensor_bytes(t: Any, seen: set[int]) -> int:
 
 
 def module_bytes(model: Any, skip_input_embedding: bool = True) -> int:
-    """Bytes of every parameter and buffer of ``model`` (shared storage counted once).
+    """Bytes of every parameter and buffer of ``model`` (shared storage counted once), plus the tensors
+    HQQ layers keep in their ``meta`` dict (scales, zero points).
 
     With ``skip_input_embedding`` the input embedding table is left out unless the LM head shares
     it: a decode step reads one row of it, not the table.
@@ -53,6 +54,10 @@ def module_bytes(model: Any, skip_input_embedding: bool = True) -> int:
         seen.add(skip)
     for t in [*model.parameters(), *model.buffers()]:
         total += _tensor_bytes(t, seen)
+    for m in model.modules():  # HQQLinear keeps its scales and zero points in a plain dict, not as buffers
+        meta = getattr(m, "meta", None)
+        if isinstance(meta, dict):
+            total += sum(_tensor_bytes(v, seen) for v in meta.values() if hasattr(v, "untyped_storage"))
     return total
 
 

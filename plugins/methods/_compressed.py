@@ -94,6 +94,17 @@ def grid_function(model: Any, scheme: Scheme, options: Mapping[str, Any], precis
     return grids.get
 
 
+def _own_memory(model: Any) -> None:
+    """Copy every weight out of the memory-mapped checkpoint into the process's own memory.
+
+    Quantizing writes every linear weight; writes into a copy-on-write file mapping keep both the
+    file pages and the private copies resident, so memory would grow block by block up to twice the
+    model. With the copies made up front it stays flat at one model plus one block's activations.
+    """
+    for t in [*model.parameters(), *model.buffers()]:
+        t.data = t.data.clone()
+
+
 def _samples(tokenizer: Any, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     from quantmatch.calibration import CalibrationSpec, calibration_samples
 
@@ -103,7 +114,7 @@ def _samples(tokenizer: Any, options: Mapping[str, Any]) -> tuple[Any, dict[str,
 
 def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, options: Mapping[str, Any],
                   algorithm: Algorithm, *, precisions: tuple[str, ...], calibrate: bool = True,
-                  default_exclude: tuple[str, ...] = ("lm_head",), produced: Scheme | None = None,
+                  default_exclude: tuple[str, ...] = ("lm_head",),
                   check: Callable[[Any, Scheme], list[Any]] | None = None) -> CompressedArtifact:
     """Load ``source``, run ``algorithm`` and write a compressed-tensors checkpoint into ``out``.
 
@@ -132,6 +143,7 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
     try:
         torch.manual_seed(int(options.get("seed", 0)))
         model, tokenizer = ta.load_float_model(src, "float32", progress)
+        _own_memory(model)
         grid_for = grid_function(model, s, options, precisions, default_exclude)
         details: dict[str, Any] = {}
         samples = None
@@ -150,7 +162,7 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
     finally:
         torch.set_num_threads(before)
     details.update(result.details)
-    return CompressedArtifact(Path(out), method, str(produced or s), dtype, path_size(out),
+    return CompressedArtifact(Path(out), method, str(s), dtype, path_size(out),
                               time.perf_counter() - started, len(weights), details)
 
 

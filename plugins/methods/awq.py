@@ -49,16 +49,16 @@ class AWQQuantizer(Quantizer):
 
         ``options`` (or keyword arguments): those of
         :func:`~quantmatch.plugins.methods._compressed.quantize_with`, plus ``n_grid`` (20),
-        ``search_samples`` (calibration samples that score each scale candidate, 32; all of them
-        cost ``samples / 32`` times more), ``duo_scaling`` (True), ``clip`` (True) and ``batch_size`` (8).
+        ``search_samples`` (calibration samples that score each scale candidate, 4; all of them
+        cost ``samples / 4`` times more), ``duo_scaling`` (True), ``clip`` (True) and ``batch_size`` (4).
         """
         from quantmatch.algorithms.awq import AWQConfig, awq_model
 
         opts = {**(options or {}), **more}
-        search = opts.get("search_samples", 32)
+        search = opts.get("search_samples", 4)
         config = AWQConfig(n_grid=int(opts.get("n_grid", 20)), search_samples=None if search is None else int(search),
                            duo_scaling=bool(opts.get("duo_scaling", True)), clip=bool(opts.get("clip", True)))
-        batch = int(opts.get("batch_size", 8))
+        batch = int(opts.get("batch_size", 4))
 
         def run(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
             weights = awq_model(hf_model, samples, grid_for, config, batch_size=batch, progress=progress)

@@ -44,7 +44,7 @@ class HQQQuantizer(Quantizer):
                "w2a16-g16-asym", "w1a16-g16-asym")
     layer_precisions = tuple(BITS)
     artifact_format = "hqq"
-    requires = ("hqq>=0.2", "torch>=2.4")
+    requires = ("hqq>=0.2.5", "torch>=2.4")
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = HF_CAUSAL_LM
     source = "mobiusml/hqq @e0b1d00e Readme"

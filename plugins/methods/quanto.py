@@ -55,7 +55,7 @@ class QuantoQuantizer(Quantizer):
     layer_precisions = ("int8", "int4", "int2", "fp8")
     artifact_format = "quanto"
     needs_calibration = False  # only activation schemes calibrate
-    requires = ("optimum-quanto>=0.2.4", "torch>=2.4")
+    requires = ("optimum-quanto>=0.2.6", "torch>=2.4")
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = HF_CAUSAL_LM
     source = "huggingface/optimum-quanto @e33f8202 README"

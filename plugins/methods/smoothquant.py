@@ -1,10 +1,11 @@
 """SmoothQuant: migrate activation outliers into the weights, then W8A8 int8.
 
 The algorithm is :mod:`quantmatch.algorithms.smoothquant` (own torch code, CPU): per block,
-``s = max|X|^alpha / max|W|^(1-alpha)`` folded into the RMSNorms and ``up_proj``, int8 per-channel
-weights, and int8 activations per token (``w8a8-int8``) or with calibrated static per-tensor scales
-(``w8a8-int8-static``). The artifact is a compressed-tensors ``int-quantized`` checkpoint;
-:mod:`quantmatch.algorithms.int8_runtime` runs it with integer matrix products on a CPU.
+``s = max|X|^alpha / max|W|^(1-alpha)`` folded into the RMSNorms and ``up_proj`` (``alpha`` searched
+per group by default), int8 per-channel weights, and int8 activations per token (``w8a8-int8``) or
+with calibrated static per-tensor scales (``w8a8-int8-static``). The artifact is a compressed-tensors
+``int-quantized`` checkpoint; :mod:`quantmatch.algorithms.int8_runtime` runs it with integer matrix
+products on a CPU.
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ from ._compressed import DENSE_LLAMA, CompressedArtifact, Quantized, load_compre
 __all__ = ["SmoothQuantQuantizer", "smoothquant_algorithm"]
 
 
-def smoothquant_algorithm(static: bool, alpha: float = 0.5, smooth: bool = True, batch_size: int = 8) -> Any:
+def smoothquant_algorithm(static: bool, alpha: float | None = None, smooth: bool = True, clip: bool = False,
+                          batch_size: int = 8) -> Any:
     """The W8A8 algorithm for :func:`~._compressed.quantize_with`; ``smooth=False`` is naive W8A8."""
     from quantmatch.algorithms.smoothquant import SmoothQuantConfig, smoothquant_model
 
-    config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static)
+    config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip)
 
     def run(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
         res = smoothquant_model(hf_model, samples, lambda n: grid_for(n) is not None, config,
                                 batch_size=batch_size, progress=progress)
+        chosen = sorted(res.alphas.values())
+        summary = {"alpha": config.alpha if config.alpha is not None else "searched", "smooth": smooth,
+                   "static": static, "clip": clip}
+        if chosen:
+            summary["alpha_chosen"] = {"min": chosen[0], "median": chosen[len(chosen) // 2], "max": chosen[-1]}
         return Quantized(res.weights, "static" if static else "dynamic", res.input_scales,
-                         details={"smoothquant": {**config.__dict__}})
+                         details={"smoothquant": summary})
 
     return run
 
@@ -65,12 +72,16 @@ class SmoothQuantQuantizer(Quantizer):
 
         ``options`` (or keyword arguments): those of
         :func:`~quantmatch.plugins.methods._compressed.quantize_with`, plus ``alpha`` (migration
-        strength, 0.5), ``smooth`` (False gives naive W8A8) and ``batch_size`` (8).
+        strength; default: searched per scale group among 0.3-0.95), ``smooth`` (False gives naive
+        W8A8), ``clip`` (static scales from a clipped range where that lowers the error; default off)
+        and ``batch_size`` (8).
         """
         opts = {**(options or {}), **more}
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
-        run = smoothquant_algorithm(s.static_activations, float(opts.get("alpha", 0.5)),
-                                    bool(opts.get("smooth", True)), int(opts.get("batch_size", 8)))
+        alpha = opts.get("alpha")
+        run = smoothquant_algorithm(s.static_activations, None if alpha is None else float(alpha),
+                                    bool(opts.get("smooth", True)), bool(opts.get("clip", False)),
+                                    int(opts.get("batch_size", 8)))
         return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
                              check=self.check)
 

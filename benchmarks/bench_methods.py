@@ -34,6 +34,8 @@ MODEL = "smollm2-135m"
 HEADLINE = ("quanto w8a16", "hqq w8a16-g64-asym", "gguf gguf-q8_0", "quanto w4a16-g64-asym", "hqq w4a16-g64-asym",
             "gguf gguf-q4_k_m")
 """Measured first: the 8-bit and 4-bit figure of each method."""
+EXTRA = (("gguf", "gguf-q8_0", ("lm_head=fp16",)),)
+"""Variants with layer rules, measured after the menus: Q8_0 with the (tied) LM head kept in F16."""
 
 
 def run_json(args: list[str], timeout: float) -> tuple[dict[str, Any] | None, str]:
@@ -126,21 +128,23 @@ def main() -> None:
     base_ppl = float(report["baseline"]["perplexity"])
     print(f"fp32 baseline: perplexity {base_ppl:.3f}")
 
-    for method, scheme in method_schemes(methods):
-        key = f"{method} {scheme}"
+    todo = [(m, s, ()) for m, s in method_schemes(methods)] + [e for e in EXTRA if e[0] in methods]
+    for method, scheme, rules in todo:
+        key = " ".join((method, scheme, *rules))
         if (wanted and scheme not in wanted) or (key in rows and rows[key].get("status") == "ok"):
             continue
-        row: dict[str, Any] = {"method": method, "scheme": scheme}
+        row: dict[str, Any] = {"method": method, "scheme": scheme, **({"rules": list(rules)} if rules else {})}
         reason = pruned_reason(method, scheme)
         if reason:
             rows[key] = {**row, "status": "pruned", "reason": reason}
             save()
             print(f"{key}: pruned ({reason})")
             continue
-        out = args.work / f"{method}-{scheme}"
+        out = args.work / f"{method}-{scheme}" if not rules else args.work / f"{method}-{scheme}-rules"
         t0 = time.perf_counter()
+        rule_args = [a for r in rules for a in ("--rule", r)]
         got, err = run_json(["quantize", MODEL, "--method", method, "--scheme", scheme, "--out", str(out),
-                             "--force"], timeout=3 * 3600)
+                             "--force", *rule_args], timeout=3 * 3600)
         if got is None:
             rows[key] = {**row, "status": "failed", "reason": f"quantize: {err}"}
             save()
@@ -174,6 +178,7 @@ def table(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         if r["status"] == "ok":
             shown = r["scheme"] + (f" (→ {r['produced']})" if r.get("produced") not in (None, r["scheme"]) else "")
+            shown += "".join(f" `--rule {x}`" for x in r.get("rules", []))
             lines.append(f"| {r['method']} | {shown} | {r['perplexity']:.2f} | {r['delta_pct']:+.2f}% | "
                          f"{r['size_bytes'] / 2**20:,.0f} MiB | {r['quantize_s']:,.0f} s |")
         else:

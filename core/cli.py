@@ -230,7 +230,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calibration = CalibrationSpec(args.calib, args.samples, args.seq_len, args.seed)
         if not args.dry_run:
             check_output(args.out, args.force)
-        plan = plan_quantization(args.model, args.method, args.scheme, args.preset)
+        plan = plan_quantization(args.model, args.method, args.scheme, args.preset, args.rule or ())
         if not args.json or plan.fatal:
             qr.plan_report(plan, err)
         plan.raise_if_fatal()
@@ -242,7 +242,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             return 0
         with qr.progress_bar(not args.json) as progress:
             result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
-                              calibration=calibration, force=args.force, seed=args.seed, progress=progress)
+                              rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
+                              progress=progress)
     except bad_input as e:
         raise UsageError(str(e)) from e
     if args.json:
@@ -426,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     sp.add_argument("--preset", help="layer-wise precision preset: typical, typical-int4-qkv, typical-int8-head, "
                                      "attn8-mlp4")
+    sp.add_argument("--rule", action="append", metavar="PATTERNS=PRECISION",
+                    help="layer-wise rule, repeatable, ahead of the preset's rules: e.g. lm_head=fp16, "
+                         "'*.mlp.*=int4' (precisions: fp32, fp16, bf16, int8, int4, ...)")
     sp.add_argument("--calib", help="calibration text file or dataset name (default: bundled Shakespeare)")
     sp.add_argument("--samples", type=int, default=16, help="calibration samples (default 16)")
     sp.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")

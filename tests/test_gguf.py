@@ -387,6 +387,20 @@ def test_layerwise_preset_becomes_tensor_type_overrides(tiny_llama: Path, tmp_pa
                                  {"rules": [LayerRule("mlp", ("*.mlp.*",), "fp8")]})
 
 
+def test_pipeline_accepts_layer_rules_for_gguf(tiny_llama: Path, tmp_path: Path) -> None:
+    """`quantize --method gguf --preset typical` passes the checks and the rules reach the file."""
+    _needs_llama_cpp()
+    from quantmatch.pipeline import plan_quantization, quantize
+
+    plan = plan_quantization(tiny_llama, "gguf", "gguf-q4_k_m", preset="typical")
+    assert not plan.fatal, [p.text for p in plan.fatal]
+    assert plan_quantization(tiny_llama, "gguf", "gguf-q8_0", rules=["*.mlp.*=fp8"]).fatal
+    quantize(tiny_llama, "gguf", "gguf-q8_0", tmp_path / "art", rules=["lm_head=fp16"], threads=1)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(tmp_path / "art" / ARTIFACT_NAME).tensors}
+    head = "output.weight" if "output.weight" in types else "token_embd.weight"
+    assert types[head] == "F16" and types["blk.0.ffn_up.weight"] == "Q8_0"
+
+
 def test_pipeline_writes_and_reloads_a_gguf_artifact(tiny_llama: Path, tmp_path: Path) -> None:
     """quantmatch.quantize(..., method="gguf") -> artifact directory -> load_artifact -> perplexity."""
     _needs_llama_cpp()
@@ -444,6 +458,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not WIKITEXT.is_file(), reason="needs ../shared/data/wikitext-2-raw-test.txt")
 def test_smollm2_f16_q8_0_q4_k_m(smollm2: Path, tmp_path: Path) -> None:
     q = GGUFQuantizer()
     f16 = q.quantize(smollm2, "gguf-f16", tmp_path / "f16", {"threads": 1})
@@ -471,6 +486,7 @@ def test_smollm2_f16_q8_0_q4_k_m(smollm2: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not WIKITEXT.is_file(), reason="needs ../shared/data/wikitext-2-raw-test.txt")
 def test_smollm2_f32_gguf_matches_transformers(smollm2: Path, tmp_path: Path) -> None:
     path = convert_hf_to_gguf(smollm2, tmp_path / "f32.gguf", "f32").path
     ids = _hf_ids(smollm2, WIKITEXT.read_text(encoding="utf-8")[:3000])[:256]

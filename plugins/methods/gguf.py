@@ -99,6 +99,7 @@ class GGUFQuantizer(Quantizer):
     description = "GGUF via the gguf writer and llama.cpp's quantizer (legacy and k-quants)"
     support = SchemeSupport(weights=tuple(f"gguf-{t}" for t in GGUF_OUTPUTS))
     schemes = tuple(f"gguf-{t}" for t in GGUF_OUTPUTS)
+    layer_precisions = ("int8", "int4", "int3", "int2")  # as llama.cpp tensor-type overrides
     artifact_format = "gguf"
     requires = ("gguf>=0.10", "llama-cpp-python>=0.3")
     install_hint = "pip install 'quantmatch[gguf]'"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -77,9 +78,11 @@ def pruned_reason(method: str, scheme: str) -> str | None:
     return "; ".join(p.text for p in plan.fatal) or None
 
 
-def evaluate(target: str, text: Path, tokens: int, window: int) -> tuple[dict[str, Any] | None, str]:
-    got, err = run_json(["eval", target, "--text", str(text), "--tokens", str(tokens), "--window", str(window)],
-                        timeout=6 * 3600)
+def evaluate(target: str, text: Path, tokens: int, window: int, threads: int | None = None
+             ) -> tuple[dict[str, Any] | None, str]:
+    more = ["--threads", str(threads)] if threads else []
+    got, err = run_json(["eval", target, "--text", str(text), "--tokens", str(tokens), "--window", str(window),
+                         *more], timeout=6 * 3600)
     return (got["evaluation"] if got else None), err
 
 
@@ -94,7 +97,10 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep rows already in the results file")
     ap.add_argument("--keep", action="store_true", help="keep the artifacts (default: delete after scoring)")
     ap.add_argument("--table", action="store_true", help="only print the table of the results file")
+    ap.add_argument("--threads", type=int, help="threads for every quantization and evaluation (default: all cores)")
     args = ap.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the quantize processes' torch
     if args.table:
         print(table(json.loads(OUT.read_text())))
         return
@@ -109,6 +115,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "model": MODEL, "text": str(args.text.name), "tokens": args.tokens, "window": args.window,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": platform.python_version(),
+        "threads": args.threads or os.cpu_count(),
         "note": "SmolLM2-135M is bundled as a Q4_1 GGUF: the fp32 baseline is its dequantization, so the "
                 "weights were already on a 4-bit grid (blocks of 32) before quantization.",
         "baseline": previous.get("baseline"), "rows": [],
@@ -120,7 +127,7 @@ def main() -> None:
         OUT.write_text(json.dumps(report, indent=2) + "\n")
 
     if not report["baseline"]:
-        base, err = evaluate(MODEL, args.text, args.tokens, args.window)
+        base, err = evaluate(MODEL, args.text, args.tokens, args.window, args.threads)
         if base is None:
             sys.exit(f"baseline evaluation failed: {err}")
         report["baseline"] = base
@@ -151,7 +158,7 @@ def main() -> None:
             print(f"{key}: quantize failed ({err})")
             continue
         result = got["result"]
-        ev, err = evaluate(str(out), args.text, args.tokens, args.window)
+        ev, err = evaluate(str(out), args.text, args.tokens, args.window, args.threads)
         if ev is None:
             rows[key] = {**row, "status": "failed", "reason": f"eval: {err}"}
         else:

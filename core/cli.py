@@ -266,7 +266,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         with qr.progress_bar(not args.json) as progress:
             result = evaluate(args.target, text=args.text, tokens=args.tokens, window=args.window,
-                              dtype=args.dtype, progress=progress)
+                              dtype=args.dtype, progress=progress, threads=args.threads)
     except bad_input as e:
         raise UsageError(str(e)) from e
     except ValueError as e:  # tokens/window out of range
@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", help="UTF-8 text file (default: bundled held-out Shakespeare)")
     sp.add_argument("--tokens", type=int, default=20000, help="tokens to score (default 20000)")
     sp.add_argument("--window", type=int, default=1024, help="window length, non-overlapping (default 1024)")
+    sp.add_argument("--threads", type=int, help="threads for torch or llama.cpp (default: every core)")
     sp.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                     help="float type torch models compute in (default float32; stored weights are unchanged)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

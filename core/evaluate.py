@@ -136,15 +136,22 @@ def _load_text(text: str | Path | None) -> tuple[str, str]:
 
 def evaluate(target: str | Path, text: str | Path | None = None, tokens: int = DEFAULT_TOKENS,
              window: int = DEFAULT_WINDOW, dtype: str = "float32",
-             progress: ProgressFn | None = None) -> EvalResult:
+             progress: ProgressFn | None = None, threads: int | None = None) -> EvalResult:
     """Evaluate a model (directory, ``.gguf``, hub id, ``smollm2-135m``) or a quantmatch artifact.
 
     Artifacts (directories with ``quantmatch.json``) are reloaded through the plugin that wrote
     them. Raises :class:`~quantmatch.models.ModelSourceError`, :class:`~quantmatch.artifact.ArtifactError`
-    or :class:`~quantmatch.calibration.CalibrationError` for bad input.
+    or :class:`~quantmatch.calibration.CalibrationError` for bad input. ``threads`` sets the
+    threads of torch or llama.cpp (default: torch's default; every core for llama.cpp).
     """
     if tokens < 2:
         raise ValueError("tokens must be at least 2")
+    if threads is not None and threads < 1:
+        raise ValueError("threads must be at least 1")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     started = time.perf_counter()
     body, label = _load_text(text)
     path = Path(target).expanduser()
@@ -155,6 +162,8 @@ def evaluate(target: str | Path, text: str | Path | None = None, tokens: int = D
         method, scheme, kind = loaded.manifest.method, loaded.manifest.scheme, "artifact"
         size_path = path
         if loaded.tokenizer is None:  # a llama.cpp model: its own tokenizer and perplexity
+            if threads:
+                loaded.model.threads = threads
             ids = token_ids(loaded.model.tokenize, body, tokens)
             ppl = float(loaded.model.perplexity(ids, window))
             predicted = sum(len(ids[s: s + window]) - 1 for s in range(0, len(ids), window)

@@ -167,8 +167,10 @@ def worker_llama(path: str, prompt: int, gen: int) -> dict[str, Any]:
 
     from llama_cpp import Llama
 
-    llm = Llama(model_path=path, n_ctx=prompt + gen + 8, n_threads=THREADS, n_batch=512,
-                verbose=False)
+    from quantmatch.llamacpp_compat import safe_model_defaults
+
+    with safe_model_defaults():
+        llm = Llama(model_path=path, n_ctx=prompt + gen + 8, n_threads=THREADS, n_batch=512, verbose=False)
     rng = random.Random(0)
     toks = [rng.randrange(100, 40000) for _ in range(prompt)]
     best = None

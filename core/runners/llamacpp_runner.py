@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from quantmatch.llamacpp_compat import model_params
+
 from .base import MeasureConfig, Runner, RunnerError
 
 __all__ = ["LlamaCppRunner", "gguf_file", "gguf_weight_bytes"]
@@ -100,8 +102,7 @@ class LlamaCppRunner(Runner):
         self.path = gguf_file(target)
         _quiet_log()
         llama_cpp.llama_backend_init()
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0
+        mparams = model_params(llama_cpp)
         _LOG.clear()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode("utf-8"), mparams)
         if not model:

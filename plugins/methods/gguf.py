@@ -418,12 +418,15 @@ class GGUFModel:
         if self._llm is None or need > self.n_ctx:
             from llama_cpp import Llama
 
+            from quantmatch.llamacpp_compat import safe_model_defaults
+
             self.close()
             self.n_ctx = max(self.n_ctx, need)
             kv = _KV_TYPES[self.kv_cache]
-            self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=min(self.n_ctx, 512),
-                              n_ubatch=min(self.n_ctx, 512), logits_all=True, n_threads=self.threads,
-                              n_threads_batch=self.threads, type_k=kv, type_v=kv, verbose=False)
+            with safe_model_defaults():
+                self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=min(self.n_ctx, 512),
+                                  n_ubatch=min(self.n_ctx, 512), logits_all=True, n_threads=self.threads,
+                                  n_threads_batch=self.threads, type_k=kv, type_v=kv, verbose=False)
         return self._llm
 
     def close(self) -> None:

@@ -1,0 +1,73 @@
+"""Workarounds for llama.cpp bugs that depend on the machine, shared by every place that loads a GGUF.
+
+On CPUs with AMX (Intel Sapphire Rapids and newer), a llama.cpp built natively repacks Q4_0/Q4_1/Q8_0
+and k-quant weights into its AMX buffer type, and the first matrix product there can crash the process
+in ``ggml_backend_amx_mul_mat`` (https://github.com/ggml-org/llama.cpp/issues/20824, closed as stale
+without a fix; dspy's CI hit the same: https://github.com/stanfordnlp/dspy/pull/10079). On such CPUs
+quantmatch loads models without llama.cpp's extra (repacking) buffer types. The AVX-512/AVX2 kernels
+still run; ``QUANTMATCH_LLAMA_EXTRA_BUFTS=1`` turns the repacking back on (for a llama.cpp build
+where the bug is fixed), ``=0`` turns it off on any CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["extra_buffer_types_enabled", "model_params", "safe_model_defaults"]
+
+
+@functools.cache
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_int8" in line.split() or "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def extra_buffer_types_enabled() -> bool:
+    """Whether llama.cpp may use its extra (weight-repacking) buffer types on this machine."""
+    env = os.environ.get("QUANTMATCH_LLAMA_EXTRA_BUFTS", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    return not _cpu_has_amx()
+
+
+def model_params(llama_cpp: Any) -> Any:
+    """``llama_model_default_params()`` with the workaround applied (and no GPU layers)."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    if not extra_buffer_types_enabled():
+        params.use_extra_bufts = False
+    return params
+
+
+@contextlib.contextmanager
+def safe_model_defaults() -> Iterator[None]:
+    """Within the block, ``llama_cpp.Llama(...)`` loads with the workaround applied (the high-level
+    class builds its model parameters itself and has no argument for extra buffer types)."""
+    import llama_cpp.llama as high_level
+
+    if extra_buffer_types_enabled():
+        yield
+        return
+    low = high_level.llama_cpp
+    original = low.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original

@@ -47,8 +47,22 @@ RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "sq-w8a8-dynamic": ("smoothquant", "w8a8-int8", {}),
     "gptq-w4g64-damp0.01": ("gptq", "w4a16-g64", {"damp": 0.01}),
     "gptq-w4g64-damp0.1": ("gptq", "w4a16-g64", {"damp": 0.1}),
+    "gptq-w4g64-wikicalib": ("gptq", "w4a16-g64", {"heldout_calibration": True}),
 }
-"""label -> (method, scheme, extra options). RTN runs are the same grids as the calibrated runs."""
+"""label -> (method, scheme, extra options). RTN runs are the same grids as the calibrated runs.
+``heldout_calibration`` calibrates on WikiText itself instead of tiny-shakespeare (a diagnostic)."""
+
+HELDOUT_FROM = 200_000
+"""The WikiText test text from this character on (the evaluated first 20,000 tokens end near character
+83,000): in-domain calibration text disjoint from the evaluation tokens."""
+
+
+def _heldout_text(work: Path) -> Path:
+    path = work / "wikitext-test-heldout.txt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(EVAL.read_text(encoding="utf-8")[HELDOUT_FROM:], encoding="utf-8")
+    return path
 
 ANCHORS = {"gptq-w4g64": "gptq-w4g64", "gptq-w3g64": "gptq-w3g64", "sq-w8a8-static": "sq-w8a8-static",
            "sq-w8a8-dynamic": "sq-w8a8-dynamic", "awq-w4g64": "awq-w4g64"}
@@ -73,6 +87,8 @@ def worker_quantize(label: str, out: Path, samples: int, seq_len: int, threads: 
 
     torch.set_num_threads(threads)
     method, scheme, extra = RUNS[label]
+    extra = dict(extra)
+    text = _heldout_text(out.parent) if extra.pop("heldout_calibration", False) else CALIB
     blocks: list[int] = []
     loaded: list[int] = []
 
@@ -82,15 +98,16 @@ def worker_quantize(label: str, out: Path, samples: int, seq_len: int, threads: 
         if stage == "quantize":
             blocks.append(_rss_now())
 
-    cal = CalibrationSpec(str(CALIB), samples, seq_len, seed=0)
+    cal = CalibrationSpec(str(text), samples, seq_len, seed=0)
     wall, cpu = time.perf_counter(), time.process_time()
     res = quantize("smollm2-135m", method, scheme, out, calibration=cal, force=True, progress=progress,
                    dtype="float32", **extra)
     return {"label": label, "method": method, "scheme": res.scheme, "wall_s": round(time.perf_counter() - wall, 1),
             "cpu_s": round(time.process_time() - cpu, 1), "peak_rss": _peak_rss(),
             "rss_after_load": loaded[0] if loaded else None,
-            "rss_blocks": [min(blocks), max(blocks)] if blocks else None, "size_bytes": res.size_bytes,
-            "calibration": f"{samples}x{seq_len}", "threads": threads}
+            "rss_blocks": [min(blocks), max(blocks)] if blocks else None,
+            "rss_mib_per_block": [round(b / 2**20) for b in blocks], "size_bytes": res.size_bytes,
+            "calibration": f"{samples}x{seq_len}", "calibration_text": text.name, "threads": threads}
 
 
 def worker_eval(target: str, tokens: int, threads: int, int8: bool) -> dict[str, Any]:

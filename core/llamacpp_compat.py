@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -53,12 +54,11 @@ def model_params(llama_cpp: Any) -> Any:
 def safe_model_defaults() -> Iterator[None]:
     """Within the block, ``llama_cpp.Llama(...)`` loads with the workaround applied (the high-level
     class builds its model parameters itself and has no argument for extra buffer types)."""
-    import llama_cpp.llama as high_level
-
     if extra_buffer_types_enabled():
         yield
         return
-    low = high_level.llama_cpp
+    # llama_cpp.Llama calls llama_model_default_params() through this module at construction time
+    low: Any = importlib.import_module("llama_cpp.llama_cpp")
     original = low.llama_model_default_params
 
     def patched() -> Any:

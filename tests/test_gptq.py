@@ -62,6 +62,38 @@ def test_gptq_weights_are_on_contiguous_group_grids(act_order: bool) -> None:
     torch.testing.assert_close(rebuilt, q.weight, rtol=0, atol=1e-6)
 
 
+def _shifted_texts(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A weight, a calibration Hessian and an evaluation Hessian whose inputs share per-channel scales
+    and part of their correlations, like two text domains seen by one layer."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.rand(128, generator=g) * 2 + 0.1
+    shared = torch.randn(128, 128, generator=g)
+    hessians = []
+    for rows in (512, 4096):
+        mix = shared + 0.7 * torch.randn(128, 128, generator=g)
+        h = Hessian(128)
+        h.add((torch.randn(rows, 128, generator=g) @ mix) * scale)
+        hessians.append(h.matrix)
+    return torch.randn(48, 128, generator=g) * 0.05, hessians[0], hessians[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shrinkage_trades_calibration_fit_for_transfer_to_another_text(seed: int) -> None:
+    w, h_cal, h_eval = _shifted_texts(seed)
+    grid = IntGrid(4, 32, True)
+    textbook = gptq_quantize(w, h_cal, grid, GPTQConfig(shrink=0.0)).weight
+    shrunk = gptq_quantize(w, h_cal, grid, GPTQConfig(shrink=0.5)).weight
+    # textbook GPTQ fits the calibration text best but loses to round-to-nearest on the other text
+    assert output_error(w, textbook, h_cal) < output_error(w, shrunk, h_cal)
+    assert output_error(w, textbook, h_eval) > output_error(w, rtn(w, grid).weight, h_eval)
+    assert output_error(w, shrunk, h_eval) < output_error(w, rtn(w, grid).weight, h_eval)
+
+
+def test_shrink_must_be_a_fraction() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        GPTQConfig(shrink=1.5)
+
+
 def test_hessian_is_a_running_average_over_batches() -> None:
     x = torch.randn(300, 16)
     h = Hessian(16)

@@ -10,6 +10,14 @@ layer's calibration inputs, which minimises the layer's output error ``||X W^T -
   Hessian is collected with the earlier groups already quantized.
 - Dampening ``damp * mean(diag H)``, a Cholesky-based upper factor of ``H^-1``, and lazy batch
   updates (errors within ``block_size`` columns are applied immediately, the rest once per batch).
+- Shrinkage (our addition; ``shrink=0`` is textbook GPTQ): the off-diagonal of ``H`` is scaled by
+  ``1 - shrink`` before the solve, as covariance estimators shrink a sample covariance towards its
+  diagonal (Ledoit and Wolf, 2004, https://doi.org/10.1016/S0047-259X(03)00096-4). The per-channel
+  energies stay; only trust in the calibration text's cross-channel correlations drops. Textbook GPTQ
+  dumps rounding error into directions the calibration text hardly uses; when the evaluated text
+  uses them (tiny-shakespeare calibration, WikiText evaluation) it loses to round-to-nearest on
+  SmolLM2-135M, llm-compressor's GPTQ too. ``shrink=0.5`` beats round-to-nearest there, in-domain as
+  well (docs/benchmarks.md, "Methods II").
 - Groups: scales are taken when the loop reaches each group's first column, from the already
   error-compensated weights. With ``act_order`` columns are processed in order of decreasing
   ``diag(H)`` and groups stay static: every group's scale is taken up front in the original column
@@ -53,12 +61,18 @@ GridFn = Callable[[str], IntGrid | None]
 
 @dataclass(frozen=True)
 class GPTQConfig:
-    """GPTQ settings: relative dampening, lazy-update width, activation order, true-sequential."""
+    """GPTQ settings: relative dampening, lazy-update width, activation order, true-sequential, and the
+    Hessian's shrinkage towards its diagonal (0: textbook GPTQ; see the module docstring)."""
 
     damp: float = 0.01
     block_size: int = 128
     act_order: bool = False
     true_sequential: bool = True
+    shrink: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shrink <= 1.0:
+            raise ValueError(f"shrink is a fraction between 0 and 1, not {self.shrink}")
 
 
 class Hessian:
@@ -112,6 +126,8 @@ def gptq_quantize(weight: Tensor, hessian: Tensor, grid: IntGrid, config: GPTQCo
 def _gptq(weight: Tensor, hessian: Tensor, grid: IntGrid, config: GPTQConfig) -> QuantizedWeight:
     w = weight.detach().float().clone()
     h = hessian.clone()
+    if config.shrink:
+        h = (1.0 - config.shrink) * h + config.shrink * torch.diag(torch.diag(h))
     rows, cols = w.shape
     g = grid.group_of(cols)
     dead = torch.diag(h) == 0

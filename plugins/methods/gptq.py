@@ -48,15 +48,17 @@ class GPTQQuantizer(Quantizer):
 
         ``options`` (or keyword arguments): those of
         :func:`~quantmatch.plugins.methods._compressed.quantize_with`, plus ``damp`` (0.01),
-        ``block_size`` (128), ``act_order`` (True), ``true_sequential`` (True) and ``batch_size``
-        (calibration samples per forward, 8).
+        ``block_size`` (128), ``act_order`` (True), ``true_sequential`` (True), ``shrink`` (0.5: the
+        Hessian's shrinkage towards its diagonal; 0 is textbook GPTQ) and ``batch_size`` (calibration
+        samples per forward, 8).
         """
         from quantmatch.algorithms.gptq import GPTQConfig, gptq_model
 
         opts = {**(options or {}), **more}
         config = GPTQConfig(damp=float(opts.get("damp", 0.01)), block_size=int(opts.get("block_size", 128)),
                             act_order=bool(opts.get("act_order", True)),
-                            true_sequential=bool(opts.get("true_sequential", True)))
+                            true_sequential=bool(opts.get("true_sequential", True)),
+                            shrink=float(opts.get("shrink", 0.5)))
         batch = int(opts.get("batch_size", 8))
 
         def run(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:

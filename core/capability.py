@@ -9,12 +9,21 @@ Nothing here is code the registry must run to find out what a backend supports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import string
+from dataclasses import dataclass, field, fields
 
 from .profile import TARGETS, canonical_target
 from .verdict import LAYERS, Level
 
-__all__ = ["Capability", "Requires", "any_of", "validate_capability"]
+__all__ = ["CATALOG_SOURCE", "TEMPLATE_FIELDS", "Capability", "Requires", "any_of", "readable_template",
+           "template_problems", "validate_capability"]
+
+TEMPLATE_FIELDS = ("device", "arch", "weights", "activations", "target", "method", "lowering")
+"""The ``{placeholders}`` a capability's ``reason`` and ``runs_as`` may use."""
+
+CATALOG_SOURCE = "the device's catalog entry"
+"""A ``source`` that stands for the device's own catalog: the verdict then cites the sources the catalog
+records for the figures and features it rests on (and notes disputed or derived figures)."""
 
 
 def any_of(*items: str) -> frozenset[str]:
@@ -73,8 +82,10 @@ class Capability:
       symmetry.
 
     ``when`` is the device predicate; ``level``/``reason``/``source`` the verdict. ``reason`` and
-    ``runs_as`` may use ``{device}``, ``{arch}``, ``{weights}``, ``{activations}``, ``{target}``.
-    ``source`` is a URL or ``owner/repo path @commit``; several are joined with `` ; ``.
+    ``runs_as`` may use the placeholders of :data:`TEMPLATE_FIELDS` (``{device}``, ``{arch}``,
+    ``{weights}``, ``{activations}``, ``{target}``, ``{method}``, ``{lowering}``); any other is refused
+    at registration. ``source`` is a URL or ``owner/repo path @commit``; several are joined with
+    `` ; ``. :data:`CATALOG_SOURCE` cites the device's catalog entry for the types involved.
     """
 
     level: Level
@@ -91,6 +102,55 @@ class Capability:
     runs_as: str | None = None
 
 
+def template_problems(text: str, label: str = "reason") -> list[str]:
+    """Why ``text`` is not a valid template (empty when every placeholder is known)."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as e:
+        return [f"{label} {text!r} is not a valid template ({e}; write a literal brace as {{{{ or }}}})"]
+    unknown = [name for _lit, name, _spec, _conv in parsed if name is not None and name not in TEMPLATE_FIELDS]
+    if not unknown:
+        return []
+    shown = ", ".join("{" + n + "}" if n else "{}" for n in dict.fromkeys(unknown))
+    return [f"{label} {text!r} uses unknown placeholder {shown} "
+            f"(valid: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)})"]
+
+
+def readable_template(text: str, limit: int | None = None) -> str:
+    """``text`` for people who read declarations: ``{weights}`` becomes ``<weights>``; with ``limit``,
+    cut at a word boundary with an ellipsis."""
+    out = "".join(lit + (f"<{name}>" if name is not None else "")
+                  for lit, name, _spec, _conv in _parse_or_raw(text))
+    if limit is None or len(out) <= limit:
+        return out
+    cut = out[:limit].rsplit(" ", 1)[0].rstrip(" ,;:-(")
+    return f"{cut or out[:limit]}…"
+
+
+def _parse_or_raw(text: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    try:
+        return list(string.Formatter().parse(text))
+    except ValueError:
+        return [(text, None, None, None)]
+
+
+def _requires_problems(req: Requires) -> list[str]:
+    problems = []
+    for f in fields(Requires):
+        value = getattr(req, f.name)
+        if f.name in ("min_cc", "max_cc"):
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        elif f.name in ("compute_native", "weights_native", "compute_emulated"):
+            ok = isinstance(value, bool)
+        else:
+            ok = (value is None and f.name in ("families", "archs")) or (
+                isinstance(value, frozenset) and all(isinstance(x, str) for x in value))
+        if not ok:
+            problems.append(f"`when`: Requires.{f.name} has the wrong type ({type(value).__name__}; "
+                            f"expected {f.type})")
+    return problems
+
+
 def validate_capability(cap: object, backend_targets: tuple[str, ...] = ()) -> list[str]:
     """Return the problems of one declaration (empty when it is valid)."""
     if not isinstance(cap, Capability):
@@ -98,9 +158,9 @@ def validate_capability(cap: object, backend_targets: tuple[str, ...] = ()) -> l
     problems = []
     if not isinstance(cap.level, Level):
         problems.append(f"level {cap.level!r} is not a Level")
-    if not cap.reason or not cap.reason.strip():
+    if not isinstance(cap.reason, str) or not cap.reason.strip():
         problems.append("empty reason")
-    if not cap.source or not cap.source.strip():
+    if not isinstance(cap.source, str) or not cap.source.strip():
         problems.append(f"no source for {cap.reason!r}")
     for layer in cap.layers:
         if layer not in LAYERS:
@@ -113,8 +173,20 @@ def validate_capability(cap: object, backend_targets: tuple[str, ...] = ()) -> l
             problems.append(f"target {t!r} is not among the backend's targets {backend_targets}")
     if not isinstance(cap.when, Requires):
         problems.append("`when` must be a Requires")
+    else:
+        problems.extend(_requires_problems(cap.when))
     for name in ("weights", "activations", "methods", "targets"):
         v = getattr(cap, name)
         if v is not None and (isinstance(v, str) or not all(isinstance(x, str) for x in v)):
             problems.append(f"{name} must be a tuple of strings")
+    if cap.group_sizes is not None and not (isinstance(cap.group_sizes, tuple) and all(
+            isinstance(g, int) and not isinstance(g, bool) for g in cap.group_sizes)):
+        problems.append("group_sizes must be a tuple of ints (0 for per-channel)")
+    if cap.symmetric is not None and not isinstance(cap.symmetric, bool):
+        problems.append("symmetric must be True, False or None")
+    for label, template in (("reason", cap.reason), ("runs_as", cap.runs_as)):
+        if isinstance(template, str):
+            problems.extend(template_problems(template, label))
+        elif template is not None:
+            problems.append(f"{label} must be a string, got {type(template).__name__}")
     return problems

@@ -104,14 +104,25 @@ def cmd_registry(args: argparse.Namespace) -> int:
     combos = reg.combinations(dev, method=args.method, backend=args.backend, level=args.level,
                               layer=args.layer, model=_model(args.model),
                               include_unsupported=not args.runnable)
+    empty_because = [] if combos else _why_empty(reg, dev, args)
     if args.json:
         _emit_json({"schema": JSON_SCHEMA_VERSION, "device": dev.to_dict(),
-                    "combinations": [v.to_dict() for v in combos]})
+                    "combinations": [v.to_dict() for v in combos], "empty_because": empty_because})
         return 0
     from . import render
 
-    render.registry_table(dev, combos)
+    render.registry_table(dev, combos, empty_because)
     return 0
+
+
+def _why_empty(reg: Any, dev: Any, args: argparse.Namespace) -> list[str]:
+    """Why the filters of ``quantmatch registry`` left no combination (an empty answer is a valid one)."""
+    reasons: list[str] = reg.why_empty(dev, method=args.method, backend=args.backend)
+    if reasons:
+        return reasons
+    wanted = "runnable" if args.runnable and not args.level else args.level
+    return [f"nothing on {dev.name} is {wanted or 'listed'} for these filters "
+            "(drop --level/--runnable to see every verdict)"]
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -133,6 +144,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from quantmatch.registry import run_conformance
+    from quantmatch.registry.conformance import EXPECTED_FORMAT, ConformanceFormatError
 
     path = Path(args.file)
     if not path.is_file():
@@ -140,10 +152,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                          "shared/reference/conformance_public.json)")
     try:
         report = run_conformance(path)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except ConformanceFormatError as e:
+        raise UsageError(f"{path}: not a conformance file: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not a conformance file ({type(e).__name__}: {e}); expected "
-                         '{"cases": [{"weights", "activations", "layer", "device", "backend", '
-                         '"target", "expected"}, ...]}') from e
+                         f"{EXPECTED_FORMAT}") from e
     if args.json:
         _emit_json({"schema": JSON_SCHEMA_VERSION, **report.to_dict()})
     else:

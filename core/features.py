@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ARCH_FEATURES", "CPU_FLAGS", "OPERAND_TYPES"]
+__all__ = ["ARCH_FEATURES", "CPU_FLAGS", "CPU_UNITS", "OPERAND_TYPES"]
 
 OPERAND_TYPES = frozenset({
     "fp64", "fp32", "tf32", "fp16", "bf16", "fp8-e4m3fn", "fp8-e5m2", "fp8-e4m3fnuz", "fp8-e5m2fnuz",
@@ -22,3 +22,11 @@ CPU_FLAGS = frozenset({
     "amx_int8", "amx_bf16", "amx_fp16", "asimd", "dotprod", "i8mm", "sve", "sve2", "sme", "sme2",
 })
 """CPU ISA flags in Linux ``/proc/cpuinfo`` spelling (arm ``asimddp`` is normalised to ``dotprod``)."""
+
+CPU_UNITS: dict[str, tuple[tuple[str, str], ...]] = {
+    "int8": (("amx_int8", "AMX-INT8 tiles"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
+             ("i8mm", "Arm I8MM (SMMLA)"), ("dotprod", "Arm SDOT/UDOT")),
+    "bf16": (("amx_bf16", "AMX-BF16 tiles"), ("avx512_bf16", "AVX512-BF16")),
+    "fp16": (("amx_fp16", "AMX-FP16 tiles"), ("avx512_fp16", "AVX512-FP16")),
+}
+"""The CPU units that compute an operand type, as (flag, unit name), best first: a CPU verdict names them."""

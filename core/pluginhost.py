@@ -16,6 +16,7 @@ Environment switches:
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -30,10 +31,10 @@ import pluggy
 
 from . import hookspecs
 from .backend import Backend
-from .capability import Capability, validate_capability
+from .capability import Capability, readable_template, validate_capability
 from .device import DeviceFamily
 from .profile import CONFIDENCES, DEVICE_FAMILIES, TARGETS, HardwareProfile, Provenance, canonical_target
-from .quantizer import Quantizer
+from .quantizer import Problem, Quantizer
 from .scheme import SchemeError, parse_scheme
 
 __all__ = [
@@ -135,7 +136,20 @@ def _validate_quantizer(cls: Any) -> list[str]:
         bad = cls.support.problems(sch, cls.name)
         if bad:
             p.append(f"{cls.__name__}: scheme {s!r} contradicts its support: {bad[0]}")
+        p.extend(_check_problems(cls, sch))
     return p
+
+
+def _check_problems(cls: type[Quantizer], scheme: Any) -> list[str]:
+    """Run ``check(None, scheme)`` once at registration, so that a ``check()`` that raises (or returns
+    something other than Problems) marks its plugin broken instead of failing a query later."""
+    try:
+        found = cls().check(None, scheme)
+        ok = isinstance(found, list) and all(isinstance(x, Problem) for x in found)
+    except Exception as e:
+        return [f"{cls.__name__}.check(None, {str(scheme)!r}) raised {type(e).__name__}: {e}"]
+    return [] if ok else [f"{cls.__name__}.check() must return a list of quantmatch.quantizer.Problem, "
+                          f"got {type(found).__name__}"]
 
 
 def _validate_backend(cls: Any, known_targets: tuple[str, ...] = TARGETS) -> list[str]:
@@ -190,6 +204,14 @@ def _validate_profile(p: Any, known_targets: tuple[str, ...] = TARGETS) -> list[
     return out
 
 
+def _problems(validate: Callable[[Any], list[str]], item: Any) -> list[str]:
+    """``validate(item)``, where a declaration odd enough to break the validator is a problem too."""
+    try:
+        return validate(item)
+    except Exception as e:
+        return [f"{item!r} could not be validated ({type(e).__name__}: {e})"]
+
+
 class PluginHost:
     """Loads plugins and holds what they registered, with provenance."""
 
@@ -207,6 +229,7 @@ class PluginHost:
         """Execution targets known to this host: :data:`~quantmatch.profile.TARGETS` plus those that
         registered device families add (``DeviceFamily.targets``)."""
         self._stderr = stderr
+        self._failed_at_query: set[str] = set()
         self._load(extra_plugins, autoload)
 
     # ---- loading ---------------------------------------------------------------------------
@@ -298,6 +321,25 @@ class PluginHost:
         if self.pm.has_plugin(info.name):
             self.pm.unregister(name=info.name)
 
+    def plugin_failed(self, plugin: str, error: str) -> str:
+        """Record that ``plugin``'s code raised while the registry judged a combination.
+
+        The plugin is listed as broken with the error; the first failure of each plugin prints one
+        warning line. Returns the text the verdict shows (plugin, version and error).
+        """
+        info = self.plugins.get(plugin)
+        who = f"plugin {plugin!r}" + (f" ({info.distribution} {info.version})" if info else "")
+        text = f"{who} failed: {error}"
+        if info is not None:
+            info.status = "broken"
+            if f"at query time: {error}" not in info.errors:
+                info.errors.append(f"at query time: {error}")
+        if plugin not in self._failed_at_query:
+            self._failed_at_query.add(plugin)
+            self._warn(f"{text}; the combinations it judges are marked unsupported "
+                       f"[block it with QUANTMATCH_BLOCK_PLUGINS={plugin}]")
+        return text
+
     def _call_each(self, hook: str, make_register: Callable[[PluginInfo, list[Any]], Callable[..., None]],
                    commit: Callable[[PluginInfo, list[Any]], None]) -> None:
         caller = getattr(self.pm.hook, hook)
@@ -358,7 +400,7 @@ class PluginHost:
 
     def _commit(self, info: PluginInfo, items: list[Any], kind: str, table: dict[str, Entry],
                 validate: Callable[[Any], list[str]]) -> None:
-        problems = [p for item in items for p in validate(item)]
+        problems = [p for item in items for p in _problems(validate, item)]
         if problems:
             if info.builtin:
                 raise RegistrationError(f"built-in plugin {info.name}: {problems[0]}")
@@ -405,7 +447,7 @@ class PluginHost:
                        if t not in targets and t in self.targets]
                 targets += tuple(new)
                 added.setdefault(backend, []).extend(new)
-            problems.extend(validate_capability(cap, targets))
+            problems.extend(_problems(functools.partial(validate_capability, backend_targets=targets), cap))
         if problems:
             self._mark_broken(info, f"invalid capability refinement: {'; '.join(problems[:3])}")
             return
@@ -423,7 +465,7 @@ class PluginHost:
             self.refinements.setdefault(backend, []).append((cap, info.provenance))
             on = f" on {','.join(cap.targets)}" if cap.targets else ""
             info.contributed.append(f"refines {backend}: {cap.level.value} for "
-                                    f"{','.join(cap.weights or ('*',))}{on} ({cap.reason[:60]})")
+                                    f"{','.join(cap.weights or ('*',))}{on} ({readable_template(cap.reason, 80)})")
 
     def precedence(self, backend: str) -> list[str]:
         """The order in which ``backend``'s capability rows are evaluated, as log lines.
@@ -432,7 +474,8 @@ class PluginHost:
         entry points sorted by name, then plugins passed to the host), then the backend's own rows;
         the first row whose filters match and whose device predicate holds decides.
         """
-        lines = [f"{i}. {prov.plugin} ({prov.distribution} {prov.version}): {cap.level.value} - {cap.reason}"
+        lines = [f"{i}. {prov.plugin} ({prov.distribution} {prov.version}): {cap.level.value} - "
+                 f"{readable_template(cap.reason)}"
                  for i, (cap, prov) in enumerate(self.refinements.get(backend, ()), 1)]
         entry = self.backends.get(backend)
         if entry is not None:

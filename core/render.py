@@ -13,10 +13,11 @@ from rich.text import Text
 from .device import Detection
 from .pluginhost import PluginInfo
 from .profile import Figure, HardwareProfile
+from .text import count
 from .verdict import Level, Verdict
 
-__all__ = ["conformance", "detections", "device_detail", "devices_table", "explain", "plugins_table",
-           "registry_table"]
+__all__ = ["conformance", "contribution_summary", "detections", "device_detail", "devices_table", "explain",
+           "plugins_table", "registry_table"]
 
 LEVEL_STYLE = {Level.NATIVE: "bold green", Level.WEIGHT_ONLY: "cyan", Level.EMULATED: "yellow",
                Level.UNSUPPORTED: "red"}
@@ -40,6 +41,20 @@ def _fig(f: Figure) -> str:
     return str(f)
 
 
+def _contribution_kind(contribution: str) -> str:
+    if contribution.startswith("device family"):
+        return "family"
+    if contribution.startswith("refines "):
+        return "refinement"
+    return contribution.split(" ")[0]
+
+
+def contribution_summary(contributed: Sequence[str]) -> str:
+    """``16 devices, 1 family, 12 refinements``."""
+    kinds = Counter(_contribution_kind(c) for c in contributed)
+    return ", ".join(count(n, k) for k, n in sorted(kinds.items())) or "-"
+
+
 def plugins_table(infos: Sequence[PluginInfo], precedence: Mapping[str, Sequence[str]] | None = None) -> None:
     """The plugins table; ``precedence`` maps each refined backend to its row order (see
     :meth:`quantmatch.pluginhost.PluginHost.precedence`)."""
@@ -47,16 +62,14 @@ def plugins_table(infos: Sequence[PluginInfo], precedence: Mapping[str, Sequence
     for col in ("plugin", "distribution", "status", "contributed"):
         t.add_column(col, overflow="fold")
     for p in infos:
-        kinds = Counter(c.split(" ")[0] if not c.startswith("device family") else "family"
-                        for c in p.contributed)
-        contributed = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items())) or "-"
+        contributed = contribution_summary(p.contributed)
         status = Text(p.status, style={"ok": "green", "broken": "bold red", "blocked": "yellow"}[p.status])
         refines = [c for c in p.contributed if c.startswith("refines ")]
         if refines:
             contributed += "\n" + "\n".join(refines)
         if p.errors:
             contributed += "\n" + "\n".join(f"error: {e}" for e in p.errors)
-        t.add_row(p.name, f"{p.distribution} {p.version}", status, contributed)
+        t.add_row(p.name, f"{p.distribution} {p.version}", status, Text(contributed))
     console().print(t)
     if precedence:
         console().print("Capability refinements (register_capabilities) are evaluated before the backend's own "
@@ -109,6 +122,14 @@ def device_detail(d: HardwareProfile) -> None:
     c.print(f"from plugin {d.provenance}")
 
 
+def _provenance_label(f: Figure) -> str:
+    """``23.1 GB/s (measured: single-thread memcpy ...)``: the value and how it was obtained."""
+    how = f.confidence if f.source in ("", f.confidence) else f"{f.confidence}, {f.source}"
+    if f.value is None:
+        return f"unknown ({f.note or how})"
+    return f"{f.value:g} {f.unit} ({how}{': ' + f.note if f.note else ''})"
+
+
 def detections(dets: Sequence[Detection]) -> None:
     c = console()
     for det in dets:
@@ -119,15 +140,14 @@ def detections(dets: Sequence[Detection]) -> None:
             c.print(f"[bold]{det.family}[/bold]: {d.name} (arch {d.arch})")
             if d.cores:
                 c.print(f"  cores: {d.cores}")
-            c.print(f"  memory: {d.memory} [{d.memory.source}]")
-            bw = d.bandwidth
-            c.print(f"  memory bandwidth: {bw} [{bw.source}{'; ' + bw.note if bw.note else ''}]")
+            c.print(f"  memory: {_provenance_label(d.memory)}", markup=False)
+            c.print(f"  memory bandwidth: {_provenance_label(d.bandwidth)}", markup=False)
             c.print(f"  features: {' '.join(sorted(d.features))}")
             if det.reason:
                 c.print(f"  note: {det.reason}")
 
 
-def registry_table(dev: HardwareProfile, combos: Sequence[Verdict]) -> None:
+def registry_table(dev: HardwareProfile, combos: Sequence[Verdict], empty_because: Sequence[str] = ()) -> None:
     counts = Counter(v.level for v in combos)
     title = (f"{dev.name} ({dev.id}): " + ", ".join(f"{counts.get(lv, 0)} {lv.value}" for lv in Level))
     t = Table(title=title, title_justify="left")
@@ -137,6 +157,8 @@ def registry_table(dev: HardwareProfile, combos: Sequence[Verdict]) -> None:
         why = v.runs_as or v.reasons[0].text
         t.add_row(level_text(v.level), v.method or "-", v.scheme, v.backend, v.target, why)
     console().print(t)
+    for why in empty_because:
+        console().print(f"No combination: {why}", markup=False)
     console().print("Levels: ● native (low-precision compute)  ◐ weight-only (memory win, 16-bit math)  "
                     "○ emulated (slower)  ✕ unsupported (pruned). "
                     "Details: quantmatch explain METHOD SCHEME BACKEND DEVICE")
@@ -163,25 +185,34 @@ def explain(dev: HardwareProfile, verdicts: Sequence[Verdict]) -> None:
         c.print()
 
 
+def _case_label(case: Mapping[str, Any], index: int) -> str:
+    """``id: method weights/activations layer on device via backend/target``, leaving out what is missing."""
+    types = "/".join(str(case[k]) for k in ("weights", "activations") if case.get(k))
+    parts = [case.get("method") or "-", types, case.get("layer") or "linear"]
+    if case.get("device"):
+        parts.append(f"on {case['device']}")
+    if case.get("backend"):
+        parts.append(f"via {case['backend']}" + (f"/{case['target']}" if case.get("target") else ""))
+    return f"{case.get('id') or f'case #{index}'}: {' '.join(p for p in parts if p)}"
+
+
 def conformance(report: Any, show_agree: bool = False) -> None:
     c = console()
-    for r in report.results:
+    for i, r in enumerate(report.results):
         case = r.case
-        label = (f"{case.get('id')}: {case.get('method') or '-'} {case.get('weights')}/{case.get('activations')} "
-                 f"{case.get('layer')} on {case.get('device')} via {case.get('backend')}"
-                 f"{'/' + case['target'] if case.get('target') else ''}")
         if r.status == "agree" and not show_agree:
             continue
         if r.status == "unmapped":
-            c.print(f"[yellow]unmapped[/yellow] {label}: {r.error}")
+            c.print(Text.assemble(("unmapped", "yellow"), f" {_case_label(case, i)}: {r.error}"))
             continue
+        label = _case_label(case, i)
         style = "green" if r.status == "agree" else "bold red"
         c.print(f"[{style}]{r.status}[/{style}] {label}: expected {case.get('expected')}, "
                 f"registry says {r.got.level.value}")
         if r.status == "disagree":
-            c.print(f"  expected because: {case.get('why', '')}  [{case.get('source', '')}]", style="dim")
+            c.print(f"  expected because: {case.get('why', '')}  [{case.get('source', '')}]", style="dim", markup=False)
             for reason in r.got.reasons:
-                c.print(f"  registry because: {reason.text}  [{reason.source}]", style="dim")
+                c.print(f"  registry because: {reason.text}  [{reason.source}]", style="dim", markup=False)
     c.print(f"agreement: {report.count('agree')}/{report.count('agree') + report.count('disagree')} "
             f"({report.agreement:.0%}); {report.count('disagree')} disagree, "
             f"{report.count('unmapped')} unmapped, {len(report.results)} cases")

@@ -245,6 +245,16 @@ def _split_kv(tokens: list[str], text: str) -> tuple[list[str], str | None]:
     return rest, kv
 
 
+def _check_int_width(text: str, int_bits: int, w_bits: int, a_bits: int) -> None:
+    """``-int8``/``-int4`` names the activation width (a8/a4) or, for weight-only schemes, the weights'."""
+    if a_bits < 16 and int_bits != a_bits:
+        raise _fail(text, f"-int{int_bits} contradicts a{a_bits} (the activations are {a_bits}-bit integers: "
+                          f"write w{w_bits}a{a_bits}-int{a_bits})")
+    if a_bits >= 16 and int_bits != w_bits:
+        raise _fail(text, f"-int{int_bits} contradicts w{w_bits} (the weights are {w_bits}-bit integers: "
+                          f"write w{w_bits}a{a_bits})")
+
+
 def parse_scheme(text: str) -> Scheme:
     """Parse a scheme string (case-insensitive); raise :class:`SchemeError` listing valid forms."""
     if not isinstance(text, str) or not text.strip():
@@ -282,16 +292,19 @@ def parse_scheme(text: str) -> Scheme:
     if a_bits not in (4, 8, 16, 32):
         raise _fail(text, f"activation bits must be 4, 8, 16 or 32, got {a_bits}")
     fmt: str | None = None
+    int_bits: int | None = None  # the width an explicit int4/int8 token names
     group: int | None = None
-    symmetric = True
+    symmetric: bool | None = None
     compute: str | None = None
-    static = False
-    for tok in rest[1:]:
-        tok = _FORMAT_ALIASES.get(tok, tok)
+    static: bool | None = None
+    for raw in rest[1:]:
+        tok = _FORMAT_ALIASES.get(raw, raw)
         if tok in _FORMATS:
             if fmt is not None:
                 raise _fail(text, "more than one number format")
             fmt = tok
+            if raw.startswith("int") and raw != "int":
+                int_bits = int(raw[3:])
         elif re.fullmatch(r"g\d+", tok):
             if group is not None:
                 raise _fail(text, "more than one group size")
@@ -299,13 +312,23 @@ def parse_scheme(text: str) -> Scheme:
             if group < 8 or group & (group - 1):
                 raise _fail(text, f"group size must be a power of two >= 8, got {group}")
         elif tok in ("asym", "sym"):
+            if symmetric is not None:
+                raise _fail(text, "give -asym (or -sym) once")
             symmetric = tok == "sym"
         elif tok in ("bf16", "fp16"):
+            if compute is not None:
+                raise _fail(text, "give one compute type, -bf16 or -fp16, not both")
             compute = tok
         elif tok in ("static", "dynamic"):
+            if static is not None:
+                raise _fail(text, "give -static (or -dynamic) once")
             static = tok == "static"
         else:
             raise _fail(text, f"unknown token {tok!r}")
+    if int_bits is not None:
+        _check_int_width(text, int_bits, w_bits, a_bits)
+    symmetric = True if symmetric is None else symmetric
+    static = bool(static)
     fmt = fmt or "int"
     width, stem = _FORMATS[fmt]
     if a_bits < 16:

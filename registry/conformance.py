@@ -12,7 +12,19 @@ from quantmatch.verdict import LAYERS, Level, Verdict
 
 from .registry import Registry, UnknownChoiceError
 
-__all__ = ["CaseResult", "ConformanceReport", "run_conformance", "scheme_from_types"]
+__all__ = ["REQUIRED_FIELDS", "CaseResult", "ConformanceFormatError", "ConformanceReport", "run_conformance",
+           "scheme_from_types"]
+
+REQUIRED_FIELDS = ("weights", "device", "backend", "expected")
+"""Fields every case needs; ``activations``, ``layer``, ``target``, ``method``, ``id``, ``why`` and
+``source`` are optional."""
+
+EXPECTED_FORMAT = ('{"cases": [{"id", "weights", "activations", "layer", "device", "backend", "target", '
+                   '"expected", "why", "source"}, ...]} where each case needs ' + ", ".join(REQUIRED_FIELDS))
+
+
+class ConformanceFormatError(ValueError):
+    """A conformance file whose shape is not ``quantmatch conformance cases v1``."""
 
 _FLOAT = {"fp16", "bf16", "fp32"}
 _FMT_TOKEN = {"fp8-e4m3": "fp8", "fp8": "fp8", "nvfp4": "nvfp4", "mxfp4": "mxfp4", "mxfp8": "mxfp8",
@@ -92,6 +104,10 @@ class ConformanceReport:
 
 
 def run_case(reg: Registry, case: dict[str, Any]) -> CaseResult:
+    missing = [f for f in REQUIRED_FIELDS if case.get(f) in (None, "")]
+    if missing:
+        what = f"field{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+        return CaseResult(case, "unmapped", error=f"missing {what} (every case needs {', '.join(REQUIRED_FIELDS)})")
     layer = case.get("layer") or "linear"
     try:
         if layer not in LAYERS:
@@ -131,6 +147,12 @@ def _as_produced_by(reg: Registry, method: str, scheme: Scheme, backend: str) ->
 def run_conformance(path: str | Path, reg: Registry | None = None) -> ConformanceReport:
     """Run every case of a conformance file; cases naming unknown things are reported unmapped."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    cases = data["cases"] if isinstance(data, dict) else data
+    cases = data.get("cases") if isinstance(data, dict) else data
+    if not isinstance(cases, list):
+        raise ConformanceFormatError(f"no list of cases (found {type(data).__name__}); expected {EXPECTED_FORMAT}")
+    odd = [i for i, c in enumerate(cases) if not isinstance(c, dict)]
+    if odd:
+        raise ConformanceFormatError(f"case #{odd[0]} is {type(cases[odd[0]]).__name__}, not an object; "
+                                     f"expected {EXPECTED_FORMAT}")
     reg = reg or Registry()
     return ConformanceReport([run_case(reg, c) for c in cases])

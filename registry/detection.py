@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from functools import lru_cache
 
 from quantmatch.device import Detection
@@ -21,11 +22,14 @@ def detect_all(host: PluginHost | None = None, measure_bandwidth: bool = False) 
 def _detect(_key: int, host: PluginHost, measure_bandwidth: bool) -> tuple[Detection, ...]:
     out = []
     for name in sorted(host.families):
-        fam = host.families[name].obj
+        entry = host.families[name]
+        fam = entry.obj
         try:
             params = inspect.signature(fam.detect).parameters
             det = fam.detect(measure_bandwidth=True) if measure_bandwidth and "measure_bandwidth" in params \
                 else fam.detect()
+            # the family's plugin detected these devices: they carry its name and version
+            det = replace(det, devices=tuple(d.with_provenance(entry.provenance) for d in det.devices))
         except Exception as e:
             det = Detection(name, (), f"detection failed: {type(e).__name__}: {e}")
         out.append(det)

@@ -12,11 +12,21 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
-from quantmatch.capability import Capability, Requires
+from quantmatch.capability import CATALOG_SOURCE, Capability, Requires
 from quantmatch.profile import HardwareProfile, Provenance
 from quantmatch.verdict import Level, Reason
 
-__all__ = ["Decision", "Query", "decide", "native_type", "unmet"]
+from .citations import catalog_caveats, catalog_sources
+
+__all__ = ["Decision", "PluginFailure", "Query", "decide", "native_type", "unmet"]
+
+
+class PluginFailure(Exception):
+    """A plugin's declaration or code raised while a combination was judged."""
+
+    def __init__(self, provenance: Provenance, what: str, error: Exception) -> None:
+        self.provenance, self.what, self.error = provenance, what, error
+        super().__init__(f"{what} raised {type(error).__name__}: {error}")
 
 # A requested type is satisfied by any of these device operand types.
 _TYPE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -127,14 +137,24 @@ Rows = tuple[tuple[Capability, Provenance], ...]
 
 def candidate_rows(rows: Rows, q: Query) -> Rows:
     """The rows whose scheme filters match ``q`` (independent of the device, so cacheable)."""
-    return tuple((cap, prov) for cap, prov in rows if _filters_match(cap, q))
+    out = []
+    for cap, prov in rows:
+        try:
+            if _filters_match(cap, q):
+                out.append((cap, prov))
+        except Exception as e:
+            raise PluginFailure(prov, f"the scheme filters of its capability {cap.reason!r}", e) from e
+    return tuple(out)
 
 
 def decide(rows: Rows, profile: HardwareProfile, q: Query) -> Decision:
     """First row (of those matching ``q``) whose predicate holds decides; the rest explain."""
     misses: list[tuple[Capability, Provenance, tuple[str, ...]]] = []
     for cap, prov in rows:
-        failures = unmet(cap.when, profile, q)
+        try:
+            failures = unmet(cap.when, profile, q)
+        except Exception as e:
+            raise PluginFailure(prov, f"the device predicate of its capability {cap.reason!r}", e) from e
         if failures:
             misses.append((cap, prov, tuple(failures)))
             continue
@@ -158,12 +178,35 @@ def render(text: str, profile: HardwareProfile, q: Query) -> str:
                                      lowering=profile.emulated.get(compute, "no known lowering")))
 
 
+def _source(cap: Capability, profile: HardwareProfile, q: Query) -> str:
+    if cap.source != CATALOG_SOURCE:
+        return cap.source
+    return catalog_sources(profile, _catalog_types(cap, q))
+
+
+def _catalog_types(cap: Capability, q: Query) -> tuple[str, ...]:
+    """The operand types a catalog-sourced row rests on: the compute type, and the weights' when the row
+    needs them native too."""
+    compute = q.activations or q.weights
+    return (compute, q.weights) if cap.when.weights_native and q.weights != compute else (compute,)
+
+
+def _deciding_reason(cap: Capability, prov: Provenance, profile: HardwareProfile, q: Query) -> Reason:
+    try:
+        text = render(cap.reason, profile, q)
+    except Exception as e:
+        raise PluginFailure(prov, f"formatting the reason {cap.reason!r}", e) from e
+    if cap.source == CATALOG_SOURCE:
+        notes = catalog_caveats(profile, _catalog_types(cap, q), profile.features_for(q.target))
+        text += "".join(f"; {n}" for n in notes)
+    return Reason(text, _source(cap, profile, q), prov.plugin)
+
+
 def reasons_for(decision: Decision, profile: HardwareProfile, q: Query, backend: str) -> tuple[Reason, ...]:
     """Human-readable reasons: the deciding row first, then why better rows did not apply."""
     out: list[Reason] = []
     if decision.row is not None and decision.provenance is not None:
-        out.append(Reason(render(decision.row.reason, profile, q), decision.row.source,
-                          decision.provenance.plugin))
+        out.append(_deciding_reason(decision.row, decision.provenance, profile, q))
     else:
         acts = f" x {q.activations}" if q.activations else ""
         out.append(Reason(f"{backend} declares no {q.layer} kernel for {q.weights}{acts} on "
@@ -172,6 +215,9 @@ def reasons_for(decision: Decision, profile: HardwareProfile, q: Query, backend:
         if cap.level.rank >= decision.level.rank and decision.row is not None:
             continue
         why = "; ".join(render(f, profile, q) for f in failures)
-        out.append(Reason(f"not {cap.level.value}: {render(cap.reason, profile, q)} - {why}",
-                          cap.source, prov.plugin))
+        try:
+            text = render(cap.reason, profile, q)
+        except Exception as e:
+            raise PluginFailure(prov, f"formatting the reason {cap.reason!r}", e) from e
+        out.append(Reason(f"not {cap.level.value}: {text} - {why}", _source(cap, profile, q), prov.plugin))
     return tuple(out)

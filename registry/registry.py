@@ -14,9 +14,10 @@ from quantmatch.pluginhost import Entry, PluginHost, get_host
 from quantmatch.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
 from quantmatch.quantizer import Quantizer
 from quantmatch.scheme import Scheme, parse_scheme
+from quantmatch.text import plural
 from quantmatch.verdict import LAYERS, Evidence, Level, Reason, Verdict
 
-from .engine import Decision, Query, Rows, candidate_rows, decide, reasons_for, render
+from .engine import Decision, PluginFailure, Query, Rows, candidate_rows, decide, reasons_for, render
 
 __all__ = ["Registry", "UnknownChoiceError"]
 
@@ -30,11 +31,15 @@ class UnknownChoiceError(ValueError):
         close = difflib.get_close_matches(value.lower(), self.choices, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         shown = self.choices if len(self.choices) <= 60 else [*self.choices[:60], "..."]
-        super().__init__(f"unknown {kind} {value!r}.{hint}\nValid {kind}s: {', '.join(shown)}")
+        super().__init__(f"unknown {kind} {value!r}.{hint}\nValid {plural(kind)}: {', '.join(shown)}")
         self.close = close
 
 
 _FAMILY_ORDER = {f: i for i, f in enumerate(DEVICE_FAMILIES)}
+
+
+def _loads(backend: type[Backend], quantizer: type[Quantizer]) -> bool:
+    return "*" in backend.formats or quantizer.artifact_format in backend.formats
 
 
 class Registry:
@@ -140,7 +145,10 @@ class Registry:
     def resolve_target(self, backend: type[Backend], device: HardwareProfile, target: str | None) -> str | None:
         """The execution target: the one asked for, else the device's main one the backend has."""
         if target is not None:
-            return canonical_target(target)
+            t = canonical_target(target)
+            if t not in self.host.targets:
+                raise UnknownChoiceError("target", target, self.host.targets)
+            return t
         btargets = self._targets_of(backend)
         for t in device.targets:
             if t in btargets:
@@ -158,9 +166,12 @@ class Registry:
             if "*" not in be.formats and quantizer.artifact_format not in be.formats:
                 pre.append(Reason(f"{be.name} does not load {quantizer.artifact_format} artifacts "
                                   f"(it loads {', '.join(be.formats)})", be.source, be.name))
-            for p in quantizer().check(model, sch):
-                if p.fatal:
-                    pre.append(Reason(str(p), p.source or quantizer.source, quantizer.name))
+            try:
+                pre.extend(Reason(str(p), p.source or quantizer.source, quantizer.name)
+                           for p in quantizer().check(model, sch) if p.fatal)
+            except Exception as e:
+                raise PluginFailure(self.host.quantizers[quantizer.name].provenance,
+                                    f"{quantizer.__name__}.check()", e) from e
         elif model is not None and sch.group_size:
             pre.extend(Reason(str(p), p.source, "") for p in Quantizer().check_model(model, sch))
         if model is None:
@@ -210,6 +221,19 @@ class Registry:
 
     def _verdict(self, quantizer: type[Quantizer] | None, sch: Scheme, be: type[Backend], dev: HardwareProfile,
                  t: str | None, layer: str, model: ModelInfo | None) -> Verdict:
+        try:
+            return self._judge(quantizer, sch, be, dev, t, layer, model)
+        except PluginFailure as e:
+            info = self.host.plugins.get(e.provenance.plugin)
+            if info is None or info.builtin:
+                raise  # a built-in that raises is a bug: fail loudly
+            text = self.host.plugin_failed(e.provenance.plugin, str(e))
+            return Verdict(Level.UNSUPPORTED, (Reason(text, "", e.provenance.plugin),),
+                           quantizer.name if quantizer is not None else None, str(sch), be.name, t or "-",
+                           dev.id, layer, provenance=e.provenance)
+
+    def _judge(self, quantizer: type[Quantizer] | None, sch: Scheme, be: type[Backend], dev: HardwareProfile,
+               t: str | None, layer: str, model: ModelInfo | None) -> Verdict:
         q_method = quantizer.name if quantizer is not None else None
         scheme_s = str(sch)
         pre = self._method_problems(quantizer, sch, be, model)
@@ -238,9 +262,19 @@ class Registry:
         if pre:
             return Verdict(Level.UNSUPPORTED, pre + reasons, q_method, scheme_s, be.name, t, dev.id, layer,
                            provenance=decision.provenance)
-        runs_as = render(decision.row.runs_as, dev, q) if decision.row and decision.row.runs_as else None
+        runs_as = self._runs_as(decision, dev, q)
         return Verdict(decision.level, reasons, q_method, scheme_s, be.name, t, dev.id, layer,
                        runs_as=runs_as, provenance=decision.provenance)
+
+    @staticmethod
+    def _runs_as(decision: Decision, dev: HardwareProfile, q: Query) -> str | None:
+        row, prov = decision.row, decision.provenance
+        if row is None or not row.runs_as or prov is None:
+            return None
+        try:
+            return render(row.runs_as, dev, q)
+        except Exception as e:
+            raise PluginFailure(prov, f"formatting runs_as {row.runs_as!r}", e) from e
 
     def _query(self, method: str | None, sch: Scheme, layer: str, target: str) -> Query:
         key = (method, sch, layer, target)
@@ -295,6 +329,8 @@ class Registry:
         include_unsupported: bool = True,
     ) -> list[Verdict]:
         """Every (method, scheme, backend, target) for ``device``, best level first."""
+        if layer not in LAYERS:
+            raise UnknownChoiceError("layer", layer, LAYERS)
         dev = self.device(device)
         methods = [self.method(method)] if method else [e.obj for e in self.methods()]
         backends = [self.backend(backend)] if backend else [e.obj for e in self.backends()
@@ -302,9 +338,8 @@ class Registry:
         want = Level.parse(level) if isinstance(level, str) else level
         out: list[Verdict] = []
         for q in methods:
-            fmt = q.artifact_format
             for be in backends:
-                if "*" not in be.formats and fmt not in be.formats:
+                if not _loads(be, q):
                     continue
                 btargets = self._targets_of(be)
                 targets = [t for t in dev.targets if t in btargets]
@@ -318,6 +353,34 @@ class Registry:
                         out.append(self._with_evidence(v, dev))
         out.sort(key=lambda v: (v.level.rank, v.method or "", v.scheme, v.backend, v.target))
         return out
+
+    def why_empty(self, device: str | HardwareProfile, method: str | None = None,
+                  backend: str | None = None) -> list[str]:
+        """Why :meth:`combinations` has no (method, backend, target) for these filters: the backend does
+        not load the method's artifact format, or it has no target on the device. Empty when some pair
+        is enumerated (then only a level filter can leave nothing)."""
+        dev = self.device(device)
+        methods = [self.method(method)] if method else [e.obj for e in self.methods()]
+        every = [e.obj for e in self.backends() if e.obj.name != "hardware"]
+        backends = [self.backend(backend)] if backend else every
+        out: list[str] = []
+        for q in methods:
+            loaders = [be for be in backends if _loads(be, q)]
+            if not loaders:
+                who = backends[0].name if len(backends) == 1 else "no backend"
+                others = [be.name for be in every if _loads(be, q)]
+                out.append(f"{who} does not load {q.artifact_format} artifacts (what {q.name} writes); "
+                           f"backends that do: {', '.join(others) or 'none'}")
+                continue
+            for be in loaders:
+                if not set(dev.targets) & set(self._targets_of(be)):
+                    out.append(f"{be.name} runs on {', '.join(self._targets_of(be))}; {dev.name} offers "
+                               f"{', '.join(dev.targets)}")
+                elif q.schemes:
+                    return []
+            if not q.schemes:
+                out.append(f"{q.name} declares no schemes")
+        return list(dict.fromkeys(out))
 
     def pruned(self, device: str | HardwareProfile, **kw: Any) -> list[Verdict]:
         return [v for v in self.combinations(device, **kw) if not v.runnable]

@@ -57,6 +57,11 @@ def test_explain_human_and_json(capsys) -> None:
     (["devices", "--family", "nvdia"], "nvidia"),
     (["conformance", "/nonexistent.json"], "no such file"),
     (["registry", "--device", "h100", "--model", "/nonexistent"], "config.json"),
+    (["registry", "--device", "h100", "--layer", "mlp"], "Valid layers: kv-cache, linear, moe"),
+    (["explain", "gptq", "w4a16-g128", "vllm", "h100", "--target", "cuada"], "Did you mean: cuda"),
+    (["explain", "gptq", "w4a16-g128", "vllm", "h100", "--target", "cuada"], "Valid targets: cpu, cuda"),
+    (["explain", "-", "w4a4-int8", "hardware", "h100"], "write w4a4-int4"),
+    (["devices", "--family", "nvdia"], "Valid families:"),
 ])
 def test_bad_input_exits_2_with_the_fix(capsys, argv: list[str], needle: str) -> None:
     code, _out, err = run(capsys, *argv)
@@ -132,3 +137,43 @@ def test_cheap_commands_import_no_heavy_module(argv: list[str]) -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY=\n" in r.stdout + "\n" or r.stdout.strip().endswith("HEAVY="), r.stdout[-500:] + r.stderr
+
+
+def test_registry_says_why_filters_leave_nothing(capsys) -> None:
+    code, out, _ = run(capsys, "registry", "--device", "h100", "--method", "gptq", "--backend", "llama.cpp", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["combinations"] == []
+    assert data["empty_because"] == ["llama.cpp does not load compressed-tensors artifacts (what gptq writes); "
+                                     "backends that do: tensorrt-llm, torch, vllm"]
+    code, out, _ = run(capsys, "registry", "--device", "h100", "--method", "mlx")
+    assert code == 0 and "No combination: mlx runs on metal; NVIDIA H100 SXM 80GB offers cuda" in " ".join(out.split())
+    code, out, _ = run(capsys, "registry", "--device", "h100", "--json")
+    assert json.loads(out)["empty_because"] == []
+
+
+def test_conformance_file_of_the_wrong_shape(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "c.json"
+    f.write_text("[1, 2]")
+    code, _out, err = run(capsys, "conformance", str(f))
+    assert code == 2 and err.startswith("quantmatch: error:") and "Traceback" not in err
+    assert "case #0 is int, not an object" in err and '{"cases": [' in err
+    f.write_text(json.dumps({"cases": [{"id": "half", "weights": "int4"}]}))
+    code, out, _ = run(capsys, "conformance", str(f))
+    assert code == 0 and "None" not in out
+    assert "unmapped half: - int4 linear: missing fields device, backend, expected" in " ".join(out.split())
+
+
+def test_detect_labels_how_each_figure_was_obtained(capsys) -> None:
+    from quantmatch.profile import Figure
+    from quantmatch.render import _provenance_label
+
+    measured = Figure(22.8, "GB/s", "measured", "measured", "single-thread memcpy of 256 MiB")
+    assert _provenance_label(measured) == "22.8 GB/s (measured: single-thread memcpy of 256 MiB)"
+    code, out, _ = run(capsys, "detect", "--no-measure")
+    assert code == 0
+    if "memory bandwidth:" in out:  # a device was detected
+        assert "memory bandwidth: unknown (not measured" in " ".join(out.split())
+    code, out, _ = run(capsys, "detect", "--json", "--no-measure")
+    for det in json.loads(out)["detections"]:
+        for dev in det["devices"]:
+            assert dev["plugin"].startswith("quantmatch.plugins.devices.") and dev["version"] not in ("", "0")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from quantmatch.pluginhost import BUILTIN_PLUGINS, PluginHost, module_plugin
@@ -167,3 +169,130 @@ def test_refining_an_unknown_backend_breaks_only_that_plugin() -> None:
                       autoload=False)
     assert host.plugins["typo"].status == "broken"
     assert "did you mean vllm" in host.plugins["typo"].errors[0]
+
+
+FLAKY_METHOD_SRC = """
+from quantmatch.pluginhost import hookimpl
+from quantmatch.quantizer import Quantizer, SchemeSupport
+
+class Flaky(Quantizer):
+    name = "flaky"
+    support = SchemeSupport(weights=("int4",))
+    schemes = ("w4a16-g128",)
+    artifact_format = "compressed-tensors"
+    source = "https://example.org/flaky"
+
+    def check(self, model, scheme):
+        if model is not None or "ALWAYS":
+            raise RuntimeError("kaboom")
+        return []
+
+@hookimpl
+def register_quantizers(register):
+    register(Flaky)
+"""
+
+
+def _warnings(err: str, plugin: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("quantmatch: warning:") and plugin in ln]
+
+
+def test_check_that_raises_at_registration_marks_the_plugin_broken(fake_dist, capsys) -> None:
+    from quantmatch.cli import main
+
+    fake_dist("flaky-dist", "flaky_plugin", FLAKY_METHOD_SRC, ep_name="flaky", version="2.0")
+    assert main(["registry", "--device", "h100", "--json"]) == 0
+    out, err = capsys.readouterr()
+    combos = json.loads(out)["combinations"]
+    assert combos and not any(c["method"] == "flaky" for c in combos)
+    assert len(_warnings(err, "flaky")) == 1 and "Flaky.check(None, 'w4a16-g128') raised RuntimeError" in err
+    assert main(["plugins", "--json"]) == 0
+    info = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}["flaky"]
+    assert info["status"] == "broken" and "kaboom" in info["errors"][0]
+
+
+def test_check_that_raises_at_query_time_is_isolated(fake_dist, capsys, tmp_path) -> None:
+    from quantmatch.cli import main
+    from tests_support import SMOLLM2_CONFIG
+
+    fake_dist("flaky-dist", "flaky_plugin", FLAKY_METHOD_SRC.replace(' or "ALWAYS"', ""), ep_name="flaky",
+              version="2.0")
+    (tmp_path / "config.json").write_text(json.dumps(SMOLLM2_CONFIG))
+    assert main(["registry", "--device", "h100", "--model", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    combos = json.loads(out)["combinations"]
+    flaky = [c for c in combos if c["method"] == "flaky"]
+    assert flaky and all(c["level"] == "unsupported" for c in flaky)
+    text = flaky[0]["reasons"][0]["text"]
+    assert text == "plugin 'flaky' (flaky-dist 2.0) failed: Flaky.check() raised RuntimeError: kaboom"
+    assert flaky[0]["plugin"] == "flaky" and flaky[0]["plugin_version"] == "2.0"
+    # everything else is judged as without the plugin
+    gptq = {(c["scheme"], c["backend"]): c["level"] for c in combos if c["method"] == "gptq"}
+    assert gptq[("w4a16-g64", "vllm")] != "unsupported" and gptq[("w4a16-g128", "vllm")] == "unsupported"
+    assert len(_warnings(err, "flaky")) == 1  # once per plugin, however many combinations failed
+    assert main(["explain", "flaky", "w4a16-g128", "vllm", "h100", "--model", str(tmp_path)]) == 0
+    assert "Flaky.check() raised RuntimeError: kaboom" in " ".join(capsys.readouterr().out.split())
+
+
+class _ExplodingSet(frozenset):  # type: ignore[type-arg]
+    def __and__(self, other: object) -> frozenset:  # type: ignore[type-arg]
+        raise TypeError("predicate exploded")
+
+
+def test_capability_predicate_that_raises_is_isolated(capsys) -> None:
+    from quantmatch.capability import Capability, Requires
+
+    def register_capabilities(register):  # type: ignore[no-untyped-def]
+        register("vllm", Capability(Level.NATIVE, "odd", "https://example.org", weights=("int8",),
+                                    when=Requires(features_any=_ExplodingSet({"int8"}))))
+
+    host = PluginHost([("odd", module_plugin("odd", register_capabilities=register_capabilities))],
+                      autoload=False)
+    assert host.plugins["odd"].status == "ok"
+    reg = Registry(host)
+    v = reg.verdict("smoothquant", "w8a8-int8", "vllm", "h100")
+    assert v.level is Level.UNSUPPORTED and v.provenance is not None and v.provenance.plugin == "odd"
+    assert "plugin 'odd' (odd 0) failed: the device predicate of its capability 'odd' raised TypeError" \
+        in v.reasons[0].text
+    reg.verdict("smoothquant", "w8a8-int8", "vllm", "a100")
+    assert len(_warnings(capsys.readouterr().err, "odd")) == 1
+    assert host.plugins["odd"].status == "broken" and "predicate exploded" in host.plugins["odd"].errors[0]
+    # rows the plugin does not reach are untouched
+    assert reg.verdict("fp8", "w8a8-fp8", "vllm", "h100").level is Level.NATIVE
+
+
+@pytest.mark.parametrize(("reason", "expected"), [
+    ("runs {weights} on {chip}", "unknown placeholder {chip}"),
+    ("runs {0} fast", "unknown placeholder {0}"),
+    ("runs {device.name}", "unknown placeholder {device.name}"),
+    ("a lone { brace", "not a valid template"),
+])
+def test_reason_templates_are_validated_at_registration(capsys, reason: str, expected: str) -> None:
+    from quantmatch.capability import Capability
+
+    def register_capabilities(register):  # type: ignore[no-untyped-def]
+        register("vllm", Capability(Level.NATIVE, reason, "https://example.org", weights=("int8",)))
+
+    host = PluginHost([("tmpl", module_plugin("tmpl", register_capabilities=register_capabilities))],
+                      autoload=False)
+    assert host.plugins["tmpl"].status == "broken" and expected in host.plugins["tmpl"].errors[0]
+    assert "{device}" in host.plugins["tmpl"].errors[0] or "literal brace" in host.plugins["tmpl"].errors[0]
+    assert len(_warnings(capsys.readouterr().err, "tmpl")) == 1
+    assert Registry(host).verdict("smoothquant", "w8a8-int8", "vllm", "h100").provenance.plugin != "tmpl"
+
+
+def test_refinements_are_listed_readably() -> None:
+    from quantmatch.capability import Capability, readable_template
+
+    long = ("keeps the KV cache in {weights} in its paged cache, which the vendor's runtime allocates per "
+            "sequence on {device}")
+    assert readable_template(long, 60) == "keeps the KV cache in <weights> in its paged cache, which…"
+
+    def register_capabilities(register):  # type: ignore[no-untyped-def]
+        register("vllm", Capability(Level.NATIVE, long, "https://example.org", weights=("int8",), targets=("cuda",)))
+
+    host = PluginHost([("kv", module_plugin("kv", register_capabilities=register_capabilities))], autoload=False)
+    (line,) = [c for c in host.plugins["kv"].contributed if c.startswith("refines vllm")]
+    assert line == ("refines vllm: native for int8 on cuda (keeps the KV cache in <weights> in its paged cache, "
+                    "which the vendor's runtime…)")
+    assert "<device>" in host.precedence("vllm")[0] and "{" not in host.precedence("vllm")[0]

@@ -117,3 +117,25 @@ def test_public_conformance_file_in_json(reg: Registry) -> None:
     report = run_conformance(path, reg)
     d = json.loads(json.dumps(report.to_dict()))
     assert d["disagree"] == 0 and d["unmapped"] == 0 and d["agree"] == d["total"]
+
+
+def test_hardware_verdicts_cite_the_catalog_sources(reg: Registry) -> None:
+    h100 = reg.verdict(None, "w4a4-int4", "hardware", "h100")
+    catalog = reg.device("h100")
+    assert set(catalog.sources) <= set(h100.sources)
+    assert not any("catalog entry" in s for s in h100.sources)
+    ada = reg.verdict(None, "w4a4-int4", "hardware", "4090")
+    int4 = reg.device("4090").peaks["int4"]
+    assert ada.level is Level.NATIVE and ada.sources[0] == int4.source
+    assert "the int4 peak (1321.2 TOPS) is disputed" in ada.reasons[0].text
+
+
+def test_hardware_verdicts_carry_the_catalog_caveats(reg: Registry) -> None:
+    mi300 = reg.verdict(None, "w8a8-fp8", "hardware", "mi300x")
+    assert mi300.level is Level.NATIVE and "FNUZ variant (fp8-e4m3fnuz" in mi300.reasons[0].text
+    assert "FNUZ" not in reg.verdict(None, "w8a8-fp8", "hardware", "h100").reasons[0].text
+    spr = reg.verdict(None, "w8a8-int8", "hardware", "spr")
+    assert spr.level is Level.NATIVE
+    assert "int8 runs on AMX-INT8 tiles (amx_int8), AVX512-VNNI (avx512_vnni)" in spr.reasons[0].text
+    derived = reg.verdict(None, "w8a8-int8", "hardware", "amd_mi210")
+    assert "the int8 peak (181 TOPS) is derived: MI250 (208 CU, 362.1) scaled" in derived.reasons[0].text

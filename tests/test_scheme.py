@@ -65,6 +65,26 @@ def test_nonsense_is_rejected_with_the_valid_forms(bad: str) -> None:
     assert "Valid forms" in msg and "w4a16-g128-asym" in msg and "gguf-q4_k_m" in msg
 
 
+@pytest.mark.parametrize(("bad", "why"), [
+    ("w4a4-int8", "-int8 contradicts a4"),
+    ("w8a8-int4", "-int4 contradicts a8"),
+    ("w8a16-int4", "-int4 contradicts w8"),
+    ("w4a16-bf16-fp16", "-bf16 or -fp16, not both"),
+    ("w4a16-g128-asym-sym", "-asym (or -sym) once"),
+    ("w8a8-int8-static-dynamic", "-static (or -dynamic) once"),
+])
+def test_contradictions_are_rejected(bad: str, why: str) -> None:
+    with pytest.raises(SchemeError) as e:
+        parse_scheme(bad)
+    assert why in str(e.value) and "Valid forms" in str(e.value)
+
+
+def test_explicit_integer_width_that_agrees_is_accepted() -> None:
+    assert str(parse_scheme("w8a16-int8")) == "w8a16"
+    assert str(parse_scheme("w4a16-int4-g64")) == "w4a16-g64"
+    assert str(parse_scheme("w4a8-int8-g32")) == "w4a8-int8-g32"
+
+
 _tokens = st.lists(st.sampled_from([
     "int", "fp8", "nf4", "fp4", "nvfp4", "mxfp4", "mxfp8", "g32", "g64", "g128", "asym", "sym", "bf16",
     "fp16", "static", "dynamic", "kvfp8", "kvint8", "kvnvfp4"]), max_size=4)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import pytest
 
 from quantmatch.backend import Backend
-from quantmatch.capability import validate_capability
+from quantmatch.capability import TEMPLATE_FIELDS, validate_capability
 from quantmatch.device import Detection, DeviceFamily
 from quantmatch.pluginhost import (
     PluginHost,
@@ -60,7 +60,7 @@ HEAVY_MODULES = ("torch", "transformers", "safetensors", "accelerate", "gguf", "
                  "vllm", "tensorrt_llm", "onnxruntime", "mlx", "textual")
 """Libraries that declarations, ``check()`` and verdicts must never import (weights, kernels, UI)."""
 
-PLACEHOLDERS = frozenset({"device", "arch", "weights", "activations", "target", "method", "lowering"})
+PLACEHOLDERS = frozenset(TEMPLATE_FIELDS)
 """The fields a capability row's ``reason`` and ``runs_as`` may use."""
 
 BASELINE_SCHEMES = ("bf16", "fp16", "fp32")

@@ -8,12 +8,12 @@ Ada, Hopper or newer.
 from __future__ import annotations
 
 from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires
+from quantmatch.capability import CATALOG_SOURCE, Capability, Requires
 from quantmatch.pluginhost import hookimpl
 from quantmatch.verdict import Level
 
 ALL_LAYERS = ("linear", "moe", "kv-cache")
-SRC = "the device's catalog entry (features and their sources)"
+SRC = CATALOG_SOURCE  # each verdict cites the catalog's sources for the device's figures and features
 
 
 class HardwareBackend(Backend):

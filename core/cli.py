@@ -167,16 +167,49 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from quantmatch.planner import PlanInputError, plan_devices
+    from quantmatch.model_info import ModelInfoError
+    from quantmatch.planner import PlanInputError
+    from quantmatch.registry import UnknownChoiceError
+    from quantmatch.scheme import SchemeError
 
+    bad_input: tuple[type[Exception], ...] = (PlanInputError, UsageError, UnknownChoiceError, SchemeError,
+                                              ModelInfoError)
+    if args.run:
+        bad_input = (*bad_input, *_bad_input_types())
     try:
-        plans = plan_devices(args.model, args.device or ["local"], batch=args.batch, prompt=args.prompt,
-                             gen=args.gen, context=args.context, tolerance=args.tolerance,
-                             memory_budget=args.memory_budget, prefer=args.prefer)
-    except PlanInputError as e:
-        raise UsageError(str(e)) from e
-    if args.run and len(plans) > 1:
-        raise UsageError("--run quantizes one plan: give a single --device")
+        return _plan(args)
+    except bad_input as e:
+        if not args.json:
+            raise UsageError(str(e)) from e
+        error: dict[str, Any] = {"type": type(e).__name__, "message": str(e)}
+        close = getattr(e, "close", None)
+        if close:
+            error["choices"] = list(close)
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "error": error})
+        print(f"quantmatch: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _positive_int(name: str, text: str | None) -> int | None:
+    """``--batch`` and friends, parsed here (not by argparse) so --json can report bad values as JSON."""
+    from quantmatch.planner import PlanInputError
+
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise PlanInputError(f"--{name} must be a positive integer, got {text!r}") from None
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from quantmatch.planner import plan_devices
+    from quantmatch.planner.plan import comparison
+
+    plans = plan_devices(args.model, args.device or ["local"], batch=_positive_int("batch", args.batch),
+                         prompt=_positive_int("prompt", args.prompt), gen=_positive_int("gen", args.gen),
+                         context=_positive_int("context", args.context), tolerance=args.tolerance,
+                         memory_budget=args.memory_budget, prefer=args.prefer)
     if not args.json:
         from quantmatch.planner.render import print_comparison, print_plan
 
@@ -189,19 +222,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print_comparison(plans)
     ran = None
     if args.run:
-        from quantmatch.planner.run import run_plan
+        from quantmatch.planner.run import pick_plan, run_plan
 
-        bad_input: tuple[type[Exception], ...] = (PlanInputError, *_bad_input_types())
-        try:
-            ran = run_plan(plans[0], args.model, args.out, args.force)
-        except bad_input as e:
-            raise UsageError(str(e)) from e
+        chosen, which = pick_plan(plans)
+        if not args.json:
+            print(which)
+        ran = {"note": which, **run_plan(chosen, args.model, args.out, args.force)}
         if not args.json:
             from quantmatch.planner.render import print_run
 
             print_run(ran)
     if args.json:
         payload: dict[str, Any] = {"schema": JSON_SCHEMA_VERSION, "plans": [p.to_dict() for p in plans]}
+        if len(plans) > 1:
+            payload["comparison"] = comparison(plans)
         if ran is not None:
             payload["run"] = ran
         _emit_json(payload)
@@ -415,18 +449,20 @@ def build_parser() -> argparse.ArgumentParser:
                                   "config.json or .gguf file")
     sp.add_argument("--device", action="append", help="device id, alias or 'local' (repeat to compare; "
                                                       "default: local)")
-    sp.add_argument("--batch", type=int, default=1, help="concurrent sequences (default 1)")
-    sp.add_argument("--prompt", type=int, default=512, help="prompt tokens per sequence (default 512)")
-    sp.add_argument("--gen", type=int, default=256, help="generated tokens per sequence (default 256)")
-    sp.add_argument("--context", type=int, help="KV-cache length per sequence (default prompt + gen)")
+    sp.add_argument("--batch", default="1", help="concurrent sequences (default 1)")
+    sp.add_argument("--prompt", default="512", help="prompt tokens per sequence (default 512)")
+    sp.add_argument("--gen", default="256", help="generated tokens per sequence (default 256)")
+    sp.add_argument("--context", help="KV-cache length per sequence (default prompt + gen)")
     sp.add_argument("--tolerance", default="chat",
                     help="quality tolerance: chat (3%%), code (1%%), reasoning (0.5%%) or a percentage")
-    sp.add_argument("--memory-budget", help="memory budget in GiB (default: the device's memory)")
+    sp.add_argument("--memory-budget", help="memory limit, in GB (10^9 bytes) unless a unit is given: 8, 8GB, "
+                                            "7.5GiB, 512MB (default: the device's memory)")
     sp.add_argument("--prefer", default="fastest", help="fastest (default), smallest or most-accurate")
     sp.add_argument("--top", type=int, default=10, help="plans to show (default 10)")
     sp.add_argument("--all", action="store_true", help="show every plan and every rejection")
-    sp.add_argument("--run", action="store_true", help="quantize the best plan quantmatch can run here, "
-                                                       "then evaluate it (imports torch)")
+    sp.add_argument("--run", action="store_true", help="quantize the best plan quantmatch can produce whose job "
+                                                       "fits this machine, then evaluate it (imports torch; with "
+                                                       "several --device: the local one's plan, else the first's)")
     sp.add_argument("--out", help="artifact directory for --run (default: MODEL-SCHEME)")
     sp.add_argument("--force", action="store_true", help="with --run: replace an existing --out")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

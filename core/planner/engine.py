@@ -27,18 +27,19 @@ from typing import Any
 from quantmatch.model_info import ModelInfo
 from quantmatch.profile import HardwareProfile
 from quantmatch.scheme import Scheme
-from quantmatch.verdict import Verdict
+from quantmatch.verdict import Level, Verdict
 
 from .footprint import gguf_type_fractions, weight_layout
 from .hardware import DeviceSpec, device_spec
 from .job import estimate_job
 from .memory import estimate_memory
 from .plan import Candidate, Plan, Rejection
+from .produce import Production, production
 from .quality import estimate_quality
 from .results import results_path
 from .roofline import compute_path, dequant_mode, estimate_phases
 from .runtime import runtime_profile
-from .shapes import ModelSource, ParamBreakdown, builtin_shapes, param_breakdown, resolve_model
+from .shapes import ModelSource, ParamBreakdown, builtin_shapes, param_breakdown, quantize_source, resolve_model
 from .types import Tolerance, Workload, parse_budget, parse_preference
 
 __all__ = ["BASELINE_BACKENDS", "SMALL_MODEL_PARAMS", "plan", "plan_devices"]
@@ -74,10 +75,12 @@ def _slug(text: str) -> str:
     return s or "model"
 
 
-def _command(model_arg: str, c: Candidate) -> str | None:
+def _command(src: ModelSource, model_arg: str, c: Candidate) -> str | None:
+    """The ``quantmatch quantize`` line for ``c`` (``None`` for the unquantized baseline)."""
     if c.method is None:
         return None
-    arg = model_arg if " " not in model_arg else f'"{model_arg}"'
+    spec = quantize_source(src, model_arg)
+    arg = spec if " " not in spec else f'"{spec}"'
     return (f"quantmatch quantize {arg} --method {c.method} --scheme {c.scheme} "
             f"--out {_slug(model_arg)}-{c.scheme}")
 
@@ -136,7 +139,8 @@ class _Builder:
                               self.capacity, self.capacity_source)
         prefill, decode = estimate_phases(info, params, layout, wl, path, spec, runtime, dq, kv_bytes, act_bytes)
         keys = _model_keys(self.src) if self.results_db is not None else ()
-        quality = estimate_quality(s, v.method, params.total, info.hidden_size, keys, v.backend, self.results_db)
+        quality = estimate_quality(s, v.method, params.total, info.hidden_size, keys, v.backend, self.results_db,
+                                   runs_as=_runs_as_scheme(s, v))
         needs_cal = False
         if v.method:
             try:
@@ -154,6 +158,15 @@ class _Builder:
             memory=mem, prefill=prefill, decode=decode, quality=quality, job=job,
             request_s=req, throughput_tps=thr, rank_request_s=rank_t, sources=v.sources,
         )
+
+
+def _runs_as_scheme(s: Scheme, v: Verdict) -> Scheme | None:
+    """The scheme that actually runs when the registry falls back to weight-only for a W*A* scheme
+    (W8A8-FP8 on an A100 runs as FP8 weights with 16-bit activations): its activations stay 16-bit,
+    so its loss is the weight-only scheme's. ``None`` when the scheme runs as requested."""
+    if v.level is not Level.WEIGHT_ONLY or s.weight_only or s.is_gguf or s.is_baseline:
+        return None
+    return replace(s, activation_format=None, activation_bits=16, static_activations=False)
 
 
 def _format_scale(table: Any, info: ModelInfo, s: Scheme, dtype: str) -> float:
@@ -260,9 +273,10 @@ def _summary(plan_top: Candidate | None, baseline: Candidate | None, evaluated: 
         if p_ref.ridge:
             s += f" (intensity {p_ref.intensity:.3g} vs ridge {p_ref.ridge:.3g})"
         if p_ref.bound == "compute" and ref is not None:
-            wo = [c for c in evaluated if c.level == "weight-only" and c.memory.bits_per_weight <= 5
+            timed = [c for c in evaluated if c.prefill.peak_tflops is not None]
+            wo = [c for c in timed if c.level == "weight-only" and c.memory.bits_per_weight <= 5
                   and c.prefill.compute_dtype in ("fp16", "bf16")]
-            nat = [c for c in evaluated if c.level == "native" and c.method is not None
+            nat = [c for c in timed if c.level == "native" and c.method is not None
                    and not c.scheme.startswith("gguf") and c.prefill.compute_dtype not in ("fp16", "bf16", "fp32")]
             parts = []
             if wo:
@@ -326,7 +340,26 @@ def plan_devices(model: str | Path | ModelInfo | ModelSource,
     results_db, out_dir = kwargs.pop("results_db", None), kwargs.pop("out_dir", None)
     if kwargs:
         raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
-    return [_plan_one(src, model, d, wl, tol, budget, pref, reg, results_db, out_dir) for d in devices]
+    return [_plan_one(src, model, d, wl, tol, budget, pref, reg, results_db, out_dir)
+            for d in _unique_devices(devices, reg)]
+
+
+def _device_key(device: str | HardwareProfile | DeviceSpec, reg: Any) -> str:
+    if isinstance(device, (DeviceSpec, HardwareProfile)):
+        return device.id
+    return str(reg.device(device).id)
+
+
+def _unique_devices(devices: Sequence[Any], reg: Any) -> list[Any]:
+    """``devices`` in order with repeats dropped (``h100`` and ``nvidia_h100_sxm`` are one device)."""
+    seen: set[str] = set()
+    out = []
+    for d in devices:
+        key = _device_key(d, reg)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
 
 
 def _resolve_device(device: str | HardwareProfile | DeviceSpec, reg: Any) -> tuple[DeviceSpec, bool]:
@@ -381,6 +414,9 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
             continue
         evaluated.append(b.evaluate(v))
 
+    evaluated, note = _comparable(evaluated, wl, spec)
+    if note:
+        notes.append(note)
     baselines = [c for c in evaluated if c.is_baseline]
     baseline = min(baselines, key=lambda c: c.rank_request_s) if baselines else None
     evaluated = [_with_speedups(c, baseline) for c in evaluated]
@@ -438,14 +474,24 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
 
     final: list[Candidate] = []
     first = ranked[0] if ranked else None
+    arg = str(model_arg) if not isinstance(model_arg, (ModelInfo, ModelSource)) else src.name
+    made: dict[str | None, Production] = {}
     for i, c in enumerate(ranked, 1):
         why = _why(pref if status == "ok" else "most-accurate", c, first or c, tol, i, small_rule)
         if status == "nothing-fits":
             why = (f"nothing fits: the smallest option, {c.memory.over_gib or 0.0:.2f} GiB over", *why[1:])
         elif status == "over-tolerance" and i == 1:
             why = (f"no plan meets the {tol.label} tolerance; this is the most accurate that fits", *why[1:])
-        final.append(_replace(c, rank=i, why=why, command=_command(str(model_arg) if not isinstance(
-            model_arg, (ModelInfo, ModelSource)) else src.name, c)))
+        if c.method not in made:
+            made[c.method] = production(c.method, reg, quantize_source(src, arg))
+        made_here = made[c.method]
+        if not made_here.producible:
+            why = (*why, f"quantmatch cannot produce it here: {made_here.reason}")
+        final.append(_replace(c, rank=i, why=why,
+                              command=_command(src, arg, c) if made_here.implemented else None,
+                              producible_here=made_here.producible,
+                              production="" if made_here.producible else made_here.reason,
+                              produce_with=made_here.how))
     if status == "nothing-fits":
         top_key = final[0].key if final else None
         rejections = [r for r in rejections if r.candidate is None or r.candidate.key != top_key]
@@ -481,6 +527,21 @@ def _layer_problem(reg: Any, v: Verdict, info: ModelInfo) -> tuple[str, str] | N
         if not lv.runnable:
             return layer, f"{layer} layers: {lv.reasons[0].text if lv.reasons else 'unsupported'}"
     return None
+
+
+def _comparable(cands: list[Candidate], wl: Workload, spec: DeviceSpec) -> tuple[list[Candidate], str]:
+    """Rank by decode alone when some candidates' prefill has no compute peak and others' has one.
+
+    Without a peak a prefill counts only its memory time, which would let those candidates (the CPU
+    cores of an SoC whose catalog peaks are the GPU's) win on a prefill nobody could predict.
+    """
+    unknown = [c for c in cands if c.prefill.peak_tflops is None]
+    if not unknown or len(unknown) == len(cands):
+        return cands, ""
+    where = sorted({c.target for c in unknown})
+    return ([_replace(c, rank_request_s=wl.gen * c.decode.rank_time_s) for c in cands],
+            f"prefill speed is unknown on {spec.name} for the {'/'.join(where)} target (no compute peak): "
+            "plans are ranked by decode speed")
 
 
 def _replace(c: Candidate, **kw: Any) -> Candidate:

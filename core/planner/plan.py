@@ -6,6 +6,7 @@ These dataclasses are the stable Python API (``quantmatch.plan()`` returns a :cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from .roofline import PhaseEstimate
 from .shapes import ModelSource, ParamBreakdown
 from .types import Tolerance, Workload
 
-__all__ = ["STATUSES", "Candidate", "Plan", "Rejection"]
+__all__ = ["STATUSES", "Candidate", "Plan", "Rejection", "comparison"]
 
 STATUSES = ("ok", "over-tolerance", "nothing-fits")
 """``ok``: at least one plan fits and meets the tolerance. ``over-tolerance``: plans fit, but none
@@ -33,7 +34,10 @@ class Candidate:
     fastest 16-bit baseline on the same device (``None`` when there is none or a time is unknown).
     ``request_s`` is prefill plus ``gen`` decode steps; ``throughput_tps`` the generated tokens per
     second over the whole request for the whole batch. ``command`` is the ``quantmatch quantize``
-    line that produces the artifact (``None`` for the baseline).
+    line that produces the artifact (``None`` for the baseline and for methods quantmatch does not
+    implement). ``producible_here`` says whether that command works on this machine now;
+    ``production`` says why not and ``produce_with`` how to get the artifact instead (the method's
+    own tool, or the requirements to install first).
     """
 
     method: str | None
@@ -57,6 +61,9 @@ class Candidate:
     why: tuple[str, ...] = ()
     command: str | None = None
     sources: tuple[str, ...] = ()
+    producible_here: bool = True
+    production: str = ""
+    produce_with: str = ""
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -82,6 +89,8 @@ class Candidate:
             "speedup_prefill": None if self.speedup_prefill is None else round(self.speedup_prefill, 3),
             "speedup_decode": None if self.speedup_decode is None else round(self.speedup_decode, 3),
             "why": list(self.why), "command": self.command, "sources": list(self.sources),
+            "producible_here": self.producible_here, "production": self.production,
+            "produce_with": self.produce_with,
         }
 
 
@@ -141,7 +150,13 @@ class Plan:
 
     @property
     def command(self) -> str | None:
+        """The top plan's ``quantmatch quantize`` line (``None`` when quantmatch cannot make it)."""
         return self.top.command if self.top else None
+
+    @property
+    def best_producible(self) -> Candidate | None:
+        """The best-ranked plan whose artifact quantmatch can produce on this machine."""
+        return next((c for c in self.candidates if c.producible_here), None)
 
     def rejected(self, stage: str | None = None) -> list[Rejection]:
         return [r for r in self.rejections if stage is None or r.stage == stage]
@@ -159,7 +174,25 @@ class Plan:
             "summary": list(self.summary),
             "notes": list(self.notes),
             "command": self.command,
+            "producible": None if self.best_producible is None else {
+                "rank": self.best_producible.rank, "command": self.best_producible.command},
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "plans": [c.to_dict() for c in self.candidates],
             "rejected": [r.to_dict() for r in self.rejections],
         }
+
+
+def comparison(plans: Sequence[Plan]) -> list[dict[str, Any]]:
+    """One row per device: its status and best plan (``best`` is ``None`` when nothing was evaluated)."""
+    rows: list[dict[str, Any]] = []
+    for p in plans:
+        b = p.top
+        best = None if b is None else {
+            "rank": b.rank, "scheme": b.scheme, "method": b.method, "backend": b.backend, "target": b.target,
+            "level": b.level, "memory_gib": round(b.memory.total_gib, 3), "fits": b.memory.fits,
+            "prefill_tps": b.prefill.tokens_per_s, "decode_tps": b.decode.tokens_per_s,
+            "throughput_tps": None if b.throughput_tps is None else round(b.throughput_tps, 3),
+            "quality_delta_pct": round(b.quality.delta_pct, 3), "quality_basis": b.quality.basis,
+            "producible_here": b.producible_here, "command": b.command}
+        rows.append({"device": p.device.id, "name": p.device.name, "status": p.status, "best": best})
+    return rows

@@ -10,17 +10,18 @@ Priors come from published tables, quoted in ``/work/shared/reference/hardware_f
   7.35, int8 dynamic 7.45, mxfp8 7.60, nvfp4 8.45.
 
 Everything else is composed from those anchors (a weight term by bits and group size, an
-activation term, a KV-cache term) with factors that are quantmatch estimates and are labelled so:
-Q4_0 is exactly round-to-nearest INT4 with a scale per 32 weights, so it anchors plain RTN; calibrated
-methods (GPTQ, AWQ) and HQQ get a fraction of RTN's loss. Models under ~3B parameters lose more
-(factor ``(3e9 / params) ** 0.3``, capped at 3). A measurement in the results store
-(:mod:`quantmatch.planner.results`) replaces the prior, and the estimate says which it is.
+activation term, a KV-cache term). Q4_0 is exactly round-to-nearest INT4 with a scale per 32
+weights, so it anchors plain RTN; calibrated methods (GPTQ, AWQ) and HQQ keep a published fraction
+of RTN's loss at the same bits and group (:data:`_METHOD_FACTOR`). Model size scales the loss
+(:func:`size_factor`). A measurement in the results store (:mod:`quantmatch.planner.results`)
+replaces the prior, and the estimate says which it is. When the registry runs a scheme in a
+fallback form (W8A8-FP8 on an A100 runs weight-only), the estimate is for what runs and says so.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,18 @@ def _pct(ppl: float, base: float) -> float:
 _RTN_G32 = {8: _GGUF_DPPL["q8_0"][0] / _L3_F16_PPL * 100, 6: 0.6,
             5: _GGUF_DPPL["q5_0"][0] / _L3_F16_PPL * 100, 4: _GGUF_DPPL["q4_0"][0] / _L3_F16_PPL * 100,
             3: 25.0, 2: 300.0, 1: 1000.0}
-_METHOD_FACTOR = {"gptq": 0.7, "awq": 0.5, "hqq": 0.75}
-"""Fraction of RTN's weight loss left by calibrated or optimized methods (quantmatch estimates, in
-line with the AWQ paper's INT4 g128 comparisons where AWQ halves RTN's perplexity gap)."""
+AWQ_TABLE4 = ("AWQ paper (Lin et al., arXiv 2306.00978) Table 4: WikiText-2 PPL, INT4 g128, LLaMA-7B 5.68 -> "
+              "RTN 5.96 / GPTQ-R 5.83 / AWQ 5.78; Llama-2-7B 5.47 -> RTN 5.73 / GPTQ-R 5.63 / AWQ 5.60")
+TORCHAO_AWQ = ("pytorch/ao torchao/prototype/awq/README.md: Llama-3-8B-Instruct g128, lm-eval wikitext "
+               "perplexity bf16 10.936, awq-uint4 11.409, int4wo-hqq 11.905, int4wo-128 (RTN) 12.380")
+_METHOD_FACTOR = {"awq": 0.4, "gptq": 0.6, "hqq": 0.7}
+"""Fraction of RTN's weight loss (in log-perplexity) left by calibrated or optimized methods at the
+same bits and group size, from published 7-8B INT4 g128 pairs. AWQ: 0.34 on Llama-3-8B-Instruct
+(torchao: ln(11.409/10.936) / ln(12.380/10.936)), 0.36 on LLaMA-7B and 0.50 on Llama-2-7B (AWQ
+Table 4), mean 0.4. GPTQ with act-order (quantmatch's default; GPTQ-R in the table): 0.54 and 0.62.
+HQQ: 0.68 (torchao int4wo-hqq). A ratio of log-perplexity changes does not depend on whether the
+table counts perplexity per word or per token."""
+_METHOD_SOURCE = {"awq": f"{AWQ_TABLE4}; {TORCHAO_AWQ}", "gptq": AWQ_TABLE4, "hqq": TORCHAO_AWQ}
 
 _ACT = {  # activation term, percent
     "int8": _pct(_TORCHAO["int8-dynamic"], _TORCHAO_BF16) - _pct(_TORCHAO["int8-weight-only"], _TORCHAO_BF16),
@@ -79,23 +89,47 @@ _KV = {"fp8": 0.1, "int8": 0.1, "q8_0": 0.05, "int4": 1.5, "q4_0": 1.5, "nvfp4":
 
 @dataclass(frozen=True)
 class QualityEstimate:
-    """Expected perplexity change in percent; ``basis`` is ``baseline``, ``prior`` or ``measured``."""
+    """Expected perplexity change in percent; ``basis`` is ``baseline``, ``prior`` or ``measured``.
+
+    ``estimated_as`` names the scheme the estimate is for when it differs from the one requested:
+    the form the registry says actually runs (``w8a16-fp8`` for W8A8-FP8 on a GPU without FP8 math).
+    """
 
     delta_pct: float
     basis: str
     source: str
     note: str = ""
+    estimated_as: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"delta_pct": round(self.delta_pct, 3), "basis": self.basis, "source": self.source,
-                "note": self.note}
+                "note": self.note, "estimated_as": self.estimated_as}
+
+
+REFERENCE_PARAMS = 8e9
+"""The anchors are Llama-3(.1)-8B figures: a model of this size gets factor 1."""
+SMALL_PARAMS = 3e9
 
 
 def size_factor(params: int) -> float:
-    """How much more a model of ``params`` parameters loses than the 8B anchors (1 at >= 3B)."""
+    """How much a model of ``params`` parameters loses relative to the 8B anchors, for the same scheme.
+
+    Below ~3B models lose more: ``(3e9 / params) ** 0.3``, at most 3 (a quantmatch estimate). Above
+    8B they lose somewhat less: ``(8e9 / params) ** 0.075``, at least 0.75 (0.85 at 70B). The
+    exponent is fitted to the relative RTN INT4 g128 losses of the AWQ paper's Table 4, which shrink
+    from 7B to 65-70B (LLaMA 5.68 -> 5.96 is +4.9%, 65B 3.53 -> 3.67 +4.0%; Llama-2-7B +4.8%, 70B
+    3.32 -> 3.46 +4.2%), about x0.85 over a 9x larger model. The trend in relative perplexity is
+    weak and not universal (AWQ's own rows are flat, and llama.cpp's Llama-3-70B K-quants lose more
+    than 8B: Q4_K_M +4.8% vs +2.7%), so the factor is deliberately mild; absolute perplexity
+    changes shrink much faster with size.
+    """
     if params <= 0:
         return 1.0
-    return float(min(3.0, max(1.0, (3e9 / params) ** 0.3)))
+    if params < SMALL_PARAMS:
+        return float(min(3.0, (SMALL_PARAMS / params) ** 0.3))
+    if params > REFERENCE_PARAMS:
+        return float(max(0.75, (REFERENCE_PARAMS / params) ** 0.075))
+    return 1.0
 
 
 def _group_factor(group: int | None, hidden: int) -> float:
@@ -132,6 +166,7 @@ def _weight_term(s: Scheme, method: str | None, hidden: int) -> tuple[float, str
     g = f"group {s.group_size}" if s.group_size else "per-channel"
     if factor != 1.0:
         how += f", x{factor:g} for {method}"
+        src = f"{src}; {_METHOD_SOURCE[method or '']}"
     return base * factor, src, f"{how} ({g})"
 
 
@@ -140,7 +175,7 @@ def prior_quality(s: Scheme, method: str | None, params: int, hidden: int) -> Qu
     if s.is_baseline:
         return QualityEstimate(0.0, "baseline", "unquantized", "reference precision")
     f = size_factor(params)
-    size_note = f"; x{f:.2f} for a {params / 1e9:.2g}B-parameter model" if f > 1.0 else ""
+    size_note = f"; x{f:.2f} for a {params / 1e9:.3g}B-parameter model" if abs(f - 1.0) >= 0.005 else ""
     if s.is_gguf:
         t = s.weight_format[5:]
         dppl, src = _GGUF_DPPL.get(t, (1.0, ESTIMATE))
@@ -182,8 +217,13 @@ def prior_quality(s: Scheme, method: str | None, params: int, hidden: int) -> Qu
 
 
 def estimate_quality(s: Scheme, method: str | None, params: int, hidden: int, model_keys: tuple[str, ...],
-                     backend: str | None = None, store: Path | None = None) -> QualityEstimate:
-    """A measured figure from the results store when one exists for any of ``model_keys``, else the prior."""
+                     backend: str | None = None, store: Path | None = None,
+                     runs_as: Scheme | None = None) -> QualityEstimate:
+    """A measured figure from the results store when one exists for any of ``model_keys``, else the prior.
+
+    ``runs_as``: the scheme that actually executes when the registry falls back (weight-only for a
+    W*A* scheme); the prior is then that scheme's, labelled with ``estimated_as``.
+    """
     for key in model_keys:
         if not key:
             continue
@@ -191,4 +231,8 @@ def estimate_quality(s: Scheme, method: str | None, params: int, hidden: int, mo
         if m is not None:
             return QualityEstimate(m, "measured", "quantmatch results store",
                                    f"measured perplexity change for {key}")
-    return prior_quality(s, method, params, hidden)
+    if runs_as is None:
+        return prior_quality(s, method, params, hidden)
+    q = prior_quality(runs_as, method, params, hidden)
+    return replace(q, estimated_as=str(runs_as),
+                   note=f"runs as {runs_as} (registry fallback: activations stay 16-bit): {q.note}")

@@ -78,7 +78,8 @@ def _header(c: Console, p: Plan) -> None:
                       for k, v in sorted(d.peaks.items())) or "none known"
     c.print(f"device: {mem}, {bw}; dense peaks (TFLOPS/TOPS): {peaks}")
     w = p.workload
-    budget = f"; memory budget {p.memory_budget_gib:g} GiB" if p.memory_budget_gib else ""
+    budget = (f"; memory budget {p.memory_budget_gib:.3g} GiB ({p.memory_budget_gib * 2**30 / 1e9:.3g} GB)"
+              if p.memory_budget_gib else "")
     c.print(f"workload: batch {w.batch}, prompt {w.prompt}, generate {w.gen}, context {w.ctx}; tolerance "
             f"{p.tolerance.label}: at most +{p.tolerance.pct:g}% perplexity; prefer {p.preference}{budget}")
     c.print(Text(f"status: {p.status}", style=_STATUS.get(p.status, "")))
@@ -101,7 +102,8 @@ def print_plan(p: Plan, top: int = 10, show_all: bool = False, console: Console 
         t.add_column(col, overflow="fold")
     for cand in cands:
         q = cand.quality
-        t.add_row(str(cand.rank), cand.scheme, cand.method or "16-bit", f"{cand.backend}/{cand.target}",
+        method = (cand.method or "16-bit") + ("" if cand.producible_here else " †")
+        t.add_row(str(cand.rank), cand.scheme, method, f"{cand.backend}/{cand.target}",
                   _level(cand.level), _fits(cand), _speed(cand, "prefill"), _speed(cand, "decode"),
                   f"{q.delta_pct:.2f} {q.basis[0]}")
     c.print(t)
@@ -111,21 +113,51 @@ def print_plan(p: Plan, top: int = 10, show_all: bool = False, console: Console 
         c.print(f"  #{cand.rank} {cand.scheme} ({cand.method or '16-bit'}, {cand.backend}): " + "; ".join(cand.why))
     if any("bandwidth-only" in x.prefill.note for x in cands):
         c.print("  * upper bound: no compute peak is known for this device", style="dim")
-    best = p.top
-    if best is not None:
-        if best.command:
-            c.print("[bold]Run it:[/bold]")
-            c.print(f"  {best.command}")
-            j = best.job
-            tm = "?" if j.time_s is None else (f"{j.time_s / 60:.0f} min" if j.time_s >= 60 else f"{j.time_s:.0f} s")
-            acc = "" if j.accelerator_gib is None else f", accelerator {j.accelerator_gib:.1f} GiB"
-            c.print(f"  job: RAM {j.ram_gib:.1f} GiB{acc}, disk {j.disk_gib:.1f} GiB, about {tm}; {j.reason}",
-                    style="dim")
-            for dline in j.details:
-                c.print(f"  job: {dline}", style="dim")
-        else:
-            c.print(f"[bold]Run it:[/bold] no quantization: serve the {best.scheme} checkpoint with {best.backend}")
+    if any(not x.producible_here for x in cands):
+        c.print("  † quantmatch cannot produce this artifact here (see 'Produce it')", style="dim")
+    _how_to_run(c, p)
     _rejections(c, p, show_all)
+
+
+def _how_to_run(c: Console, p: Plan) -> None:
+    """The top plan's command, or how to produce it elsewhere plus the best plan quantmatch can make."""
+    best = p.top
+    if best is None:
+        return
+    if best.is_baseline:
+        c.print(f"[bold]Run it:[/bold] no quantization: serve the {best.scheme} checkpoint with {best.backend}")
+        return
+    if best.producible_here:
+        c.print("[bold]Run it:[/bold]")
+        c.print(f"  {best.command}")
+        _job(c, best)
+        return
+    c.print(f"[bold]Produce it:[/bold] #{best.rank} {best.scheme} ({best.method}): {best.production}")
+    if best.command:  # implemented, requirements missing
+        c.print(f"  {best.produce_with}")
+        c.print(f"  {best.command}")
+    else:
+        c.print(f"  with {best.produce_with}")
+    alt = p.best_producible
+    if alt is None:
+        c.print("  no ranked plan uses a method quantmatch can produce here", style="yellow")
+    elif alt.is_baseline:
+        c.print(f"[bold]Best plan quantmatch can run here:[/bold] #{alt.rank}: serve the {alt.scheme} checkpoint "
+                f"with {alt.backend} (no quantization)")
+    else:
+        c.print(f"[bold]Best plan quantmatch can produce here:[/bold] #{alt.rank} {alt.scheme} ({alt.method}, "
+                f"{alt.backend})")
+        c.print(f"  {alt.command}")
+        _job(c, alt)
+
+
+def _job(c: Console, cand: Candidate) -> None:
+    j = cand.job
+    tm = "?" if j.time_s is None else (f"{j.time_s / 60:.0f} min" if j.time_s >= 60 else f"{j.time_s:.0f} s")
+    acc = "" if j.accelerator_gib is None else f", accelerator {j.accelerator_gib:.1f} GiB"
+    c.print(f"  job: RAM {j.ram_gib:.1f} GiB{acc}, disk {j.disk_gib:.1f} GiB, about {tm}; {j.reason}", style="dim")
+    for dline in j.details:
+        c.print(f"  job: {dline}", style="dim")
 
 
 def _rejections(c: Console, p: Plan, show_all: bool) -> None:
@@ -159,10 +191,13 @@ def print_comparison(plans: Sequence[Plan], console: Console | None = None) -> N
         if b is None:
             t.add_row(p.device.name, p.status, "-", "-", "-", "-", "-", "-", "-")
             continue
-        t.add_row(p.device.name, p.status, b.scheme, b.method or "(16-bit)", f"{b.backend}/{b.target}",
+        method = (b.method or "(16-bit)") + ("" if b.producible_here else " †")
+        t.add_row(p.device.name, p.status, b.scheme, method, f"{b.backend}/{b.target}",
                   f"{b.memory.total_gib:.2f}", _tps(b.prefill.tokens_per_s), _tps(b.decode.tokens_per_s),
                   f"{b.quality.delta_pct:.2f} {b.quality.basis}")
     c.print(t)
+    if any(p.top is not None and not p.top.producible_here for p in plans):
+        c.print("  † quantmatch cannot produce this artifact here: each plan above says how to get it", style="dim")
 
 
 def print_run(result: dict[str, object], console: Console | None = None) -> None:
@@ -175,6 +210,10 @@ def print_run(result: dict[str, object], console: Console | None = None) -> None
     skipped = result.get("skipped")
     for note in skipped if isinstance(skipped, list) else []:
         c.print(f"  {note}", style="yellow")
+    job = result.get("job_here")
+    if isinstance(job, dict) and job.get("method") != "none":
+        c.print(f"  job on this machine: RAM {float(job['ram_gib']):.1f} GiB, disk {float(job['disk_gib']):.1f} GiB; "
+                f"{job['reason']}", style="dim")
     q = result.get("quantize")
     if isinstance(q, dict):
         size = q.get("size_bytes")

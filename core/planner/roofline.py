@@ -137,6 +137,10 @@ def compute_path(verdict: Verdict, scheme: Scheme, spec: DeviceSpec) -> ComputeP
     if level is Level.EMULATED:
         penalty = EMULATION_PENALTY
         note = (note + "; " if note else "") + f"emulated: x{EMULATION_PENALTY:g} of the achieved compute"
+    if on_cpu and not spec.is_cpu:
+        # An SoC's catalog peaks are its GPU's; nothing records the CPU cores' rate.
+        note = (note + "; " if note else "") + f"no peak known for the CPU cores of {spec.name}"
+        return ComputePath(dtype, None, penalty, note)
     peak = spec.peak(dtype)
     if peak is None and dtype not in ("fp16", "bf16", "fp32"):
         fallback = "fp32" if on_cpu else half

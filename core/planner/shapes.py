@@ -29,6 +29,7 @@ __all__ = [
     "builtin_shapes",
     "kv_bytes_per_token",
     "param_breakdown",
+    "quantize_source",
     "resolve_model",
 ]
 
@@ -398,3 +399,22 @@ def resolve_model(model: str | Path | ModelInfo | ModelSource) -> ModelSource:
     from quantmatch.registry import UnknownChoiceError
 
     raise UnknownChoiceError("model", text, builtin_names())
+
+
+BUNDLED = "smollm2-135m"
+"""The built-in shape whose weights ship with quantmatch (``quantmatch quantize smollm2-135m``)."""
+
+
+def quantize_source(src: ModelSource, model_arg: str) -> str:
+    """The model argument ``quantmatch quantize`` (and ``plan --run``) understands for ``src``.
+
+    A path or a Hugging Face id stays as given; a built-in shape's short name becomes the hub id its
+    table entry records (``llama-3.1-8b`` -> ``meta-llama/Llama-3.1-8B``), because quantize reads a
+    bare name as a hub id; SmolLM2-135M keeps the bundled alias.
+    """
+    if src.kind != "builtin" or "/" in model_arg:
+        return model_arg
+    if src.name == BUNDLED:
+        return BUNDLED
+    shape = find_builtin(src.name)
+    return shape.hf_id if shape is not None else model_arg

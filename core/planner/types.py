@@ -93,18 +93,36 @@ class Tolerance:
         return {"pct": self.pct, "label": self.label}
 
 
+_SIZE = re.compile(r"([-+]?[0-9]*\.?[0-9]+)\s*([a-z]*)")
+_UNITS = {"": 1e9, "g": 1e9, "gb": 1e9, "gib": 2.0**30, "m": 1e6, "mb": 1e6, "mib": 2.0**20,
+          "t": 1e12, "tb": 1e12, "tib": 2.0**40}
+"""Memory-size units; a bare number is GB (10^9 bytes), the unit device datasheets and the issue use."""
+
+
 def parse_budget(value: float | str | None) -> float | None:
-    """A memory budget in GiB; zero, negative or non-numbers are refused with the reason."""
+    """A memory budget, returned in GiB (the planner's unit).
+
+    A string takes a unit (``8GB``, ``7.5GiB``, ``512MB``; bare ``8`` is 8 GB = 10^9 bytes each), as
+    ``--memory-budget`` does; a number is GiB, as the Python API has always taken it. Zero, negative
+    or unreadable values are refused with the reason.
+    """
     if value is None:
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise PlanInputError(f"invalid --memory-budget {value!r}: a number of GiB such as 24") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise PlanInputError(f"impossible --memory-budget {value!r}: it must be a positive number of GiB "
-                             "(for example 8, 24 or 80)")
-    return v
+    if isinstance(value, str):
+        m = _SIZE.fullmatch(value.strip().lower())
+        if not m or m.group(2) not in _UNITS:
+            raise PlanInputError(f"invalid --memory-budget {value!r}: a size such as 24, 24GB or 22.4GiB "
+                                 "(a bare number is GB)")
+        gib = float(m.group(1)) * _UNITS[m.group(2)] / 2**30
+    else:
+        try:
+            gib = float(value)
+        except (TypeError, ValueError):
+            raise PlanInputError(f"invalid --memory-budget {value!r}: a number of GiB such as 24") from None
+    if not gib > 0 or gib != gib or gib == float("inf"):
+        raise PlanInputError(f"impossible --memory-budget {value!r}: it must be a positive size "
+                             "(for example 8, 24GB or 80GiB)")
+    return gib
 
 
 def parse_preference(value: str | None) -> str:

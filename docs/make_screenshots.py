@@ -2,10 +2,11 @@
 
 Run: ``.venv/bin/python docs/make_screenshots.py`` (needs the ``tui`` extra). Each screenshot replays
 a scenario of :data:`quantmatch.tui.scenarios.SCENARIOS` (the same ones the snapshot tests check)
-headless at 100x30 and saves what the terminal would show with ``App.save_screenshot``. The built-in
-plugins are loaded without entry points, so installed third-party plugins do not leak into the
-pictures; the Plugins screenshot adds two example third-party plugins (one deliberately broken) to
-show how they are listed. The "local" row is the machine that rendered the screenshots.
+headless at its size (100x30; two at 80x24) and saves what the terminal would show with
+``App.save_screenshot``. The built-in plugins are loaded without entry points, so installed
+third-party plugins do not leak into the pictures; the Plugins screenshot adds two example
+third-party plugins (one deliberately broken) to show how they are listed. The "local" row is the
+machine that rendered the screenshots.
 """
 
 from __future__ import annotations

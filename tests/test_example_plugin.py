@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import io
 import json
 import os
 import subprocess
@@ -115,23 +116,77 @@ def test_in_the_planner(capsys: pytest.CaptureFixture[str]) -> None:
     assert plan["device"]["bandwidth_gbs"] == 2450
 
 
-def test_in_the_tui() -> None:
+def test_in_every_tui_screen() -> None:
+    """The TUI, driven from the keyboard: Devices lists the Gaudi 2, the Matrix has the plugin's
+    backend and method, Explain names the plugin behind the verdict, the Plan screen plans for the
+    Gaudi with the plugin's method among the plans, and Plugins shows every refinement whole."""
     pytest.importorskip("textual", reason="the TUI needs textual (the `tui` extra)")
     try:
         from quantmatch.tui.app import QuantmatchApp
     except ImportError as e:
         pytest.skip(f"the TUI (quantmatch tui) is not in this tree yet: {e}")
-    reg = Registry(PluginHost())
+    from rich.console import Console
+    from textual.content import Content
+    from textual.widgets import DataTable, Static
 
-    async def screen(mode: str) -> str:
-        app = QuantmatchApp(registry=reg, device="intel_gaudi2", mode=mode)
-        async with app.run_test(size=(200, 60)) as pilot:
-            await pilot.pause(0.5)
-            return str(app.export_screenshot())
+    from quantmatch.tui.scenarios import settle
 
-    plugins, devices = asyncio.run(screen("plugins")), asyncio.run(screen("devices"))
-    assert EP in plugins and DIST in plugins
-    assert "Gaudi" in devices
+    def shown(widget: Static) -> str:
+        content = widget.content
+        if isinstance(content, Content):
+            return content.plain
+        console = Console(width=300, record=True, file=io.StringIO(), color_system=None)
+        console.print(content)
+        return console.export_text()
+
+    def rows(table: DataTable[Any]) -> list[str]:
+        return [" ".join(getattr(c, "plain", str(c)) for c in table.get_row_at(r)) for r in range(table.row_count)]
+
+    def headers(table: DataTable[Any]) -> list[str]:
+        return [str(c.label).replace("\n", "/") for c in table.columns.values()]
+
+    async def visit() -> None:
+        app = QuantmatchApp(registry=Registry(PluginHost()), device="gaudi2")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            screen = app.screen
+            # Devices: listed, and its detail says which plugin brought it
+            devices = rows(screen.query_one("#devices", DataTable))
+            assert any(r.startswith("intel_gaudi2 Intel Gaudi 2") for r in devices)
+            detail = shown(screen.query_one("#detail-body", Static))
+            assert "Intel Gaudi 2" in detail and f"from plugin {EP} ({DIST} 0.1.0)" in detail
+            # Matrix for the Gaudi: the plugin's backend is a column, its method a row, with its verdict
+            await pilot.press("2")
+            await settle(pilot)
+            table = app.screen.query_one("#matrix", DataTable)
+            assert "optimum-habana" in headers(table) and "vllm" in headers(table)
+            assert any(r.startswith("inc-fp8 w8a8-fp8-static ● native") for r in rows(table))
+            # Explain: the verdict and the plugin that declared it
+            await pilot.press("slash", *"inc-fp8", "space", *"w8a8-fp8-static", "space", *"optimum-habana", "enter")
+            await settle(pilot)
+            await pilot.press("enter")
+            await settle(pilot)
+            explained = shown(app.screen.query_one("#explain-content", Static))
+            assert "Intel Gaudi 2" in explained and "● native" in explained and EP in explained
+            # Plan: for the Gaudi, with the plugin's method and runtime among the ranked plans
+            await pilot.press("4")
+            await settle(pilot)
+            await pilot.press("ctrl+r")
+            await settle(pilot)
+            assert "Intel Gaudi 2: ● ok" in shown(app.screen.query_one("#plan-head", Static))
+            plans = rows(app.screen.query_one("#candidates", DataTable))
+            assert any("inc-fp8" in r and "optimum-habana/hpu" in r for r in plans)
+            # Plugins: listed with its distribution; every refinement's reason whole, no raw placeholder
+            await pilot.press("5")
+            await settle(pilot)
+            listed = rows(app.screen.query_one("#plugins", DataTable))
+            assert listed[0].startswith(f"{EP} {DIST} 0.1.0 ● ok")
+            detail = " ".join(shown(app.screen.query_one("#plugin-detail-body", Static)).split())
+            assert "keeps the KV cache in bf16 or fp16 in its paged HPU cache" in detail
+            assert "serves unquantized bf16, fp16 or fp32 on <device>'s matrix engine" in detail
+            assert "{" not in detail and "refines vllm: ● native for fp8-e4m3 x fp8-e4m3 on hpu" in detail
+
+    asyncio.run(visit())
 
 
 @pytest.mark.slow

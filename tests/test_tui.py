@@ -34,8 +34,10 @@ from quantmatch.profile import Figure, HardwareProfile
 from quantmatch.quantizer import Quantizer, SchemeSupport
 from quantmatch.registry import Registry
 from quantmatch.tui.app import QuantmatchApp
+from quantmatch.tui.layout import MatrixLayout, abbreviations, fit_columns, fit_flexible, matrix_layout, short_name
 from quantmatch.tui.matrix_model import MatrixFilters, build_matrix
 from quantmatch.tui.messages import CellChosen, DeviceChosen, PlanFailed, PlanFinished, RegistryReady
+from quantmatch.tui.rendering import readable_reason, refinement_text
 from quantmatch.tui.scenarios import settle
 from quantmatch.tui.screens.devices import DevicesScreen
 from quantmatch.tui.screens.explain import ExplainScreen
@@ -193,6 +195,33 @@ def test_matrix_model_compare(registry: Registry) -> None:
     assert len(d.rows) < len(m.rows)
 
 
+def test_layout_short_names_and_fitting() -> None:
+    assert [short_name(n) for n in ("bitsandbytes", "onnxruntime", "tensorrt-llm", "optimum-quanto", "vllm")] == \
+        ["bnb", "ort", "trt-llm", "quanto", "vllm"]
+    assert short_name("optimum-habana") == "habana" and short_name("acme-super-runtime") == "acme-super-…"
+    assert abbreviations(["vllm", "tensorrt-llm", "tensorrt-llm", "hqq"]) == [("trt-llm", "tensorrt-llm")]
+    # by priority (0 first) while they fit, shown in their own order
+    assert fit_columns([10, 10, 10], [0, 2, 1], 30) == [True, False, True]
+    assert fit_columns([50, 10], [0, 1], 20) == [True, False]  # the first priority stays, even too wide
+    # a flexible (name) column is cut to what is left, never below its minimum
+    assert fit_flexible([20, 40, 10], [0, 1, 2], 1, 16, 60) == ([True, True, True], 24)
+    assert fit_flexible([20, 40, 10], [0, 1, 2], 1, 16, 45) == ([True, True, False], 21)
+    one = [("vllm", "cuda", False)]
+    assert matrix_layout(one, 30, 80, compare=False) == MatrixLayout()  # room for the words
+    many = [(b, t, True) for b in ("bitsandbytes", "onnxruntime", "tensorrt-llm", "vllm") for t in ("cuda", "vulkan")]
+    assert matrix_layout(many, 30, 160, compare=False) == MatrixLayout(words=False, stacked=True)
+    assert matrix_layout(many, 30, 80, compare=False) == MatrixLayout(words=False, stacked=True, short=True)
+
+
+def test_refinements_read_whole_with_placeholders_filled() -> None:
+    cap = Capability(Level.NATIVE, "{device} keeps the KV cache in {weights} for {activations} math", SRC,
+                     weights=("bf16", "fp16"), targets=("cuda",), layers=("kv-cache",))
+    text = refinement_text("vllm", cap).plain
+    assert text.startswith("refines vllm: ● native for bf16/fp16 on cuda, kv-cache layers\n")
+    assert text.endswith("<device> keeps the KV cache in bf16 or fp16 for <activations> math")
+    assert readable_reason("odd {brace").plain == "odd {brace"  # not a template: shown as it is
+
+
 def test_workload_for_context() -> None:
     assert workload_for_context(None) == (512, 256, None)
     assert workload_for_context(4096) == (512, 256, 4096)
@@ -293,8 +322,11 @@ async def test_new_user_path_from_the_keyboard(registry: Registry) -> None:
         assert finished and finished[-1].plan.status == "ok"
         plan = finished[-1].plan
         assert plan.model.name and plan.device.id == H100
-        rows = table_text(app.screen.query_one("#candidates", DataTable))
-        assert len(rows) == len(plan.candidates) > 1 and rows[0][0] == "1"
+        table = app.screen.query_one("#candidates", DataTable)
+        rows = table_text(table)
+        assert len(rows) == len(plan.candidates) > 1
+        assert rows[0][app.screen.columns.index("scheme")] == plan.top.scheme
+        assert table.virtual_size.width <= table.size.width  # the columns that fit 80 cells, no sideways scroll
         await pilot.press("y")
         await pilot.pause()
         assert app.clipboard == plan.top.command and plan.top.command.startswith("quantmatch quantize")
@@ -348,15 +380,53 @@ async def test_device_detail_shows_every_figure_with_source_and_confidence(regis
 
 @sync
 async def test_matrix_legend_symbols_and_cells_do_not_rely_on_colour(registry: Registry) -> None:
+    """Cells show the level's symbol and word when the columns fit, the symbol alone (a distinct shape,
+    explained by the legend) when they do not; long backend names are then shortened, with a legend."""
     app = QuantmatchApp(registry=registry, device="h100", mode="matrix")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        legend = text_of(app.screen.query_one("#legend", Static))
-        for word in ("● native", "◐ weight-only", "○ emulated", "✕ unsupported"):
+        screen = app.screen
+        assert isinstance(screen, MatrixScreen)
+        legend = text_of(screen.query_one("#legend", Static))
+        for word in ("● native", "◐ weight-only", "○ emulated", "✕ unsupported", "· no combination"):
             assert word in legend
-        cells = {c for row in table_text(app.screen.query_one("#matrix", DataTable)) for c in row[2:]}
+        table = screen.query_one("#matrix", DataTable)
+        cells = {c for row in table_text(table) for c in row[2:]}
+        assert cells <= {"●", "◐", "○", "✕", "·"} and {"●", "✕"} <= cells
+        assert screen.fit.short and "bnb=bitsandbytes" in legend and "trt-llm=tensorrt-llm" in legend
+        assert "bnb\ncuda" in [str(c.label) for c in table.columns.values()]  # the target under the backend
+        # a few columns: every cell spelled out, full names, no abbreviation legend
+        await pilot.press("slash")
+        await type_text(pilot, "fp8 vllm")
+        await pilot.press("enter")
+        await settle(pilot)
+        cells = {c for row in table_text(table) for c in row[2:]}
         assert cells <= {"● native", "◐ weight-only", "○ emulated", "✕ unsupported", "·"}
-        assert {"● native", "✕ unsupported"} <= cells
+        assert "● native" in cells and screen.fit.words and "=" not in text_of(screen.query_one("#legend", Static))
+
+
+@sync
+async def test_matrix_adapts_to_the_terminal_width(registry: Registry) -> None:
+    """At 80 columns the A100's matrix compacts and says more columns are to the right; wider, all of
+    them fit; a resize re-lays the table out and keeps the cursor on its cell."""
+    app = QuantmatchApp(registry=registry, device="a100", mode="matrix")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, MatrixScreen) and screen.matrix is not None
+        table = screen.query_one("#matrix", DataTable)
+        assert screen.fit.short and screen.fit.stacked and table.header_height == 2
+        assert "→ more columns" in text_of(screen.query_one("#title", Static))
+        await pilot.press("right", "right", "down")
+        keys = screen.cursor_keys()
+        await pilot.resize_terminal(130, 30)
+        await settle(pilot)
+        assert table.virtual_size.width <= table.size.width  # every backend column in view
+        assert "→ more columns" not in text_of(screen.query_one("#title", Static))
+        assert screen.cursor_keys() == keys
+        await pilot.resize_terminal(200, 30)
+        await settle(pilot)
+        assert not screen.fit.short  # room for the full names again
 
 
 @sync
@@ -473,7 +543,12 @@ async def test_plan_for_a_builtin_model_ranks_plans_and_rejections(registry: Reg
         head = text_of(screen.query_one("#plan-head", Static))
         assert plan.status in head and plan.device.name in head
         await pilot.press("r")
+        await pilot.pause()
         assert screen.query_one("#results").active == "tab-rejected"  # type: ignore[attr-defined]
+        # the line under the results gives the highlighted rejection whole, however narrow its column
+        first = plan.rejections[0]
+        assert f"rejected at {first.stage}: {first.reason}" in " ".join(
+            text_of(screen.query_one("#plan-command", Static)).split())
 
 
 @sync
@@ -645,6 +720,13 @@ async def test_every_screen_fits_80x24_and_scales(registry: Registry, mode: str,
         region = screen.query_one(main).region
         assert region.width >= min(30, size[0] // 3) and region.height >= 5
         assert region.bottom <= size[1] - 1  # nothing hides under the footer
+        if mode in ("devices", "plugins"):  # the lists fit without sideways scrolling
+            table = screen.query_one(main, DataTable)
+            assert table.virtual_size.width <= table.size.width
+        # the footer shows every key of the screen whole, Quit and Help included
+        keys: list[Any] = list(screen.query("FooterKey"))
+        assert {"Quit", "Help"} <= {k.description for k in keys}
+        assert all(k.region.right <= size[0] for k in keys)
 
 
 @sync

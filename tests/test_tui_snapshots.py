@@ -1,4 +1,5 @@
-"""SVG snapshots of every screen at 100x30 (pytest-textual-snapshot).
+"""SVG snapshots of every screen at 100x30, and of the Matrix and the Plan at 80x24
+(pytest-textual-snapshot).
 
 The scenarios are the ones ``docs/make_screenshots.py`` renders for the documentation
 (:data:`quantmatch.tui.scenarios.SCENARIOS`). After an intended change of the look, review and

@@ -13,7 +13,8 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from .messages import CellChosen, DeviceChosen, RegistryReady
-from .screens.base import QMScreen
+from .rendering import short_device_name
+from .screens.base import NARROW, QMScreen
 from .state import Selection
 from .widgets.nav import SCREENS
 
@@ -33,12 +34,6 @@ def _lazy(module: str, name: str) -> Callable[[], QMScreen]:
 
     make.__qualname__ = f"{name}()"
     return make
-
-
-def _short(d: HardwareProfile) -> str:
-    """``A100 SXM4 80GB`` for ``NVIDIA A100 SXM4 80GB``: the vendor is implied in a comparison."""
-    first, _, rest = d.name.partition(" ")
-    return rest if rest and first.lower() == d.vendor.lower() else d.name
 
 
 class QuantmatchApp(App[None]):
@@ -171,7 +166,8 @@ class QuantmatchApp(App[None]):
             return None
 
     def device_label(self) -> str:
-        """``NVIDIA A100 ...`` or ``NVIDIA A100 ... vs NVIDIA H100 ...`` for the navigation bar."""
+        """``NVIDIA A100 ...`` (``A100 ...`` on a narrow screen) or ``A100 ... vs H100 ...`` for the
+        navigation bar."""
         if self.registry is None:
             return "loading the registry…"
         a = self.device()
@@ -179,8 +175,8 @@ class QuantmatchApp(App[None]):
         if a is None:
             return ""
         if b is None:
-            return a.name
-        return f"{_short(a)} vs {_short(b)}"
+            return short_device_name(a) if self.size.width < NARROW else a.name
+        return f"{short_device_name(a)} vs {short_device_name(b)}"
 
     def sync_screen(self) -> None:
         """Refresh the current screen from the shared choices."""

@@ -44,8 +44,9 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("devices", "Devices: the catalog with the detected machine first; the A100's figures with their "
              "sources and confidence."),
-    Scenario("matrix", "Matrix: FP8 schemes on an A100, every cell with its level's symbol and word; the preview "
-             "says what runs.", mode="matrix", keys=("slash", "type:fp8", "enter", *("right",) * 4)),
+    Scenario("matrix", "Matrix: FP8 schemes on an A100, every cell with its level's symbol (the legend spells "
+             "them out); the preview says what runs.", mode="matrix",
+             keys=("slash", "type:fp8", "enter", *("right",) * 4)),
     Scenario("matrix-pruned", "Matrix: W4A4 schemes on an H100: INT4 x INT4 is pruned in every runtime.",
              mode="matrix", device="h100", keys=("slash", "type:w4a4", "enter", "right", "right", "right")),
     Scenario("compare", "Compare: A100 (A) against H100 (B), only the cells that differ (≠, highlighted).",
@@ -57,6 +58,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("plan", "Plan: Llama 3.1 8B on an A100, ranked plans with memory and speed; y copies the command.",
              mode="plan", keys=("ctrl+r",)),
     Scenario("plugins", "Plugins: versions, contributions, broken plugins with their errors.", mode="plugins"),
+    Scenario("matrix-80x24", "Matrix at 80x24: level symbols (the legend spells them out), short backend names "
+             "with their full names, the target under the backend; → scrolls to the other columns.", mode="matrix",
+             size=(80, 24)),
+    Scenario("plan-80x24", "Plan at 80x24: the columns that fit; the line under the table gives the highlighted "
+             "plan's other figures.", mode="plan", keys=("ctrl+r",), size=(80, 24)),
     Scenario("help", "Help (?): the screen's keys, the level legend, a walk-through.", mode="matrix",
              keys=("question_mark",)),
 )}

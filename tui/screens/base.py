@@ -1,5 +1,6 @@
-"""What every main screen shares: the navigation bar, the footer, ``/`` search, and a ``sync``
-hook that refreshes the screen when the registry or the app's choices changed while it was away."""
+"""What every main screen shares: the navigation bar, the footer, ``/`` search, the ``-narrow``
+class below 100 columns, and a ``sync`` hook that refreshes the screen when the registry or the
+app's choices changed while it was away."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Footer, Input
 
 from ..widgets.nav import NavBar
 
@@ -17,7 +18,10 @@ if TYPE_CHECKING:
 
     from ..app import QuantmatchApp
 
-__all__ = ["QMScreen"]
+__all__ = ["NARROW", "QMScreen"]
+
+NARROW = 100
+"""Below this many columns screens use their compact layout (80x24 is the smallest supported)."""
 
 
 class QMScreen(Screen[None]):
@@ -42,6 +46,22 @@ class QMScreen(Screen[None]):
 
     def nav(self) -> NavBar:
         return NavBar(self.MODE, id="nav")
+
+    @property
+    def narrow(self) -> bool:
+        return self.size.width < NARROW
+
+    def on_resize(self) -> None:
+        """Compact footer on narrow screens, so that the keys that matter (``q``, ``?``) stay in view;
+        the command palette's key is then listed by ``?`` only."""
+        self.set_class(self.narrow, "-narrow")
+        for nav in self.query(NavBar):
+            nav.set_device(self.qm.device_label())
+        for footer in self.query(Footer):
+            if footer.compact != self.narrow:
+                footer.compact = self.narrow
+                footer.show_command_palette = not self.narrow
+                footer.refresh(recompose=True)
 
     def state_key(self) -> Hashable:
         """What the screen's content depends on (compared on every :meth:`sync`)."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
+from ..layout import SCROLLBAR, fit_flexible
 from ..messages import DeviceChosen
 from ..rendering import device_detail
 from .base import QMScreen
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["DevicesScreen", "device_matches"]
 
 LOCAL = "local"
+DEVICE_COLUMNS = ("device", "name", "arch", "memory")
 
 
 def device_matches(d: HardwareProfile, query: str) -> bool:
@@ -40,7 +44,7 @@ def exact_match(devices: list[tuple[str, HardwareProfile]], query: str) -> str |
     return None
 
 
-class DeviceTable(DataTable[str]):
+class DeviceTable(DataTable[Text]):
     """The device list; Enter opens the matrix for the highlighted device."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Matrix")]
@@ -62,8 +66,8 @@ class DevicesScreen(QMScreen):
     DevicesScreen #family { width: 24; }
     DevicesScreen #search { width: 1fr; }
     DevicesScreen #body { height: 1fr; }
-    DevicesScreen #devices { width: 2fr; min-width: 30; }
-    DevicesScreen #detail { width: 3fr; border-left: vkey $foreground 20%; padding: 0 1; }
+    DevicesScreen #devices { width: 1fr; min-width: 30; }
+    DevicesScreen #detail { width: 1fr; border-left: vkey $foreground 20%; padding: 0 1; }
     DevicesScreen #count { height: 1; color: $text-muted; }
     DevicesScreen.-narrow #body { layout: vertical; }
     DevicesScreen.-narrow #devices { height: 1fr; width: 1fr; }
@@ -74,6 +78,7 @@ class DevicesScreen(QMScreen):
         super().__init__()
         self._profiles: dict[str, HardwareProfile] = {}
         self._families_set = False
+        self._fitted_width = 0
 
     def compose(self) -> ComposeResult:
         yield self.nav()
@@ -89,15 +94,14 @@ class DevicesScreen(QMScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DeviceTable)
-        table.add_column("device", key="id")
-        table.add_column("name", key="name")
-        table.add_column("arch", key="arch")
-        table.add_column("memory", key="memory")
-        table.focus()
+        self.query_one(DeviceTable).focus()
 
     def on_resize(self) -> None:
-        self.set_class(self.size.width < 100, "-narrow")
+        self.call_after_refresh(self._refit)  # once the table has its new size
+
+    def _refit(self) -> None:
+        if self.registry is not None and self.query_one(DeviceTable).size.width != self._fitted_width:
+            self.fill_table()
 
     # ---- content ---------------------------------------------------------------------------------
     def state_key(self) -> Hashable:
@@ -123,18 +127,28 @@ class DevicesScreen(QMScreen):
     def fill_table(self) -> None:
         table = self.query_one(DeviceTable)
         keep = self.highlighted_key()
-        table.clear()
         rows = self.visible_devices()
         self._profiles = dict(rows)
-        for key, d in rows:
-            ident = f"⌂ local ({d.id})" if key == LOCAL else d.id
-            table.add_row(ident, d.name, d.arch, str(d.memory), key=key)
+        cells = [[Text(f"⌂ local ({d.id})" if key == LOCAL else d.id), Text(d.name), Text(d.arch),
+                  Text(str(d.memory))] for key, d in rows]
+        self._fitted_width = table.size.width
+        widths = [max([cell_len(h), *(r[i].cell_len for r in cells)]) for i, h in enumerate(DEVICE_COLUMNS)]
+        # the name gives way first (it is cut, never below 16 cells); then the arch and the memory go
+        shown, name_width = fit_flexible(widths, (0, 1, 3, 2), 1, 16, (table.size.width or 999) - SCROLLBAR)
+        table.clear(columns=True)
+        for header, keep_it in zip(DEVICE_COLUMNS, shown):
+            if keep_it:
+                table.add_column(header, key=header)
+        for (key, _), row in zip(rows, cells):
+            row[1].truncate(name_width, overflow="ellipsis")
+            table.add_row(*(c for c, keep_it in zip(row, shown) if keep_it), key=key)
         total = len(self.registry.devices()) if self.registry else 0
         note = f"  {self.qm.local_error}" if self.qm.local_error else ""
-        shown = sum(k != LOCAL for k, _ in rows)
+        shown_n = sum(k != LOCAL for k, _ in rows)
+        keys_hint = "" if self.narrow else "; Enter: matrix for the device, c: compare it with the current one"
         self.query_one("#count", Static).update(
-            f"{shown} of {total} catalog devices{' + local' if any(k == LOCAL for k, _ in rows) else ''}; "
-            f"Enter: matrix for the device, c: compare it with the current one{note}")
+            f"{shown_n} of {total} catalog devices{' + local' if any(k == LOCAL for k, _ in rows) else ''}"
+            f"{keys_hint}{note}")
         if rows:
             keys = [k for k, _ in rows]
             if keep is None:  # first fill: start on the device being explored

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding, BindingType
@@ -16,9 +17,10 @@ from textual.worker import get_current_worker
 
 from quantmatch.verdict import LAYERS, Level
 
+from ..layout import PAD, SCROLLBAR, MatrixLayout, abbreviations, matrix_layout, matrix_width
 from ..matrix_model import Column, Matrix, MatrixFilters, Row, build_matrix
 from ..messages import CellChosen, DeviceChosen
-from ..rendering import cell_text, legend, level_text
+from ..rendering import abbreviation_legend, cell_text, legend, level_text, short_device_name
 from ..state import Selection
 from .base import QMScreen
 from .picker import DevicePicker
@@ -42,7 +44,9 @@ class MatrixTable(DataTable[Text]):
 
 class MatrixScreen(QMScreen):
     """Every method x scheme x backend x target for the chosen device, coloured by level and marked
-    with the level's symbol and word; ``c`` compares with a second device."""
+    with the level's symbol and word; ``c`` compares with a second device. When the columns do not
+    fit, the cells keep the symbol alone, the target goes under the backend and long backend names
+    are shortened (the legend says what they stand for)."""
 
     MODE = "matrix"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -60,14 +64,15 @@ class MatrixScreen(QMScreen):
     MatrixScreen #layer { max-width: 14; }
     MatrixScreen #search { width: 1fr; min-width: 14; }
     MatrixScreen #legend { height: auto; }
-    MatrixScreen #preview { height: 3; border-top: hkey $foreground 20%; }
-    MatrixScreen.-compare #preview { height: 4; }
+    MatrixScreen #preview { height: 4; border-top: hkey $foreground 20%; }
+    MatrixScreen.-compare #preview { text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.matrix: Matrix | None = None
         self.differences_only = False
+        self.fit = MatrixLayout()
         self._options_set = False
 
     def compose(self) -> ComposeResult:
@@ -114,7 +119,6 @@ class MatrixScreen(QMScreen):
             self.query_one("#method", Select).set_options((e.name, e.name) for e in reg.methods())
             self.query_one("#backend", Select).set_options((e.name, e.name) for e in reg.backends()
                                                            if e.name != "hardware")
-        self.query_one("#legend", Static).update(legend(compare=self.qm.compare_id is not None))
         self.set_class(self.qm.compare_id is not None, "-compare")
         self.recompute()
 
@@ -134,23 +138,44 @@ class MatrixScreen(QMScreen):
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self.show_matrix, m)
 
+    @staticmethod
+    def fixed_width(m: Matrix) -> int:
+        """The cells the method and scheme columns take."""
+        return sum(max([cell_len(label), *(cell_len(getattr(r, label)) for r in m.rows)]) + PAD
+                   for label in ("method", "scheme"))
+
+    def layout_for(self, m: Matrix) -> MatrixLayout:
+        """The most spelled-out layout in which all of ``m``'s columns fit the screen's width."""
+        cols = [(c.backend, c.target, c.show_target) for c in m.columns]
+        return matrix_layout(cols, self.fixed_width(m), self.size.width, m.compare)
+
+    def on_resize(self) -> None:
+        if self.matrix is None:
+            return
+        if self.layout_for(self.matrix) != self.fit:
+            self.show_matrix(self.matrix)
+        else:
+            self.show_headings(self.matrix)
+
     def show_matrix(self, m: Matrix) -> None:
         table = self.query_one(MatrixTable)
         table.loading = False
         keep = self.cursor_keys()
         self.matrix = m
+        self.fit = lay = self.layout_for(m)
         table.clear(columns=True)
+        table.header_height = 2 if lay.stacked and any(c.show_target for c in m.columns) else 1
         table.add_column("method", key="_method")
         table.add_column("scheme", key="_scheme")
         for col in m.columns:
-            table.add_column(col.label, key=col.key)
+            table.add_column(lay.header(col.backend, col.target, col.show_target), key=col.key)
         for row in m.rows:
             cells = [Text(row.method, style="bold"), Text(row.scheme)]
             for col in m.columns:
                 a, b = m.cell(row, col)
-                cells.append(cell_text(a, b, compare=m.compare, dim=not m.matches_level(row, col)))
+                cells.append(cell_text(a, b, compare=m.compare, dim=not m.matches_level(row, col), words=lay.words))
             table.add_row(*cells, key=row.key)
-        self.query_one("#title", Static).update(self.title_text(m))
+        self.show_headings(m)
         if m.rows and m.columns:
             r, c = 0, FIXED
             if keep is not None:
@@ -163,18 +188,32 @@ class MatrixScreen(QMScreen):
         else:
             self.query_one("#preview", Static).update("Nothing matches the filters (Esc clears the search).")
 
+    def show_headings(self, m: Matrix) -> None:
+        """The title (saying when columns lie beyond the right edge) and the legend, for the width."""
+        title = self.title_text(m)
+        cols = [(c.backend, c.target, c.show_target) for c in m.columns]
+        if self.fixed_width(m) + matrix_width(self.fit, cols, m.compare) > self.size.width - SCROLLBAR:
+            title.append("  → more columns", style="dim")
+        self.query_one("#title", Static).update(title)
+        legend_text = legend(compare=m.compare, compact=self.narrow)
+        if self.fit.short and (pairs := abbreviations(c.backend for c in m.columns)):
+            legend_text.append("\n").append_text(abbreviation_legend(pairs))
+        self.query_one("#legend", Static).update(legend_text)
+
     def title_text(self, m: Matrix) -> Text:
         layer = m.filters.layer
         if m.other is None:
             counts = m.counts()
-            out = Text.assemble((m.device.name, "bold"), f" · {layer} layers · {len(m.rows)} rows: ")
+            name, layers = (short_device_name(m.device), layer) if self.narrow else (m.device.name, f"{layer} layers")
+            out = Text.assemble((name, "bold"), f" · {layers} · {len(m.rows)} rows: ")
             for lv in Level:
                 out.append_text(level_text(lv, word=False))
                 out.append(f" {counts.get(lv, 0)}  ")
             return out
         diff = m.difference_count()
-        only = " (only those; x: all)" if m.filters.differences_only else ""
-        return Text.assemble("A ", (m.device.name, "bold"), " vs B ", (m.other.name, "bold"),
+        only = " (x: show all)" if m.filters.differences_only else ""
+        return Text.assemble("A ", (short_device_name(m.device), "bold"), " vs B ",
+                             (short_device_name(m.other), "bold"),
                              f" · {layer} · ", (f"{diff} cells differ", "bold magenta"), only)
 
     # ---- cursor and preview ----------------------------------------------------------------------
@@ -220,7 +259,7 @@ class MatrixScreen(QMScreen):
             return
         row, col = hit
         pair = m.cell(row, col)
-        lines = Text(no_wrap=True, overflow="ellipsis")  # one line per device, cut at the edge
+        lines = Text()  # in compare mode the CSS keeps one line per device (B never drops out of view)
         lines.append(sel.label, style="bold")
         devices: list[tuple[HardwareProfile, Verdict | None, str | None]] = [(m.device, pair[0], self.qm.device_id)]
         if m.other is not None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.cells import cell_len
+from rich.console import Group
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding, BindingType
@@ -16,6 +19,7 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Sta
 
 from quantmatch.verdict import Level
 
+from ..layout import PAD, SCROLLBAR, fit_columns, fit_flexible, short_name
 from ..messages import PlanFailed, PlanFinished
 from ..rendering import level_text
 from .base import QMScreen
@@ -23,13 +27,14 @@ from .base import QMScreen
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-__all__ = ["DEFAULT_MODEL", "PlanRequest", "PlanScreen", "workload_for_context"]
+__all__ = ["DEFAULT_MODEL", "PLAN_COLUMNS", "PlanRequest", "PlanScreen", "candidate_cells", "workload_for_context"]
 
 DEFAULT_MODEL = "llama-3.1-8b"
 TOLERANCES = (("chat (3%)", "chat"), ("code (1%)", "code"), ("reasoning (0.5%)", "reasoning"),
               ("2%", "2"), ("5%", "5"), ("10%", "10"))
 PROMPT, GEN = 512, 256
 _STATUS = {"ok": ("●", "green"), "over-tolerance": ("○", "yellow"), "nothing-fits": ("✕", "bold red")}
+REJECTION_COLUMNS = ("stage", "candidate", "reason")
 
 
 def workload_for_context(context: int | None) -> tuple[int, int, int | None]:
@@ -67,18 +72,57 @@ def _tps(x: float | None) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
-def _fits(gib: float, fits: bool | None) -> Text:
+def _fits(gib: float, fits: bool | None, digits: int = 2) -> Text:
     """``5.21 ✓`` (fits), ``81.3 ✕`` (does not), ``5.21 ?`` (unknown capacity): a mark, not only colour."""
     if fits is None:
-        return Text(f"{gib:.2f} ?")
-    return Text(f"{gib:.2f} ✓", style="green") if fits else Text(f"{gib:.2f} ✕", style="red")
+        return Text(f"{gib:.{digits}f} ?")
+    return Text(f"{gib:.{digits}f} ✓", style="green") if fits else Text(f"{gib:.{digits}f} ✕", style="red")
 
 
-def _level(level: str | None) -> Text:
+def _level(level: str | None, word: bool = True) -> Text:
     try:
-        return level_text(Level(level)) if level else Text("-")
+        return level_text(Level(level), word=word) if level else Text("-")
     except ValueError:
         return Text(level or "-")
+
+
+@dataclass(frozen=True)
+class PlanColumn:
+    """A column of the ranked plans: its header when every column fits and on a narrow screen, its
+    priority when not all fit (0 is kept first), and how the line under the table says a value whose
+    column was left out (``phrase``)."""
+
+    key: str
+    wide: str
+    narrow: str
+    priority: int
+    phrase: str = "{}"
+
+
+PLAN_COLUMNS = (
+    PlanColumn("rank", "#", "#", 7, "#{}"),
+    PlanColumn("scheme", "scheme", "scheme", 0),
+    PlanColumn("method", "method", "method", 1),
+    PlanColumn("runtime", "runtime", "runtime", 2, "on {}"),
+    PlanColumn("level", "level", "lvl", 6),
+    PlanColumn("gib", "GiB fit", "GiB", 4, "{} GiB"),
+    PlanColumn("decode", "decode tok/s", "tok/s", 3, "decode {} tok/s"),
+    PlanColumn("prefill", "prefill tok/s", "prefill", 8, "prefill {} tok/s"),
+    PlanColumn("dppl", "ΔPPL %", "ΔPPL%", 5, "ΔPPL% {}"),
+)
+
+
+def candidate_cells(c: Any, compact: bool = False) -> dict[str, Text]:
+    """One ranked plan's cells by column key; ``compact``: the level's symbol alone, short runtime
+    and method names, memory to 0.1 GiB."""
+    name = short_name if compact else str
+    q = c.quality
+    return {"rank": Text(str(c.rank)), "scheme": Text(c.scheme), "method": Text(name(c.method or "16-bit")),
+            "runtime": Text(f"{name(c.backend)}/{c.target}"), "level": _level(c.level, word=not compact),
+            "gib": _fits(c.memory.total_gib, c.memory.fits, 1 if compact else 2),
+            "decode": Text(_tps(c.decode.tokens_per_s), justify="right"),
+            "prefill": Text(_tps(c.prefill.tokens_per_s), justify="right"),
+            "dppl": Text(f"{q.delta_pct:.2f} {q.basis[:1]}")}
 
 
 class PlanTable(DataTable[Any]):
@@ -109,7 +153,7 @@ class PlanScreen(QMScreen):
     PlanScreen #tolerance { width: 1fr; max-width: 20; }
     PlanScreen #budget { width: 8; }
     PlanScreen #run { width: auto; min-width: 8; margin-left: 1; }
-    PlanScreen #plan-head { height: auto; max-height: 2; padding: 0 1; }
+    PlanScreen #plan-head { height: auto; max-height: 4; padding: 0 1; }
     PlanScreen #summary-scroll { padding: 0 1; }
     PlanScreen #results { height: 1fr; }
     PlanScreen #results TabPane { padding: 0; }
@@ -120,6 +164,10 @@ class PlanScreen(QMScreen):
         super().__init__()
         self.plan: Any = None
         self.request: PlanRequest | None = None
+        self.columns: tuple[str, ...] = ()
+        """The keys of the columns the ranked plans show (those of :data:`PLAN_COLUMNS` that fit)."""
+        self.compact = False
+        self._rejections_width = 0
         self._prefilled_device = ""
         self._shapes_requested = False
 
@@ -155,13 +203,8 @@ class PlanScreen(QMScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        cands = self.query_one("#candidates", DataTable)
-        for label in ("#", "scheme", "method", "runtime", "GiB fit", "decode tok/s", "level", "prefill tok/s",
-                      "ΔPPL %"):
-            cands.add_column(label, key=label)
-        rej = self.query_one("#rejections", DataTable)
-        for label in ("stage", "candidate", "reason"):
-            rej.add_column(label, key=label)
+        self.fill_candidates()
+        self.fill_rejections()
         self.query_one("#model", Select).focus()
 
     # ---- content ---------------------------------------------------------------------------------
@@ -265,21 +308,12 @@ class PlanScreen(QMScreen):
         sym, style = _STATUS.get(p.status, ("?", ""))
         head = Text.assemble((f"{p.model.name} on {p.device.name}: ", "bold"), (f"{sym} {p.status}", style),
                              (f" ({len(p.candidates)} plans, {len(p.rejections)} rejected)", "dim"))
-        head.no_wrap, head.overflow = True, "ellipsis"
-        if p.summary:
-            head.append(f"\n{p.summary[0]}")
-        self.query_one("#plan-head", Static).update(head)
+        # the first line of the summary wraps (the Summary tab has all of it)
+        self.query_one("#plan-head", Static).update(Group(head, Text(p.summary[0])) if p.summary else head)
+        self.fill_candidates(force=True)
         cands = self.query_one("#candidates", DataTable)
-        cands.clear()
-        for i, c in enumerate(p.candidates):
-            q = c.quality
-            cands.add_row(str(c.rank), c.scheme, c.method or "16-bit", f"{c.backend}/{c.target}",
-                          _fits(c.memory.total_gib, c.memory.fits), _tps(c.decode.tokens_per_s), _level(c.level),
-                          _tps(c.prefill.tokens_per_s), f"{q.delta_pct:.2f} {q.basis[:1]}", key=str(i))
-        rej = self.query_one("#rejections", DataTable)
-        rej.clear()
-        for i, r in enumerate(p.rejections):
-            rej.add_row(r.stage, f"{r.scheme} ({r.method or '16-bit'}, {r.backend}/{r.target})", r.reason, key=str(i))
+        cands.move_cursor(row=0)
+        self.fill_rejections()
         self.query_one("#plan-summary", Static).update(self.summary_text(p))
         tabs = self.query_one(TabbedContent)
         tabs.get_tab("tab-plans").label = f"Plans ({len(p.candidates)})"  # type: ignore[assignment]
@@ -287,6 +321,75 @@ class PlanScreen(QMScreen):
         tabs.active = "tab-plans"
         self.show_command(0)
         cands.focus()
+
+    def candidate_layout(self) -> tuple[bool, tuple[str, ...]]:
+        """(compact, column keys) for the ranked plans: every column spelled out when they fit the
+        screen, else compact cells and the columns of the best priority that fit."""
+        rows = [] if self.plan is None else self.plan.candidates
+        available = self.size.width - SCROLLBAR
+        widths: list[int] = []
+        for compact in (False, True):
+            cells = [candidate_cells(c, compact) for c in rows]
+            widths = [max([cell_len(col.narrow if compact else col.wide), *(r[col.key].cell_len for r in cells)])
+                      for col in PLAN_COLUMNS]
+            if sum(w + PAD for w in widths) <= available:
+                return compact, tuple(col.key for col in PLAN_COLUMNS)
+        keep = fit_columns(widths, [col.priority for col in PLAN_COLUMNS], available)
+        return True, tuple(col.key for col, k in zip(PLAN_COLUMNS, keep) if k)
+
+    def fill_candidates(self, force: bool = False) -> None:
+        """(Re)build the ranked plans' table for the screen's width."""
+        compact, keys = self.candidate_layout()
+        if not force and (compact, keys) == (self.compact, self.columns):
+            return
+        self.compact, self.columns = compact, keys
+        cands = self.query_one("#candidates", DataTable)
+        cursor = cands.cursor_row
+        cands.clear(columns=True)
+        for col in PLAN_COLUMNS:
+            if col.key in keys:
+                cands.add_column(col.narrow if compact else col.wide, key=col.key)
+        for i, c in enumerate([] if self.plan is None else self.plan.candidates):
+            cells = candidate_cells(c, compact)
+            cands.add_row(*(cells[k] for k in keys), key=str(i))
+        if cands.row_count:
+            cands.move_cursor(row=min(cursor, cands.row_count - 1))
+
+    def fill_rejections(self) -> None:
+        """The rejected candidates; a reason too long for the screen is cut (the line under the
+        table gives the highlighted one whole)."""
+        rej = self.query_one("#rejections", DataTable)
+        name = short_name if self.narrow else str
+        rows = [[Text(r.stage), Text(f"{r.scheme} ({name(r.method or '16-bit')}, {name(r.backend)}/{r.target})"),
+                 Text(r.reason)] for r in ([] if self.plan is None else self.plan.rejections)]
+        widths = [max([cell_len(h), *(row[i].cell_len for row in rows)]) for i, h in enumerate(REJECTION_COLUMNS)]
+        shown, reason_width = fit_flexible(widths, (2, 0, 1), 2, 24, self.size.width - SCROLLBAR)
+        self._rejections_width = self.size.width
+        cursor = rej.cursor_row
+        rej.clear(columns=True)
+        for header, keep in zip(REJECTION_COLUMNS, shown):
+            if keep:
+                rej.add_column(header, key=header)
+        for i, row in enumerate(rows):
+            row[2].truncate(reason_width, overflow="ellipsis")
+            rej.add_row(*(c for c, keep in zip(row, shown) if keep), key=str(i))
+        if rej.row_count:
+            rej.move_cursor(row=min(cursor, rej.row_count - 1))
+
+    def on_resize(self) -> None:
+        self.fill_candidates()
+        if self.size.width != self._rejections_width:
+            self.fill_rejections()
+
+    def dropped(self, c: Any) -> Text:
+        """The highlighted plan's figures whose columns did not fit (``● native, prefill 14,096 tok/s``)."""
+        cells = candidate_cells(c)
+        parts = []
+        for col in PLAN_COLUMNS:
+            if col.key not in self.columns and col.key != "rank":
+                before, _, after = col.phrase.partition("{}")
+                parts.append(Text.assemble(before, cells[col.key], after))
+        return Text(", ").join(parts)
 
     def summary_text(self, p: Any) -> Text:
         """The planner's summary in words, its notes, the inputs, the top job and the CLI equivalent."""
@@ -319,15 +422,47 @@ class PlanScreen(QMScreen):
         line = self.query_one("#plan-command", Static)
         if c is None:
             line.update("")
-        elif c.command:
-            line.update(Text.assemble((f"Run #{c.rank}: ", "bold"), c.command, ("   y copies it", "dim")))
+            return
+        extra = self.dropped(c)
+        if extra:
+            extra = Text.assemble(" (", extra, ")")
+        if c.command:
+            line.update(Text.assemble((f"Run #{c.rank}", "bold"), extra, (": ", "bold"), c.command,
+                                      ("   y copies it", "dim")))
         else:
-            line.update(Text.assemble((f"#{c.rank}: ", "bold"),
+            line.update(Text.assemble((f"#{c.rank}", "bold"), extra, (": ", "bold"),
                                       f"nothing to quantize: serve the {c.scheme} checkpoint with {c.backend}"))
+
+    def show_rejection(self, index: int) -> None:
+        """The highlighted rejection whole: the candidate, the stage that refused it, and why."""
+        line = self.query_one("#plan-command", Static)
+        if self.plan is None or not (0 <= index < len(self.plan.rejections)):
+            line.update("")
+            return
+        r = self.plan.rejections[index]
+        line.update(Text.assemble((f"{r.scheme} ({r.method or '16-bit'}, {r.backend}/{r.target})", "bold"),
+                                  f" rejected at {r.stage}: {r.reason}"))
+
+    def _rejected_tab(self) -> bool:
+        return self.query_one(TabbedContent).active == "tab-rejected"
 
     @on(DataTable.RowHighlighted, "#candidates")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.show_command(event.cursor_row)
+        if not self._rejected_tab():
+            self.show_command(event.cursor_row)
+
+    @on(DataTable.RowHighlighted, "#rejections")
+    def _rejection_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self._rejected_tab():
+            self.show_rejection(event.cursor_row)
+
+    @on(TabbedContent.TabActivated, "#results")
+    def _tab(self, event: TabbedContent.TabActivated) -> None:
+        """The line under the results follows the tab: the rejection on Rejected, else the plan's command."""
+        if event.pane.id == "tab-rejected":
+            self.show_rejection(self.query_one("#rejections", DataTable).cursor_row)
+        else:
+            self.show_command(self.query_one("#candidates", DataTable).cursor_row)
 
     @on(DataTable.RowSelected, "#candidates")
     def _selected(self) -> None:

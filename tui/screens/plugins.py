@@ -3,15 +3,18 @@ with their errors."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Static
 
+from ..layout import SCROLLBAR, fit_flexible
 from ..rendering import contribution_summary, plugin_detail, status_text
 from .base import QMScreen
 
@@ -23,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["PluginsScreen", "short_name"]
 
 _ORDER = {"broken": 0, "blocked": 1, "ok": 2}
+PLUGIN_COLUMNS = ("plugin", "version", "status", "contributed")
+_RAISED = re.compile(r"^\w+ raised (?=\w+: )")
+"""``register_backends raised `` in front of an error: the table keeps the exception (the detail has all)."""
 
 
 def short_name(p: PluginInfo) -> str:
@@ -50,6 +56,7 @@ class PluginsScreen(QMScreen):
     def __init__(self) -> None:
         super().__init__()
         self._infos: dict[str, PluginInfo] = {}
+        self._fitted_width = 0
 
     def compose(self) -> ComposeResult:
         yield self.nav()
@@ -62,10 +69,14 @@ class PluginsScreen(QMScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#plugins", DataTable)
-        for label in ("plugin", "version", "status", "contributed"):
-            table.add_column(label, key=label)
-        table.focus()
+        self.query_one("#plugins", DataTable).focus()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._refit)  # once the table has its new size
+
+    def _refit(self) -> None:
+        if self.registry is not None and self.query_one("#plugins", DataTable).size.width != self._fitted_width:
+            self.fill()
 
     def state_key(self) -> Hashable:
         return self.registry is not None
@@ -87,28 +98,48 @@ class PluginsScreen(QMScreen):
         query = self.query_one("#search", Input).value.lower().split()
         infos = sorted(self.registry.host.plugins.values(), key=lambda p: (_ORDER.get(p.status, 3), p.builtin))
         table = self.query_one("#plugins", DataTable)
-        table.clear()
+        highlighted = self.highlighted()
         self._infos = {}
+        rows: list[list[Text]] = []
         for p in infos:
             hay = " ".join([p.name, p.distribution, p.status, *p.contributed, *p.errors]).lower()
             if not all(t in hay for t in query):
                 continue
             self._infos[p.name] = p
-            contributed = contribution_summary(p.contributed)
-            if p.errors:
-                contributed = f"error: {p.errors[0]}"
-            table.add_row(short_name(p), f"{p.distribution} {p.version}", status_text(p.status),
-                          Text(contributed, style="red" if p.errors else ""), key=p.name)
+            contributed = Text(f"error: {_RAISED.sub('', p.errors[0])}", style="red") if p.errors else \
+                Text(contribution_summary(p.contributed))
+            rows.append([Text(short_name(p)), Text(f"{p.distribution} {p.version}"), status_text(p.status),
+                         contributed])
+        # the contributions give way first (cut, the detail below has them whole), then the version goes
+        self._fitted_width = table.size.width
+        widths = [max([cell_len(h), *(r[i].cell_len for r in rows)]) for i, h in enumerate(PLUGIN_COLUMNS)]
+        shown, last_width = fit_flexible(widths, (0, 3, 1, 2), 3, 24, (table.size.width or 999) - SCROLLBAR)
+        table.clear(columns=True)
+        for header, keep in zip(PLUGIN_COLUMNS, shown):
+            if keep:
+                table.add_column(header, key=header)
+        for name, row in zip(self._infos, rows):
+            row[3].truncate(last_width, overflow="ellipsis")
+            table.add_row(*(c for c, keep in zip(row, shown) if keep), key=name)
         if self._infos:
-            table.move_cursor(row=0)
-            self.show(next(iter(self._infos)))
+            names = list(self._infos)
+            table.move_cursor(row=names.index(highlighted) if highlighted in names else 0)
+            self.show(names[table.cursor_row])
         else:
             self.query_one("#plugin-detail-body", Static).update("No plugin matches the search.")
 
+    def highlighted(self) -> str | None:
+        table = self.query_one("#plugins", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
     def show(self, name: str) -> None:
         p = self._infos.get(name)
-        if p is not None:
-            self.query_one("#plugin-detail-body", Static).update(plugin_detail(p))
+        if p is not None and self.registry is not None:
+            rows = [(backend, cap) for backend, items in self.registry.host.refinements.items()
+                    for cap, prov in items if prov.plugin == p.name]
+            self.query_one("#plugin-detail-body", Static).update(plugin_detail(p, rows))
 
     @on(DataTable.RowHighlighted, "#plugins")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

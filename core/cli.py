@@ -263,6 +263,27 @@ def _bad_input_types() -> tuple[type[Exception], ...]:
     return (ArtifactError, OutputExistsError, CalibrationError, LayerwiseError, ModelSourceError, QuantizeError)
 
 
+_OWN_FLAGS = {"preset": "--preset", "rules": "--rule", "calibration": "--calib/--samples/--seq-len",
+              "seed": "--seed", "force": "--force", "progress": "(always on)", "model": "MODEL",
+              "method": "--method", "scheme": "--scheme", "out": "--out"}
+
+
+def _method_options(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a value is read as JSON when it parses (``0.05``, ``false``, ``[]``), else as text."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"--option {item!r}: expected KEY=VALUE, for example --option damp=0.05")
+        if key.strip() in _OWN_FLAGS:
+            raise UsageError(f"--option {key.strip()}: set it with its own flag ({_OWN_FLAGS[key.strip()]})")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -275,6 +296,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     bad_input = _bad_input_types()
     try:
         calibration = CalibrationSpec(args.calib, args.samples, args.seq_len, args.seed)
+        options = _method_options(args.option or ())
         if not args.dry_run:
             check_output(args.out, args.force)
         plan = plan_quantization(args.model, args.method, args.scheme, args.preset, args.rule or ())
@@ -290,7 +312,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         with qr.progress_bar(not args.json) as progress:
             result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
                               rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
-                              progress=progress)
+                              progress=progress, **options)
     except bad_input as e:
         raise UsageError(str(e)) from e
     if args.json:
@@ -483,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", type=int, default=16, help="calibration samples (default 16)")
     sp.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     sp.add_argument("--seed", type=int, default=0, help="seed for calibration sampling (default 0)")
+    sp.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="a method option, repeatable; JSON values: gptq damp=0.05 act_order=false shrink=0, "
+                         "smoothquant alpha=0.5 'dynamic_layers=[]', hqq axis=0 (see docs/api.md)")
     sp.add_argument("--force", action="store_true", help="replace an existing --out")
     sp.add_argument("--dry-run", action="store_true", help="run the checks and show the layer plan only")
     sp.add_argument("--json", action="store_true", help="machine-readable output")

@@ -158,8 +158,45 @@ def test_cli_quantizes_with_progress_per_block(tiny_llama_dir: Path, tmp_path: P
     assert "group size 128 does not divide" in capsys.readouterr().err
 
 
+def test_cli_passes_method_options(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from quantmatch.cli import main
+
+    out = tmp_path / "sq"
+    base = ["quantize", str(tiny_llama_dir), "--method", "smoothquant", "--scheme", "w8a8-int8-static",
+            "--samples", "2", "--seq-len", "16"]
+    assert main([*base, "--out", str(out), "--option", "dynamic_layers=[]", "--option", "alpha=0.5", "--json"]) == 0
+    details = json.loads(capsys.readouterr().out)["result"]["manifest"]["details"]["smoothquant"]
+    assert details["alpha"] == 0.5 and details["dynamic_layers"] == [] and details["static_layers"] == 14
+    assert main([*base, "--out", str(tmp_path / "x"), "--option", "damp"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "y"), "--option", "seed=3"]) == 2
+    assert "--seed" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 def test_model_copy_is_untouched_by_attach() -> None:
     model = outlier_llama()
     before = copy.deepcopy(model.state_dict())
     attach(copy.deepcopy(model), _quantized(model, IntGrid(4, 32, True)))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_static_checkpoint_with_per_token_down_proj_reloads(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from quantmatch.algorithms.int8_runtime import convert_to_int8
+
+    model = outlier_llama()
+    weights = _quantized(model, IntGrid(8, 0, True))
+    scales = {n: static_activation_scale(torch.tensor(4.0)) for n in weights if "down_proj" not in n}
+    attach(model, weights, "static", scales)
+    ref = logits(model, token_batch(2, 16, 5))
+    save_compressed(model, tmp_path)
+    groups = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["config_groups"]
+    kinds = sorted((len(g["targets"]), g["input_activations"]["strategy"], g["input_activations"]["dynamic"])
+                   for g in groups.values())
+    assert kinds == [(2, "token", True), (12, "tensor", False)]
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float32).eval()
+    torch.testing.assert_close(logits(reloaded, token_batch(2, 16, 5)), ref, rtol=0, atol=1e-5)
+    assert convert_to_int8(reloaded) == 14
+    torch.testing.assert_close(logits(reloaded, token_batch(2, 16, 5)), ref, rtol=1e-3, atol=1e-3)

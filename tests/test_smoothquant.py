@@ -77,8 +77,13 @@ def test_static_scales_cover_the_calibration_range() -> None:
     model = outlier_llama()
     res = smoothquant_model(copy.deepcopy(model), token_batch(8, 16, 1), lambda n: n != "lm_head",
                             SmoothQuantConfig(static=True))
-    assert len(res.input_scales) == 14 and all(float(s) > 0 for s in res.input_scales.values())
+    # down_proj (the SwiGLU product) keeps per-token activations by default: 2 blocks x 6 static layers
+    assert len(res.input_scales) == 12 and all(float(s) > 0 for s in res.input_scales.values())
+    assert not any("down_proj" in n for n in res.input_scales) and len(res.weights) == 14
     assert all(w.grid.bits == 8 and w.zero_point is None and w.scale.shape[1] == 1 for w in res.weights.values())
+    every = smoothquant_model(copy.deepcopy(model), token_batch(8, 16, 1), lambda n: n != "lm_head",
+                              SmoothQuantConfig(static=True, dynamic_layers=()))
+    assert len(every.input_scales) == 14
 
 
 # ---- int8 execution --------------------------------------------------------------------------------

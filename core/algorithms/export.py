@@ -81,7 +81,8 @@ def attach(model: nn.Module, weights: Mapping[str, QuantizedWeight], activations
 
     ``weights`` maps full module names to their quantized weights, which are copied into the layers.
     ``activations`` is ``None`` (weight-only), ``dynamic`` (int8 per token) or ``static`` (int8 per
-    tensor, scales from ``input_scales``). Linear layers not in ``weights`` are listed as ignored.
+    tensor, scales from ``input_scales``; a quantized layer without one falls back to per-token
+    dynamic activations). Linear layers not in ``weights`` are listed as ignored.
     """
     from compressed_tensors.quantization import (
         QuantizationConfig,
@@ -93,16 +94,21 @@ def attach(model: nn.Module, weights: Mapping[str, QuantizedWeight], activations
     if activations not in ACTIVATION_MODES:
         raise ValueError(f"activations must be one of {ACTIVATION_MODES}, not {activations!r}")
     if activations == "static" and not input_scales:
-        raise ValueError("static activations need input_scales for every quantized layer")
-    by_grid: dict[IntGrid, list[str]] = defaultdict(list)
+        raise ValueError("static activations need input_scales (a layer without one runs per-token dynamic)")
+    scales = input_scales or {}
+
+    def mode(name: str) -> str | None:
+        return "dynamic" if activations == "static" and name not in scales else activations
+
+    by_kind: dict[tuple[IntGrid, str | None], list[str]] = defaultdict(list)
     for name, qw in weights.items():
-        by_grid[qw.grid].append(name)
-    single = len(by_grid) == 1
+        by_kind[(qw.grid, mode(name))].append(name)
+    single = len(by_kind) == 1
     groups = {}
-    for i, (grid, names) in enumerate(sorted(by_grid.items(), key=lambda kv: -len(kv[1]))):
+    for i, ((grid, act), names) in enumerate(sorted(by_kind.items(), key=lambda kv: -len(kv[1]))):
         groups[f"group_{i}"] = QuantizationScheme(
             targets=["Linear"] if single else sorted(names), weights=quantization_args(grid),
-            input_activations=_activation_args(activations) if activations else None)
+            input_activations=_activation_args(act) if act else None)
     ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in weights)
     config = QuantizationConfig(config_groups=groups, ignore=ignore, quantization_status=QuantizationStatus.FROZEN)
     apply_quantization_config(model, config, show_progress=False)
@@ -112,8 +118,8 @@ def attach(model: nn.Module, weights: Mapping[str, QuantizedWeight], activations
         mod.weight_scale.copy_(qw.scale.reshape(mod.weight_scale.shape))
         if qw.zero_point is not None:
             mod.weight_zero_point.copy_(qw.zero_point.reshape(mod.weight_zero_point.shape))
-        if activations == "static" and input_scales is not None:
-            mod.input_scale.copy_(input_scales[name].reshape(mod.input_scale.shape))
+        if mode(name) == "static":
+            mod.input_scale.copy_(scales[name].reshape(mod.input_scale.shape))
     return config
 
 

@@ -10,10 +10,18 @@ every linear gets int8 weights (symmetric, per output channel) and int8 activati
 dynamic scales, or one static per-tensor scale from the calibration tokens seen by the smoothed,
 weight-quantized block (``max|X| / 127.5``, optionally clipped where that lowers the output error).
 Smoothing off gives the naive W8A8 baseline.
+
+Static scales have one exception by default: layers matching ``dynamic_layers`` (``down_proj``) keep
+per-token dynamic activations. Their input is the SwiGLU product, whose rare huge values (the
+"massive activations" of Sun et al., 2024, https://arxiv.org/abs/2402.17762) a single calibrated
+scale either clips or covers with a step too coarse for every other token: on SmolLM2-135M, static
+``down_proj`` scales cost +15% perplexity, per-token ones +0.4% (docs/benchmarks.md, "Methods II").
+``dynamic_layers=()`` makes every layer static.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +57,8 @@ class SmoothQuantConfig:
     ``sample_tokens`` calibration tokens. ``smooth``: fold scales at all (off: naive W8A8).
     ``static``: calibrate static per-tensor activation scales (else per-token dynamic at run time);
     with ``clip`` each static scale is the clipped range (from ``clip_ratios``) with the smallest
-    output error instead of the full ``max|X|``.
+    output error instead of the full ``max|X|``. With ``static``, layers matching a pattern of
+    ``dynamic_layers`` (names relative to the block, fnmatch) keep per-token dynamic activations.
     """
 
     alpha: float | None = None
@@ -59,11 +68,17 @@ class SmoothQuantConfig:
     clip: bool = False
     clip_ratios: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
     sample_tokens: int = 2048
+    dynamic_layers: tuple[str, ...] = ("mlp.down_proj",)
+
+    def is_static(self, name: str) -> bool:
+        """Whether the block's layer ``name`` gets a static input scale."""
+        return self.static and not any(fnmatch.fnmatchcase(name, p) for p in self.dynamic_layers)
 
 
 @dataclass
 class SmoothQuantResult:
-    """Quantized weights and, for static activations, each layer's input scale; by module name.
+    """Quantized weights and, for static activations, each layer's input scale (layers without one run
+    per-token dynamic activations); by module name.
 
     ``smoothing`` holds the folded factors by ``prev`` op, ``alphas`` the strength chosen for each.
     """
@@ -156,7 +171,8 @@ def smooth_block(block: nn.Module, batches: list[BlockBatch], config: SmoothQuan
         stats = seen[g.linears[0]]
         candidates = (config.alpha,) if config.alpha is not None else config.alphas
         alpha = min(candidates, key=lambda a: _w8a8_error(stats.rows, stats.absmax, weights,
-                                                          _smoothing(stats.absmax, w_max, a), config.static))
+                                                          _smoothing(stats.absmax, w_max, a),
+                                                          config.is_static(g.linears[0])))
         s = _smoothing(stats.absmax, w_max, alpha)
         fold_scales(block, g, s)
         factors[g.prev], strengths[g.prev] = s, alpha
@@ -189,9 +205,10 @@ def smoothquant_block(block: nn.Module, batches: list[BlockBatch], names: list[s
     lins = linear_modules(block)
     for n in names:
         res.weights[n] = store(lins[n], rtn(lins[n].weight, W8))
-    if config.static:
-        seen = _collect(block, batches, names, config.sample_tokens, outputs)
-        res.input_scales = {n: _static_scale(seen[n], lins[n].weight, config) for n in names}
+    static = [n for n in names if config.is_static(n)]
+    if static:
+        seen = _collect(block, batches, static, config.sample_tokens, outputs)
+        res.input_scales = {n: _static_scale(seen[n], lins[n].weight, config) for n in static}
     return res
 
 

@@ -18,7 +18,7 @@ from quantmatch.quantizer import Quantizer, SchemeSupport
 from quantmatch.scheme import Scheme, parse_scheme
 
 from ._compressed import DENSE_LLAMA, CompressedArtifact, Quantized, load_compressed, quantize_with
-from .smoothquant import smoothquant_algorithm
+from .smoothquant import dynamic_layer_patterns, smoothquant_algorithm
 
 __all__ = ["RTNQuantizer"]
 
@@ -62,7 +62,8 @@ class RTNQuantizer(Quantizer):
             raise NotImplementedError(f"rtn quantizes integer weights with int8 or float activations; {s} is "
                                       "judged by the registry but not produced by this version")
         if s.activation_type == "int8" and s.static_activations:
-            run = smoothquant_algorithm(static=True, smooth=False, batch_size=int(opts.get("batch_size", 8)))
+            run = smoothquant_algorithm(static=True, smooth=False, batch_size=int(opts.get("batch_size", 8)),
+                                        dynamic_layers=dynamic_layer_patterns(opts.get("dynamic_layers")))
             return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
                                  check=self.check)
         activations = "dynamic" if s.activation_type == "int8" else None

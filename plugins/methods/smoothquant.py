@@ -24,24 +24,38 @@ __all__ = ["SmoothQuantQuantizer", "smoothquant_algorithm"]
 
 
 def smoothquant_algorithm(static: bool, alpha: float | None = None, smooth: bool = True, clip: bool = False,
-                          batch_size: int = 8) -> Any:
-    """The W8A8 algorithm for :func:`~._compressed.quantize_with`; ``smooth=False`` is naive W8A8."""
+                          batch_size: int = 8, dynamic_layers: tuple[str, ...] | None = None) -> Any:
+    """The W8A8 algorithm for :func:`~._compressed.quantize_with`; ``smooth=False`` is naive W8A8.
+    ``dynamic_layers`` (default: ``down_proj``) keep per-token activations under a static scheme."""
     from quantmatch.algorithms.smoothquant import SmoothQuantConfig, smoothquant_model
 
     config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip)
+    if dynamic_layers is not None:
+        config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip,
+                                   dynamic_layers=tuple(dynamic_layers))
 
     def run(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
         res = smoothquant_model(hf_model, samples, lambda n: grid_for(n) is not None, config,
                                 batch_size=batch_size, progress=progress)
         chosen = sorted(res.alphas.values())
         summary = {"alpha": config.alpha if config.alpha is not None else "searched", "smooth": smooth,
-                   "static": static, "clip": clip}
+                   "static": static, "clip": clip,
+                   "dynamic_layers": list(config.dynamic_layers) if static else [],
+                   "static_layers": len(res.input_scales)}
         if chosen:
             summary["alpha_chosen"] = {"min": chosen[0], "median": chosen[len(chosen) // 2], "max": chosen[-1]}
         return Quantized(res.weights, "static" if static else "dynamic", res.input_scales,
                          details={"smoothquant": summary})
 
     return run
+
+
+def dynamic_layer_patterns(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(p for p in value.split(",") if p)
+    return tuple(str(p) for p in value)
 
 
 class SmoothQuantQuantizer(Quantizer):
@@ -73,7 +87,9 @@ class SmoothQuantQuantizer(Quantizer):
         ``options`` (or keyword arguments): those of
         :func:`~quantmatch.plugins.methods._compressed.quantize_with`, plus ``alpha`` (migration
         strength; default: searched per scale group among 0.3-0.95), ``smooth`` (False gives naive
-        W8A8), ``clip`` (static scales from a clipped range where that lowers the error; default off)
+        W8A8), ``clip`` (static scales from a clipped range where that lowers the error; default off),
+        ``dynamic_layers`` (with ``-static``: layer-name patterns relative to a decoder block that keep
+        per-token dynamic activations; default ``["mlp.down_proj"]``, ``[]`` makes every layer static)
         and ``batch_size`` (8).
         """
         opts = {**(options or {}), **more}
@@ -81,7 +97,7 @@ class SmoothQuantQuantizer(Quantizer):
         alpha = opts.get("alpha")
         run = smoothquant_algorithm(s.static_activations, None if alpha is None else float(alpha),
                                     bool(opts.get("smooth", True)), bool(opts.get("clip", False)),
-                                    int(opts.get("batch_size", 8)))
+                                    int(opts.get("batch_size", 8)), dynamic_layer_patterns(opts.get("dynamic_layers")))
         return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
                              check=self.check)
 

@@ -60,7 +60,7 @@ class PlanRequest:
                 "tolerance": self.tolerance, "memory_budget": self.memory_budget}
 
     def cli(self) -> str:
-        budget = f" --memory-budget {self.memory_budget:g}" if self.memory_budget else ""
+        budget = f" --memory-budget {self.memory_budget:g}GiB" if self.memory_budget else ""
         ctx = f" --context {self.context}" if self.context else ""
         return (f"quantmatch plan {self.model} --device {self.device} --batch {self.batch}{ctx} "
                 f"--tolerance {self.tolerance}{budget}")

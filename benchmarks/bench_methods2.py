@@ -45,12 +45,15 @@ RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "sq-w8a8-static": ("smoothquant", "w8a8-int8-static", {}),
     "naive-w8a8-dynamic": ("rtn", "w8a8-int8", {}),
     "sq-w8a8-dynamic": ("smoothquant", "w8a8-int8", {}),
-    "gptq-w4g64-damp0.01": ("gptq", "w4a16-g64", {"damp": 0.01}),
-    "gptq-w4g64-damp0.1": ("gptq", "w4a16-g64", {"damp": 0.1}),
+    "gptq-w4g64-textbook": ("gptq", "w4a16-g64", {"shrink": 0.0}),
+    "sq-w8a8-static-all": ("smoothquant", "w8a8-int8-static", {"dynamic_layers": []}),
     "gptq-w4g64-wikicalib": ("gptq", "w4a16-g64", {"heldout_calibration": True}),
+    "gptq-w4g64-textbook-wikicalib": ("gptq", "w4a16-g64", {"shrink": 0.0, "heldout_calibration": True}),
 }
 """label -> (method, scheme, extra options). RTN runs are the same grids as the calibrated runs.
-``heldout_calibration`` calibrates on WikiText itself instead of tiny-shakespeare (a diagnostic)."""
+``textbook`` is GPTQ without the Hessian shrinkage (what llm-compressor runs); ``-all`` makes every
+SmoothQuant layer static (down_proj included); ``heldout_calibration`` calibrates on WikiText itself
+instead of tiny-shakespeare (a diagnostic: in-domain calibration)."""
 
 HELDOUT_FROM = 200_000
 """The WikiText test text from this character on (the evaluated first 20,000 tokens end near character
@@ -64,9 +67,12 @@ def _heldout_text(work: Path) -> Path:
         path.write_text(EVAL.read_text(encoding="utf-8")[HELDOUT_FROM:], encoding="utf-8")
     return path
 
-ANCHORS = {"gptq-w4g64": "gptq-w4g64", "gptq-w3g64": "gptq-w3g64", "sq-w8a8-static": "sq-w8a8-static",
+ANCHORS = {"gptq-w4g64-textbook": "gptq-w4g64", "gptq-w4g64": "gptq-w4g64", "gptq-w3g64": "gptq-w3g64",
+           "sq-w8a8-static-all": "sq-w8a8-static", "sq-w8a8-static": "sq-w8a8-static",
            "sq-w8a8-dynamic": "sq-w8a8-dynamic", "awq-w4g64": "awq-w4g64"}
-"""Our run label -> llm-compressor recipe of benchmarks/llmcompressor_anchor.py (same scheme)."""
+"""Our run label -> llm-compressor recipe of benchmarks/llmcompressor_anchor.py (same scheme; its GPTQ is
+textbook GPTQ and its static SmoothQuant makes every layer static, so ``-textbook`` and ``-all`` are the
+like-for-like rows). ``--anchors`` takes recipe names; their results are stored as ``llmc:RECIPE``."""
 
 
 def _rss_now() -> int:
@@ -219,16 +225,16 @@ def _write_samples(path: Path, samples: int, seq_len: int) -> Path:
     return path
 
 
-def run_anchor(label: str, args: argparse.Namespace, common: list[str]) -> dict[str, Any]:
-    """llm-compressor's run of ``label`` in its own venv, then our evaluation of its checkpoint."""
+def run_anchor(recipe: str, args: argparse.Namespace, common: list[str]) -> dict[str, Any]:
+    """llm-compressor's run of ``recipe`` in its own venv, then our evaluation of its checkpoint."""
     from quantmatch.algorithms.export import mark_packed_zero_points
     from quantmatch.models import resolve_model
 
     samples = _write_samples(args.work / f"samples-{args.samples}x{args.seq_len}.safetensors", args.samples,
                              args.seq_len)
-    out = args.work / f"llmc-{label}"
+    out = args.work / f"llmc-{recipe}"
     cmd = [str(args.llmc_python), str(REPO / "benchmarks" / "llmcompressor_anchor.py"), "--model",
-           str(resolve_model("smollm2-135m").hf_dir), "--samples", str(samples), "--recipe", ANCHORS[label],
+           str(resolve_model("smollm2-135m").hf_dir), "--samples", str(samples), "--recipe", recipe,
            "--out", str(out), "--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -236,9 +242,20 @@ def run_anchor(label: str, args: argparse.Namespace, common: list[str]) -> dict[
     res["command"] = " ".join(cmd)
     if "error" not in res:
         mark_packed_zero_points(out)  # transformers 5 + compressed-tensors 0.20 cannot load packed zero points
-        w8a8 = label.startswith("sq")
+        w8a8 = recipe.startswith("sq")
         res.update(_child(["--worker", "eval", str(out), *(["int8"] if w8a8 else []), *common]))
     return res
+
+
+def _machine(args: argparse.Namespace) -> dict[str, Any]:
+    import platform
+
+    import cpuinfo  # py-cpuinfo, a dependency of quantmatch
+
+    return {"cpu": cpuinfo.get_cpu_info().get("brand_raw", platform.processor()), "cores": os.cpu_count(),
+            "threads": args.threads, "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+            "calibration": f"{args.samples}x{args.seq_len} tiny-shakespeare", "eval_tokens": args.eval_tokens,
+            "command": "python " + " ".join(sys.argv)}
 
 
 def _save(results: dict[str, Any], path: Path) -> None:
@@ -252,7 +269,7 @@ def anchor_table(results: dict[str, Any]) -> str:
     lines = ["| scheme | quantmatch ppl | llm-compressor ppl | ppl ratio | quantmatch wall s | llm-compressor wall s |"
              " quantmatch peak RSS MiB | llm-compressor peak RSS MiB |", "|---|---|---|---|---|---|---|---|"]
     for label in ANCHORS:
-        ours, theirs = results.get(label, {}), results.get(f"llmc:{label}", {})
+        ours, theirs = results.get(label, {}), results.get(f"llmc:{ANCHORS[label]}", {})
         if not ours or not theirs:
             continue
         if "error" in theirs:
@@ -292,8 +309,8 @@ def main() -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 baseline evaluation")
     ap.add_argument("--int8-speed-only", type=Path, help="only time this W8A8 checkpoint against fp32")
-    ap.add_argument("--anchors", default="", help="comma-separated labels to run with llm-compressor too "
-                                                   f"({', '.join(ANCHORS)})")
+    ap.add_argument("--anchors", default="", help="comma-separated llm-compressor recipes to run "
+                                                   f"({', '.join(sorted(set(ANCHORS.values())))})")
     ap.add_argument("--llmc-python", type=Path, default=Path("/tmp/llmc/bin/python"),
                     help="python of llm-compressor's venv (benchmarks/llmcompressor_venv.sh makes it)")
     args = ap.parse_args()
@@ -315,6 +332,7 @@ def main() -> int:
         _save({"int8_speed": res}, args.results)
         return 0
     results: dict[str, Any] = {}
+    _save({"machine": _machine(args)}, args.results)
     if not args.no_fp32 and args.runs.strip():
         from quantmatch.models import resolve_model
 
@@ -330,10 +348,10 @@ def main() -> int:
         results[label] = q
         print(label, q, flush=True)
         _save({label: q}, args.results)
-    for label in [r for r in args.anchors.split(",") if r]:
-        results[f"llmc:{label}"] = run_anchor(label, args, common)
-        print(f"llmc:{label}", results[f"llmc:{label}"], flush=True)
-        _save({f"llmc:{label}": results[f"llmc:{label}"]}, args.results)
+    for recipe in [r for r in args.anchors.split(",") if r]:
+        results[f"llmc:{recipe}"] = run_anchor(recipe, args, common)
+        print(f"llmc:{recipe}", results[f"llmc:{recipe}"], flush=True)
+        _save({f"llmc:{recipe}": results[f"llmc:{recipe}"]}, args.results)
     if "sq-w8a8-static" in results and "error" not in results["sq-w8a8-static"]:
         results["int8_speed"] = _child(["--worker", "speed", str(args.work / "sq-w8a8-static"), *common])
         print("int8_speed", results["int8_speed"], flush=True)

@@ -12,25 +12,14 @@ where the bug is fixed), ``=0`` turns it off on any CPU.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
 
+from quantmatch.hostcpu import cpu_flags
+
 __all__ = ["extra_buffer_types_enabled", "model_params", "safe_model_defaults"]
-
-
-@functools.cache
-def _cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_int8" in line.split() or "amx_tile" in line.split()
-    except OSError:
-        pass
-    return False
 
 
 def extra_buffer_types_enabled() -> bool:
@@ -38,7 +27,7 @@ def extra_buffer_types_enabled() -> bool:
     env = os.environ.get("QUANTMATCH_LLAMA_EXTRA_BUFTS", "").strip()
     if env in ("0", "1"):
         return env == "1"
-    return not _cpu_has_amx()
+    return not cpu_flags() & {"amx_int8", "amx_tile"}
 
 
 def model_params(llama_cpp: Any) -> Any:

@@ -41,7 +41,7 @@ from .rtn import (
 )
 from .scaling import fold_scales, llama_scale_groups
 
-__all__ = ["W8", "SmoothQuantConfig", "SmoothQuantResult", "smooth_block", "smoothquant_block",
+__all__ = ["W8", "SmoothQuantConfig", "SmoothQuantResult", "smooth_block", "smooth_model", "smoothquant_block",
            "smoothquant_model"]
 
 W8 = IntGrid(8, 0, True)
@@ -236,3 +236,20 @@ def smoothquant_model(model: nn.Module, samples: Tensor, include: Callable[[str]
 
     run_blockwise(model, samples, process, batch_size=batch_size, progress=progress)
     return total
+
+
+@torch.no_grad()
+def smooth_model(model: nn.Module, samples: Tensor, config: SmoothQuantConfig = SmoothQuantConfig(static=True), *,
+                 batch_size: int = 8, progress: ProgressFn | None = None) -> dict[str, float]:
+    """Fold SmoothQuant factors into every decoder block (in place) and quantize nothing: for runtimes
+    that quantize the smoothed float model themselves (ONNX Runtime). Returns the strength chosen per
+    ``prev`` op (full names); ``config.static`` picks the error the strength search minimises."""
+    prefix = blocks_prefix(model)
+    alphas: dict[str, float] = {}
+
+    def process(index: int, block: nn.Module, batches: list[BlockBatch]) -> None:
+        _, chosen = smooth_block(block, batches, config)
+        alphas.update({f"{prefix}.{index}.{k}": v for k, v in chosen.items()})
+
+    run_blockwise(model, samples, process, batch_size=batch_size, progress=progress)
+    return alphas

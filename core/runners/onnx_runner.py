@@ -4,17 +4,23 @@
 (``model.onnx``), the source's config and tokenizer files, and the ``quantmatch.json`` manifest.
 The scheme picks onnxruntime's tool (:data:`RECIPES`):
 
-- ``w8a8-int8``: ``quantize_dynamic`` (int8 per-channel weights, activations quantized per call):
-  ``DynamicQuantizeLinear`` + ``MatMulInteger`` (fused to ``DynamicQuantizeMatMul`` at load);
-- ``w8a8-int8-static``: SmoothQuant (alpha 0.5, activation maxima from the calibration text folded
-  into the RMSNorm weights and the following linear layers), then ``quantize_static`` with a
-  MinMax calibration pass, QDQ format (uint8 activations per tensor, int8 per-channel weights);
+- ``w8a8-int8``: SmoothQuant factors folded into the float model
+  (:func:`quantmatch.algorithms.smoothquant.smooth_model`, strength searched per layer group on the
+  calibration text), then ``quantize_dynamic`` (int8 per-channel weights, activations quantized per
+  call and per tensor): ``DynamicQuantizeLinear`` + ``MatMulInteger`` (fused to
+  ``DynamicQuantizeMatMul`` at load);
+- ``w8a8-int8-static``: the same smoothing, then ``quantize_static`` with a MinMax calibration pass,
+  QDQ format (uint8 activations per tensor, int8 per-channel weights);
 - ``w4a32-g32`` / ``w4a16-g32`` / ``w4a8-int8-g32``: ``MatMulNBitsQuantizer`` (4-bit symmetric blocks
   of 32) with ``accuracy_level`` 0 (fp32 math), 2 (fp16 math where the CPU has it, else fp32) and
   4 (activations quantized to int8 per block: integer math).
 
 Only ``MatMul`` nodes with a constant weight are quantized (attention score products stay fp32);
-the LM head is quantized too; scheme ``fp32`` writes the float graph (the ONNX baseline).
+the LM head is quantized too, the ``down_proj`` layers stay fp32 in the int8 recipes
+(:func:`weight_matmuls`; the static QDQ tool is told these names, since it would
+quantize the attention products too), and on CPUs without VNNI the int8 weights use 7 bits (``reduce_range``, as
+onnxruntime's documentation asks, since its u8 x s8 kernels can saturate there); scheme ``fp32``
+writes the float graph (the ONNX baseline).
 ``OnnxRunner`` runs an artifact with ``intra_op_num_threads`` set, feeding the present keys/values
 back as the next past.
 """
@@ -33,7 +39,7 @@ from .base import Runner, RunnerError
 from .onnx_export import OnnxLayout, export_llama, layout_of
 
 __all__ = ["GRAPH_FILE", "RECIPES", "OnnxRecipe", "OnnxRunner", "graph_weight_bytes", "op_counts", "quantize_onnx",
-           "smooth_llama"]
+           "weight_matmuls"]
 
 GRAPH_FILE = "model.onnx"
 ProgressFn = Callable[[str, int, int], None]
@@ -48,13 +54,13 @@ class OnnxRecipe:
     tool: str  # "fp32", "dynamic", "static", "nbits"
     accuracy_level: int | None = None
     block_size: int = 32
-    smooth_alpha: float | None = None
+    smooth: bool = False
 
 
 RECIPES: dict[str, OnnxRecipe] = {
     "fp32": OnnxRecipe("fp32"),
-    "w8a8-int8": OnnxRecipe("dynamic"),
-    "w8a8-int8-static": OnnxRecipe("static", smooth_alpha=0.5),
+    "w8a8-int8": OnnxRecipe("dynamic", smooth=True),
+    "w8a8-int8-static": OnnxRecipe("static", smooth=True),
     "w4a32-g32": OnnxRecipe("nbits", accuracy_level=0),
     "w4a16-g32": OnnxRecipe("nbits", accuracy_level=2),
     "w4a8-int8-g32": OnnxRecipe("nbits", accuracy_level=4),
@@ -73,47 +79,6 @@ def op_counts(path: str | Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-# ---- SmoothQuant ----------------------------------------------------------------------------------
-def smooth_llama(model: Any, samples: Any, alpha: float = 0.5) -> int:
-    """Fold SmoothQuant factors into a Llama-style model in place; return the layers smoothed.
-
-    For each decoder layer, the per-channel maxima of ``|X|`` entering q/k/v (after the input norm)
-    and gate/up (after the post-attention norm) are collected over ``samples`` (``LongTensor[n, seq]``);
-    ``s = max|X|^alpha / max|W|^(1-alpha)`` divides the norm's weight and multiplies the input columns
-    of the linear layers that read it, so the float function is unchanged while activation outliers
-    move into the weights (Xiao et al., 2022).
-    """
-    import torch
-
-    pairs: list[tuple[Any, list[Any]]] = []
-    for layer in model.model.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        pairs.append((layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj]))
-        pairs.append((layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj]))
-    maxima: dict[int, torch.Tensor] = {}
-    hooks = []
-    for i, (norm, _) in enumerate(pairs):
-        def hook(_m: Any, _inp: Any, out: torch.Tensor, i: int = i) -> None:
-            m = out.detach().abs().reshape(-1, out.shape[-1]).amax(0).float()
-            maxima[i] = torch.maximum(maxima[i], m) if i in maxima else m
-        hooks.append(norm.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            for row in samples:
-                model(input_ids=row[None], use_cache=False)
-    finally:
-        for h in hooks:
-            h.remove()
-    with torch.no_grad():
-        for i, (norm, linears) in enumerate(pairs):
-            w_max = torch.stack([lin.weight.abs().amax(0) for lin in linears]).amax(0).float()
-            s = (maxima[i].clamp_min(1e-5) ** alpha / w_max.clamp_min(1e-5) ** (1 - alpha)).clamp_min(1e-5)
-            norm.weight.div_(s.to(norm.weight.dtype))
-            for lin in linears:
-                lin.weight.mul_(s.to(lin.weight.dtype)[None, :])
-    return len(model.model.layers)
-
-
 # ---- quantization -----------------------------------------------------------------------------------
 def _calibration_feeds(samples: Any, lay: OnnxLayout) -> list[dict[str, Any]]:
     import numpy as np
@@ -130,17 +95,39 @@ def _calibration_feeds(samples: Any, lay: OnnxLayout) -> list[dict[str, Any]]:
     return feeds
 
 
-def _apply_recipe(recipe: OnnxRecipe, fp32: Path, out: Path, samples: Any, lay: OnnxLayout) -> None:
+def weight_matmuls(path: Path) -> tuple[list[str], list[str]]:
+    """The ``MatMul`` nodes with a constant weight, split into those the int8 recipes quantize and those
+    they leave in fp32: the ``down_proj`` layers, whose SwiGLU inputs carry rare huge values that one
+    per-tensor activation scale cannot cover (the same reason SmoothQuant keeps their activations
+    per-token; docs/benchmarks.md). The attention products (no constant operand) are in neither."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    const_b = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    kept = [n for n in const_b if "down_proj" in n]
+    return [n for n in const_b if n not in kept], kept
+
+
+def _apply_recipe(recipe: OnnxRecipe, fp32: Path, out: Path, samples: Any, lay: OnnxLayout) -> dict[str, Any]:
+    """Write the quantized graph; returns what the manifest records about the tool's settings."""
     from onnxruntime.quantization import QuantFormat, QuantType
 
+    from quantmatch.hostcpu import has_fast_int8_dot
+
     opts = {"MatMulConstBOnly": True}
+    # Without VNNI, ONNX Runtime's u8 x s8 kernels add pairs of products in int16 and can saturate:
+    # its documentation asks for 7-bit weights (reduce_range) there.
+    reduce_range = not has_fast_int8_dot()
+    quantized, excluded = weight_matmuls(fp32) if recipe.tool in ("dynamic", "static") else ([], [])
+    settings = {"reduce_range": reduce_range, "fp32_matmuls": len(excluded)} if quantized else {}
     if recipe.tool == "fp32":
         shutil.copy(fp32, out)
     elif recipe.tool == "dynamic":
         from onnxruntime.quantization import quantize_dynamic
 
-        quantize_dynamic(fp32, out, op_types_to_quantize=["MatMul"], per_channel=True,
-                         weight_type=QuantType.QInt8, extra_options=opts)
+        quantize_dynamic(fp32, out, op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=reduce_range,
+                         weight_type=QuantType.QInt8, nodes_to_quantize=quantized, extra_options=opts)
     elif recipe.tool == "static":
         from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
@@ -152,8 +139,8 @@ def _apply_recipe(recipe: OnnxRecipe, fp32: Path, out: Path, samples: Any, lay: 
                 return next(self._it, None)
 
         quantize_static(fp32, out, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        extra_options=opts)
+                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_quantize=quantized, extra_options=opts)
     elif recipe.tool == "nbits":
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -164,6 +151,7 @@ def _apply_recipe(recipe: OnnxRecipe, fp32: Path, out: Path, samples: Any, lay: 
         q.model.save_model_to_file(str(out), use_external_data_format=False)
     else:  # pragma: no cover - RECIPES is closed
         raise ValueError(f"unknown ONNX recipe {recipe.tool!r}")
+    return settings
 
 
 def quantize_onnx(model: Any, scheme: str, out: str | Path, *, force: bool = False, calibration: Any = None,
@@ -197,17 +185,19 @@ def quantize_onnx(model: Any, scheme: str, out: str | Path, *, force: bool = Fal
     details: dict[str, Any] = {"tool": recipe.tool, "accuracy_level": recipe.accuracy_level,
                                "block_size": recipe.block_size if recipe.tool == "nbits" else None}
     samples = None
-    if recipe.tool == "static":
+    if recipe.tool == "static" or recipe.smooth:
         from quantmatch.calibration import CalibrationSpec, calibration_samples
 
         cal = calibration or CalibrationSpec(samples=8, seq_len=256)
         samples = calibration_samples(tokenizer, cal)
         details["calibration"] = cal.to_dict()
-        if recipe.smooth_alpha is not None:
+        if recipe.smooth:
+            from quantmatch.algorithms.smoothquant import smooth_model
+
             say("smooth", 0)
-            smooth_llama(hf_model, samples, recipe.smooth_alpha)
-            details["smoothquant_alpha"] = recipe.smooth_alpha
-    cache = Path(fp32_cache) if fp32_cache and recipe.smooth_alpha is None else None
+            chosen = sorted(smooth_model(hf_model, samples).values())
+            details["smoothquant_alpha"] = {"min": chosen[0], "median": chosen[len(chosen) // 2], "max": chosen[-1]}
+    cache = Path(fp32_cache) if fp32_cache and not recipe.smooth else None
     with atomic_output(out, force) as tmp:
         say("export", 0)
         if cache is not None and cache.is_file():
@@ -221,7 +211,7 @@ def quantize_onnx(model: Any, scheme: str, out: str | Path, *, force: bool = Fal
                 cache.with_suffix(".tmp").replace(cache)
         del hf_model
         say("quantize", 0)
-        _apply_recipe(recipe, fp32, tmp / GRAPH_FILE, samples, lay)
+        details.update(_apply_recipe(recipe, fp32, tmp / GRAPH_FILE, samples, lay))
         for leftover in tmp.glob(".fp32.onnx*"):
             leftover.unlink()
         for name in _TOKENIZER_FILES:

@@ -160,3 +160,20 @@ def test_bench_smollm2_gguf_beats_fp32(tmp_path: Path) -> None:
     assert q8 is not None and q8.status == "ok", q8.reason if q8 else None
     assert abs(q8.ppl_delta_pct or 99) < 1.0
     assert (q8.ratios["decode_tps"] or 0) > 0 and q8.roofline is not None
+
+
+def test_roofline_is_the_smaller_limit_and_never_exceeded() -> None:
+    from quantmatch.runners.machine import MachineFigures
+    from quantmatch.runners.roofline import decode_roofline
+
+    machine = MachineFigures("local-cpu", "test", 1, 10.0, 20.0, {"fp32": 4e9, "bf16": 1e8})
+    # 100 MB of weights at 20 GB/s: 200 tok/s; 4 GFLOP/s over 2e7 FLOPs per token: 200 tok/s
+    r = decode_roofline(50.0, 100_000_000, 0, 2e7, machine, "fp32")
+    assert r.bandwidth_tps == pytest.approx(200) and r.compute_tps == pytest.approx(200)
+    assert r.achieved == pytest.approx(0.25) and not r.note
+    slow = decode_roofline(3.0, 100_000_000, 0, 2e7, machine, "bf16")  # compute-bound at 5 tok/s
+    assert slow.bound == "compute" and slow.limit_tps == pytest.approx(5)
+    # a decode faster than the bf16 GEMM benchmark allows: that GEMM was not the decode kernel
+    fast = decode_roofline(40.0, 100_000_000, 0, 2e7, machine, "bf16")
+    assert fast.compute_tps is None and fast.bound == "memory" and fast.achieved == pytest.approx(0.2)
+    assert "beats the bf16 GEMM limit" in fast.note

@@ -48,7 +48,7 @@ def _row(r: ComboResult) -> list[Any]:
             _speed(run.get("decode_tps"), r.ratios.get("decode_tps")),
             _speed(run.get("decode_batch_tps"), r.ratios.get("decode_batch_tps")),
             _mib(run.get("peak_rss_bytes")),
-            "-" if not limit else f"{limit:,.0f} ({roof.get('bound', '?')[:3]})",
+            "-" if not limit else f"{limit:,.0f} ({roof.get('bound', '?')[:3]})" + ("*" if roof.get("note") else ""),
             "-" if ach is None else f"{100 * ach:.0f}%"]
 
 
@@ -76,6 +76,9 @@ def bench_table(report: BenchReport, console: Any) -> None:
         if r.status == "ok":
             table.add_row(*_row(r))
     console.print(table)
+    for r in report.results:
+        if r.status == "ok" and (r.roofline or {}).get("note"):
+            console.print(f"* {r.combo.key}: {(r.roofline or {})['note']}", style="dim")
     for r in report.failed:
         console.print(f"[bold red]failed[/bold red] {r.combo.key}: {r.reason}")
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)

@@ -259,8 +259,11 @@ def _bad_input_types() -> tuple[type[Exception], ...]:
     from quantmatch.layerwise import LayerwiseError
     from quantmatch.models import ModelSourceError
     from quantmatch.pipeline import QuantizeError
+    from quantmatch.plugins.methods.gguf import GGUFQuantizeError
+    from quantmatch.plugins.methods.gguf_convert import ConversionError
 
-    return (ArtifactError, OutputExistsError, CalibrationError, LayerwiseError, ModelSourceError, QuantizeError)
+    return (ArtifactError, OutputExistsError, CalibrationError, LayerwiseError, ModelSourceError, QuantizeError,
+            ConversionError, GGUFQuantizeError)
 
 
 _OWN_FLAGS = {"preset": "--preset", "rules": "--rule", "calibration": "--calib/--samples/--seq-len",
@@ -347,9 +350,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_progress() -> Any:
+    """The bench's progress bar on stderr: done/total, elapsed and an ETA, like the quantize bar."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from quantmatch.runners.base import MeasureConfig
     from quantmatch.runners.bench import Bench, parse_combos
@@ -364,8 +382,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                new_tokens=args.new_tokens, batch=args.batch)
         bench = Bench(args.model, config=config, threads=args.threads, requantize=args.requantize, text=args.text,
                       save=not args.no_store, timeout=args.timeout, budget=args.budget or None)
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)
+        progress = _bench_progress()
         with progress:
             task = progress.add_task("bench", total=1)
 

@@ -29,7 +29,7 @@ import importlib.resources
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ __all__ = [
     "ModelSource",
     "ModelSourceError",
     "cache_root",
+    "local_model_info",
+    "model_dir",
     "resolve_model",
     "torch_dtype",
 ]
@@ -222,8 +224,26 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _local_dir(spec: str, directory: Path) -> ModelSource:
-    info = ModelInfo.from_path(directory)
-    return ModelSource(spec, "local", info, _hf_dir=directory.resolve())
+    return ModelSource(spec, "local", local_model_info(directory), _hf_dir=directory.resolve())
+
+
+# ModelInfo carries only the config; checks that need the model's other small files (the tokenizer)
+# find the directory under this key of ModelInfo.raw, which no Hugging Face config uses.
+_MODEL_DIR_KEY = "_quantmatch_model_dir"
+
+
+def local_model_info(path: str | Path) -> ModelInfo:
+    """:meth:`ModelInfo.from_path` that also remembers the local directory (see :func:`model_dir`)."""
+    p = Path(path).expanduser()
+    info = ModelInfo.from_path(p)
+    directory = p if p.is_dir() else p.parent
+    return replace(info, raw={**info.raw, _MODEL_DIR_KEY: str(directory.resolve())})
+
+
+def model_dir(info: ModelInfo) -> Path | None:
+    """The local directory ``info`` was read from (:func:`local_model_info`), or ``None``."""
+    directory = info.raw.get(_MODEL_DIR_KEY)
+    return Path(directory) if directory else None
 
 
 def _require_safetensors(directory: Path, spec: str) -> None:

@@ -177,3 +177,20 @@ def test_detect_labels_how_each_figure_was_obtained(capsys) -> None:
     for det in json.loads(out)["detections"]:
         for dev in det["devices"]:
             assert dev["plugin"].startswith("quantmatch.plugins.devices.") and dev["version"] not in ("", "0")
+
+
+def test_bench_progress_shows_an_eta_like_the_quantize_bar() -> None:
+    import io
+
+    from rich.console import Console
+    from rich.progress import TimeRemainingColumn
+
+    from quantmatch.cli import _bench_progress
+
+    progress = _bench_progress()
+    assert any(isinstance(c, TimeRemainingColumn) for c in progress.columns)
+    task = progress.add_task("gguf:gguf-q8_0:llamacpp", total=4)
+    progress.update(task, completed=1)
+    out = io.StringIO()
+    Console(file=out, width=120).print(progress.make_tasks_table(progress.tasks))
+    assert "gguf:gguf-q8_0:llamacpp" in out.getvalue() and "1/4" in out.getvalue() and "eta" in out.getvalue()

@@ -230,6 +230,64 @@ def test_check_refuses_models_the_converter_cannot_write() -> None:
     assert q.check(llama, "w4a16-g64")  # not a GGUF scheme
 
 
+def _tokenizer_only_copy(model_dir: Path, out: Path) -> Path:
+    """``config.json`` and the tokenizer files of ``model_dir``, without a single weight file."""
+    out.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / name, out / name)
+    return out
+
+
+def test_check_refuses_sentencepiece_tokenizers_from_the_files_alone(tiny_llama: Path, tmp_path: Path) -> None:
+    from quantmatch.cli import main
+    from quantmatch.models import resolve_model
+    from quantmatch.pipeline import plan_quantization
+
+    q = GGUFQuantizer()
+    plain = _tokenizer_only_copy(tiny_llama, tmp_path / "bpe")
+    assert q.check(resolve_model(plain).info, "gguf-q8_0") == []
+    spm = _tokenizer_only_copy(tiny_llama, tmp_path / "spm")
+    tj = json.loads((spm / "tokenizer.json").read_text())
+    tj["model"]["byte_fallback"] = True
+    (spm / "tokenizer.json").write_text(json.dumps(tj))
+    [problem] = q.check(resolve_model(spm).info, "gguf-q8_0")
+    assert problem.fatal and "SentencePiece-style vocabulary" in problem.text
+    assert "byte-level BPE" in problem.fix and "convert_hf_to_gguf.py" in problem.fix
+    assert plan_quantization(spm, "gguf", "gguf-q4_k_m").fatal  # refused with no weight file present
+    slow = _tokenizer_only_copy(tiny_llama, tmp_path / "slow")
+    (slow / "tokenizer.json").unlink()
+    (slow / "tokenizer.model").write_bytes(b"\x0a")
+    [problem] = q.check(resolve_model(slow).info, "gguf-q8_0")
+    assert "tokenizer.model with no tokenizer.json" in problem.text
+    assert main(["quantize", str(spm), "--method", "gguf", "--scheme", "gguf-q8_0",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("keep", [300, 200_000], ids=["header", "data"])
+def test_truncated_safetensors_is_a_clear_bad_input_error(tiny_llama: Path, tmp_path: Path, keep: int,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from quantmatch.cli import main
+    from quantmatch.plugins.methods.gguf_convert import weight_layout
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_llama, bad)
+    weights = bad / "model.safetensors"
+    weights.write_bytes((tiny_llama / "model.safetensors").read_bytes()[:keep])
+    message = f"corrupt or truncated safetensors file {weights}; re-download or re-save the model"
+    with pytest.raises(ConversionError) as e:
+        convert_hf_to_gguf(bad, tmp_path / "x.gguf")
+    assert str(e.value) == message and not (tmp_path / "x.gguf").exists()
+    with pytest.raises(ConversionError, match="corrupt or truncated"):
+        weight_layout(bad)
+    capsys.readouterr()
+    assert main(["quantize", str(bad), "--method", "gguf", "--scheme", "gguf-q8_0",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_module_import_stays_light() -> None:
     code = ("import sys, quantmatch.plugins.methods.gguf as g, quantmatch.plugins.methods.gguf_convert; "
             "print([m for m in ('llama_cpp', 'gguf', 'torch', 'numpy', 'transformers') if m in sys.modules])")
@@ -414,6 +472,28 @@ def test_pipeline_writes_and_reloads_a_gguf_artifact(tiny_llama: Path, tmp_path:
     assert loaded.tokenizer is None and loaded.model.tokenize(SAMPLE * 2) == ids
     assert 1 < loaded.model.perplexity(ids, 16) < 10 * 400
     loaded.model.close()
+
+
+def test_eval_of_a_corrupt_gguf_artifact_says_how_to_recreate_it(tiny_llama: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _needs_llama_cpp()
+    from quantmatch.cli import main
+    from quantmatch.pipeline import quantize
+
+    quantize(tiny_llama, "gguf", "gguf-q8_0", tmp_path / "art", threads=1)
+    whole = (tmp_path / "art" / ARTIFACT_NAME).read_bytes()
+    remake = f"quantmatch quantize {tiny_llama} --method gguf --scheme gguf-q8_0 --out"
+    cases = {"truncated": (whole[:5000], "has 5000 bytes, the manifest records"),  # head -c 5000
+             "garbled": (whole[:8] + b"\xff" * 8 + whole[16:], "llama.cpp cannot load this GGUF file")}
+    for name, (data, why) in cases.items():
+        bad = tmp_path / name
+        shutil.copytree(tmp_path / "art", bad)
+        (bad / ARTIFACT_NAME).write_bytes(data)
+        capsys.readouterr()
+        assert main(["eval", str(bad), "--tokens", "64", "--window", "32"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert why in err and "truncated or corrupt" in err, err
+        assert f"{remake} {bad} --force" in err, err
 
 
 def test_quantize_refuses_bad_requests(tiny_llama: Path, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from quantmatch.models import resolve_model
 from quantmatch.pipeline import QuantizeError
 from quantmatch.plugins.methods import _torch_artifact as ta
 from quantmatch.plugins.methods.hqq import HQQQuantizer, load_hqq
-from quantmatch.plugins.methods.quanto import QuantoQuantizer, load_quanto
+from quantmatch.plugins.methods.quanto import QuantoQuantizer, load_quanto, module_specs, quantize_model
+from quantmatch.scheme import parse_scheme
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("optimum.quanto")
@@ -77,6 +78,26 @@ def test_quanto_fp32_reload_widens_only_the_arithmetic(tiny_llama: Path, tmp_pat
     torch.testing.assert_close(logits(reloaded32), logits(reloaded16), rtol=0, atol=2e-2)
     torch.testing.assert_close(reloaded32.model.layers[0].self_attn.q_proj.weight._data,
                                reloaded16.model.layers[0].self_attn.q_proj.weight._data)
+
+
+@pytest.mark.parametrize("scheme, precision", [("w8a16", "int8"), ("w4a16-g32-asym", "int4")])
+def test_quanto_reports_progress_per_module_as_it_quantizes(tiny_llama: Path, scheme: str,  # noqa: F811
+                                                            precision: str) -> None:
+    from optimum.quanto import QTensor
+
+    model, _ = resolve_model(tiny_llama).load("float16")
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    specs = module_specs(dict.fromkeys(names, precision), parse_scheme(scheme))
+    calls: list[tuple[int, int, int]] = []  # (done, total, modules whose weights are quantized by then)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        frozen = sum(isinstance(model.get_submodule(n).weight, QTensor) for n in names)
+        calls.append((done, total, frozen))
+        assert stage == "quantize"
+
+    quantize_model(model, specs, None, progress)
+    assert calls == [(i, 14, i) for i in range(15)]  # one step per linear layer, each as it is quantized
+    assert all(isinstance(model.get_submodule(n).weight, QTensor) for n in names)
 
 
 @pytest.mark.parametrize("scheme, nbits", [("w4a16-g32-asym", 4), ("w3a16-g64-asym", 3), ("w8a16-g64-asym", 8)])

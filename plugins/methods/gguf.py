@@ -31,12 +31,20 @@ from quantmatch.pluginhost import hookimpl
 from quantmatch.quantizer import Problem, Quantizer, SchemeSupport
 from quantmatch.scheme import Scheme, parse_scheme
 
-from .gguf_convert import CONVERTIBLE_MODEL_TYPES, OUT_TYPES, convert_hf_to_gguf, weight_layout
+from .gguf_convert import (
+    CONVERTIBLE_MODEL_TYPES,
+    OUT_TYPES,
+    TOKENIZER_FIX,
+    convert_hf_to_gguf,
+    tokenizer_refusal,
+    weight_layout,
+)
 
 __all__ = [
     "ARTIFACT_NAME",
     "GGUF_OUTPUTS",
     "GGUFArtifact",
+    "GGUFLoadError",
     "GGUFModel",
     "GGUFQuantizeError",
     "GGUFQuantizer",
@@ -69,8 +77,16 @@ _KV_TYPES = {"f16": 1, "f32": 0}
 """KV-cache type name -> ggml type id (GGML_TYPE_F16 = 1, GGML_TYPE_F32 = 0)."""
 
 
+_CONVERTER = "quantmatch.plugins.methods.gguf_convert"
+_IMATRIX_FIX = "pass a file written by llama.cpp's llama-imatrix for this model (or leave imatrix out)"
+
+
 class GGUFQuantizeError(RuntimeError):
     """llama.cpp refused or failed a quantization, or an importance matrix is unreadable."""
+
+
+class GGUFLoadError(ValueError):
+    """llama.cpp cannot load a GGUF file (truncated or corrupt); the message says how to re-create it."""
 
 
 @dataclass(frozen=True)
@@ -107,23 +123,46 @@ class GGUFQuantizer(Quantizer):
     source = "ggml-org/llama.cpp tools/quantize/quantize.cpp (QUANT_OPTIONS)"
 
     def check_model(self, model: ModelInfo, scheme: Scheme) -> list[Problem]:
-        """The base checks plus the converter's own limits (architectures, mixture-of-experts)."""
+        """The base checks plus the converter's own limits (architectures, mixture-of-experts and,
+        for a local directory, the tokenizer: ``tokenizer.json`` is read, never a weight)."""
+        from quantmatch.models import model_dir
+
         problems = super().check_model(model, scheme)
         if model.model_type in self.architectures and model.model_type not in CONVERTIBLE_MODEL_TYPES:
             problems.append(Problem(
                 f"the GGUF converter does not write {model.model_type!r} models "
                 f"(it converts: {', '.join(sorted(CONVERTIBLE_MODEL_TYPES))})",
-                source="quantmatch.plugins.methods.gguf_convert",
+                source=_CONVERTER,
                 fix="convert with llama.cpp's convert_hf_to_gguf.py and quantize the result"))
         elif model.is_moe:
             problems.append(Problem("the GGUF converter does not write mixture-of-experts models",
-                                    source="quantmatch.plugins.methods.gguf_convert"))
+                                    source=_CONVERTER))
+        directory = model_dir(model)
+        refusal = tokenizer_refusal(directory) if directory is not None else None
+        if refusal:
+            problems.append(Problem(f"the GGUF converter cannot write this tokenizer: {refusal}",
+                                    source=_CONVERTER, fix=TOKENIZER_FIX))
         return problems
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[GGUFModel, None]:
-        """``(model, None)`` for an artifact directory: the GGUF tokenizes itself (``dtype`` unused)."""
-        return load_for_eval(Path(directory) / ARTIFACT_NAME), None
+        """``(model, None)`` for an artifact directory: the GGUF tokenizes itself (``dtype`` unused).
+
+        A ``model.gguf`` whose size differs from the manifest's (a truncated copy) raises
+        :class:`~quantmatch.artifact.ArtifactError` naming the command that re-creates it.
+        """
+        from quantmatch.artifact import ArtifactError, read_manifest
+
+        d = Path(directory)
+        manifest = read_manifest(d)
+        remake = (f"re-create it with `quantmatch quantize {manifest.source_model} --method gguf "
+                  f"--scheme {manifest.scheme} --out {d} --force`")
+        path, expected = d / ARTIFACT_NAME, manifest.files.get(ARTIFACT_NAME)
+        size = path.stat().st_size if path.is_file() else None
+        if size is None or (expected is not None and size != expected):
+            found = "is missing" if size is None else f"has {size} bytes, the manifest records {expected}"
+            raise ArtifactError(f"{path} {found} (truncated or corrupt); {remake}")
+        return GGUFModel(path, n_ctx=1024, remake=remake), None
 
     def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
                  options: Mapping[str, Any] | None = None, **more: Any) -> GGUFArtifact:
@@ -255,7 +294,7 @@ def load_imatrix(path: str | Path) -> dict[str, Any]:
     try:
         raw = p.read_bytes()
     except OSError as e:
-        raise GGUFQuantizeError(f"cannot read importance matrix {p}: {e}") from e
+        raise GGUFQuantizeError(f"cannot read importance matrix {p}: {e}; {_IMATRIX_FIX}") from e
     out: dict[str, Any] = {}
     try:
         if raw[:4] == b"GGUF":
@@ -266,7 +305,7 @@ def load_imatrix(path: str | Path) -> dict[str, Any]:
             for name in [n.removesuffix(".in_sum2") for n in tensors if n.endswith(".in_sum2")]:
                 sums, counts = tensors[name + ".in_sum2"], tensors.get(name + ".counts")
                 if counts is None:
-                    raise GGUFQuantizeError(f"{p}: {name} has sums but no counts")
+                    raise GGUFQuantizeError(f"{p}: {name} has sums but no counts; {_IMATRIX_FIX}")
                 rows = sums.reshape(counts.size, -1).astype(np.float64)
                 c = np.round(counts).reshape(-1, 1)
                 out[name] = np.where(c > 0, rows / np.where(c > 0, c, 1), 1.0).astype(np.float32).reshape(-1)
@@ -283,12 +322,12 @@ def load_imatrix(path: str | Path) -> dict[str, Any]:
                 pos += 4 * nval
                 out[name] = vals / ncall if ncall > 0 else vals.copy()
     except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise GGUFQuantizeError(f"{p} is not a llama.cpp importance matrix ({e})") from e
+        raise GGUFQuantizeError(f"{p} is not a llama.cpp importance matrix ({e}); {_IMATRIX_FIX}") from e
     if not out:
-        raise GGUFQuantizeError(f"{p}: the importance matrix holds no entries")
+        raise GGUFQuantizeError(f"{p}: the importance matrix holds no entries; {_IMATRIX_FIX}")
     bad = [n for n, v in out.items() if not np.all(np.isfinite(v))]
     if bad:
-        raise GGUFQuantizeError(f"{p}: non-finite importance values for {', '.join(bad[:3])}")
+        raise GGUFQuantizeError(f"{p}: non-finite importance values for {', '.join(bad[:3])}; {_IMATRIX_FIX}")
     return out
 
 
@@ -347,7 +386,8 @@ def quantize_gguf(src: str | Path, dst: str | Path, gguf_type: str, *,
         raise KeyboardInterrupt
     if rc != 0 or not dst.is_file():
         dst.unlink(missing_ok=True)
-        raise GGUFQuantizeError(f"llama.cpp could not quantize {src} to {gtype.upper()} (code {rc}):\n"
+        raise GGUFQuantizeError(f"llama.cpp could not quantize {src} to {gtype.upper()} (code {rc}); fix what "
+                                "its log below names, or choose another gguf-* scheme:\n"
                                 + "".join(log.lines).strip())
     return dst
 
@@ -401,8 +441,9 @@ class GGUFModel:
     """
 
     def __init__(self, path: str | Path, n_ctx: int = 512, threads: int | None = None,
-                 kv_cache: str = "f16") -> None:
+                 kv_cache: str = "f16", remake: str = "re-create it") -> None:
         self.path = Path(path)
+        self.remake = remake  # how to re-create the file, for the error when llama.cpp cannot load it
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such GGUF file")
         if kv_cache not in _KV_TYPES:
@@ -423,10 +464,14 @@ class GGUFModel:
             self.close()
             self.n_ctx = max(self.n_ctx, need)
             kv = _KV_TYPES[self.kv_cache]
-            with safe_model_defaults():
-                self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=min(self.n_ctx, 512),
-                                  n_ubatch=min(self.n_ctx, 512), logits_all=True, n_threads=self.threads,
-                                  n_threads_batch=self.threads, type_k=kv, type_v=kv, verbose=False)
+            try:
+                with safe_model_defaults():
+                    self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_batch=min(self.n_ctx, 512),
+                                      n_ubatch=min(self.n_ctx, 512), logits_all=True, n_threads=self.threads,
+                                      n_threads_batch=self.threads, type_k=kv, type_v=kv, verbose=False)
+            except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
+                raise GGUFLoadError(f"{self.path}: llama.cpp cannot load this GGUF file (truncated or "
+                                    f"corrupt?); {self.remake}. llama.cpp said: {e}") from e
         return self._llm
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "convert_hf_to_gguf",
     "detect_tokenizer_pre",
     "permute_qk",
+    "tokenizer_refusal",
     "weight_layout",
 ]
 
@@ -183,28 +184,51 @@ def _adds_special(tokenizer: Any) -> tuple[bool, bool]:
     return add_bos, add_eos
 
 
+TOKENIZER_FIX = ("this converter writes byte-level BPE tokenizers (GPT-2, Llama 3, Qwen, SmolLM style); "
+                 "for others convert with llama.cpp's convert_hf_to_gguf.py and quantize the result")
+"""What to do about a tokenizer :func:`tokenizer_refusal` refuses."""
+
+
+def tokenizer_refusal(model_dir: Path) -> str | None:
+    """Why the converter refuses the tokenizer in ``model_dir``, or ``None``; reads only ``tokenizer.json``.
+
+    A directory with no tokenizer files at all is not judged here (``None``): conversion says so.
+    """
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        if (model_dir / "tokenizer.model").is_file():
+            return ("the tokenizer is a SentencePiece tokenizer.model with no tokenizer.json "
+                    "(re-save it as a fast tokenizer first)")
+        return None
+    try:
+        tj = json.loads(path.read_text(encoding="utf-8"))
+        model = tj.get("model") or {}
+        kind = model.get("type")
+        sentencepiece = model.get("byte_fallback") or "Metaspace" in json.dumps(
+            [tj.get("pre_tokenizer"), tj.get("normalizer"), tj.get("decoder")])
+    except (OSError, ValueError, AttributeError) as e:
+        return f"unreadable tokenizer.json ({e})"
+    if kind != "BPE":
+        return f"tokenizer model {kind!r} is not supported (only byte-level BPE tokenizers)"
+    if sentencepiece:
+        return ("a SentencePiece-style vocabulary (Metaspace/byte fallback, as in Llama 2 and Mistral 7B) "
+                "is not supported")
+    return None
+
+
 def _write_vocab(writer: Any, model_dir: Path, vocab_size: int, tokenizer_pre: str | None) -> str:
     """Write the gpt2-BPE vocabulary, merges, special ids, add-BOS/EOS and chat template."""
     import gguf
     from transformers import AutoTokenizer
 
+    refusal = tokenizer_refusal(model_dir)
+    if refusal:
+        raise ConversionError(f"{model_dir}: {refusal}; {TOKENIZER_FIX}")
     if not (model_dir / "tokenizer.json").is_file():
-        hint = (" (a SentencePiece tokenizer.model: re-save the tokenizer as a fast tokenizer, "
-                "tokenizer.json, first)" if (model_dir / "tokenizer.model").is_file() else "")
-        raise ConversionError(f"{model_dir}: no tokenizer.json{hint}; the GGUF needs the tokenizer")
+        raise ConversionError(f"{model_dir}: no tokenizer.json; the GGUF needs the tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if max(tokenizer.get_vocab().values()) >= vocab_size:
         raise ConversionError(f"{model_dir}: the tokenizer has ids beyond vocab_size={vocab_size}")
-    tj = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    model = tj.get("model") or {}
-    if model.get("type") != "BPE":
-        raise ConversionError(f"{model_dir}: tokenizer model {model.get('type')!r} is not supported "
-                              "(only byte-level BPE tokenizers)")
-    if model.get("byte_fallback") or "Metaspace" in json.dumps([tj.get("pre_tokenizer"), tj.get("normalizer"),
-                                                                 tj.get("decoder")]):
-        raise ConversionError(f"{model_dir}: a SentencePiece-style vocabulary (Metaspace/byte fallback, "
-                              "as in Llama 2 and Mistral 7B) is not supported by this converter; convert "
-                              "with llama.cpp's convert_hf_to_gguf.py and quantize the result")
     pre = tokenizer_pre or detect_tokenizer_pre(model_dir, tokenizer)
     tokens, types = _bpe_vocab(tokenizer, vocab_size)
     writer.add_tokenizer_model("gpt2")
@@ -320,12 +344,15 @@ def _weight_files(model_dir: Path) -> list[Path]:
 
 def _iter_tensors(files: list[Path]) -> Iterator[tuple[str, Any]]:
     """``(name, torch tensor)`` for every tensor, one at a time."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     for f in files:
-        with safe_open(str(f), framework="pt", device="cpu") as st:
-            for name in st.keys():  # noqa: SIM118 - safe_open is not a mapping
-                yield name, st.get_tensor(name)
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as st:
+                for name in st.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    yield name, st.get_tensor(name)
+        except SafetensorError as e:
+            raise _corrupt(f) from e
 
 
 def permute_qk(weights: Any, n_head: int, n_head_kv: int | None = None) -> Any:
@@ -387,6 +414,7 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, out_type: st
     if cfg.get("num_local_experts") or cfg.get("num_experts"):
         raise ConversionError(f"{model_dir}: mixture-of-experts models are not supported by this converter")
     files = _weight_files(model_dir)
+    total = sum(len(_safetensors_header(f)) for f in files)  # refuses truncated files early
 
     arch_name, permute = _ARCHS[model_type]
     arch = gguf.MODEL_ARCH[arch_name]
@@ -406,8 +434,7 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, out_type: st
         if rope_factors is not None:
             writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                               np.asarray(rope_factors, dtype=np.float32))
-        names = {n for f in files for n in _safetensors_names(f)}
-        total, count, written = len(names), 0, int(rope_factors is not None)
+        count, written = 0, int(rope_factors is not None)
         for hf_name, tensor in _iter_tensors(files):
             count += 1
             if progress is not None:
@@ -443,16 +470,27 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, out_type: st
                          tokenizer_pre=pre, n_tensors=written, size_bytes=out_path.stat().st_size)
 
 
+def _corrupt(path: Path) -> ConversionError:
+    return ConversionError(f"corrupt or truncated safetensors file {path}; re-download or re-save the model")
+
+
 def _safetensors_header(path: Path) -> dict[str, Any]:
-    """``{tensor name: {"dtype", "shape", ...}}`` of one safetensors file, from its header only."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n))
-    return {k: v for k, v in header.items() if k != "__metadata__"}
+    """``{tensor name: {"dtype", "shape", ...}}`` of one safetensors file, from its header only.
 
-
-def _safetensors_names(path: Path) -> list[str]:
-    return list(_safetensors_header(path))
+    Raises :class:`ConversionError` when the header is unreadable or the file is shorter than the
+    tensors it lists (a truncated download), before any tensor is read.
+    """
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise _corrupt(path) from e
+    if path.stat().st_size < 8 + n + end:
+        raise _corrupt(path)
+    return tensors
 
 
 def weight_layout(model_dir: str | Path) -> dict[str, tuple[str, int]]:

@@ -203,9 +203,10 @@ def quantize_model(model: Any, specs: Mapping[str, dict[str, Any]], samples: Any
 
     After calibration each activation-quantized spec gains ``quantize_output`` (whether its output
     stays quantized), which the artifact records so reloading restores the same behaviour.
+    ``progress`` gets ``calibrate`` (per sample) and ``quantize`` (per module frozen) calls.
     """
     import torch
-    from optimum.quanto import Calibration, freeze
+    from optimum.quanto import Calibration
 
     _apply_specs(model, specs, with_optimizer=True)
     if any(s["activations"] != "none" for s in specs.values()):
@@ -221,8 +222,22 @@ def quantize_model(model: Any, specs: Mapping[str, dict[str, Any]], samples: Any
         for name, spec in specs.items():
             if spec["activations"] != "none":
                 spec["quantize_output"] = _quantizes_output(model.get_submodule(name))
-    freeze(model)
+    _freeze(model, progress)
     return model
+
+
+def _freeze(model: Any, progress: ta.ProgressFn | None = None) -> None:
+    """``optimum.quanto.freeze`` one module at a time, reporting each: freezing is where quanto
+    quantizes the weights, so it is the step that takes time."""
+    from optimum.quanto.nn import QModuleMixin
+
+    modules = [m for m in model.modules() if isinstance(m, QModuleMixin)]
+    for i, module in enumerate(modules):
+        if progress:
+            progress("quantize", i, len(modules))
+        module.freeze()
+    if progress:
+        progress("quantize", len(modules), len(modules))
 
 
 def _quantizes_output(module: Any) -> bool:

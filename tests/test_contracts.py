@@ -118,6 +118,7 @@ def test_blocked_imports_hides_and_restores() -> None:
     assert sys.modules["json"] is real_json
 
 
+@pytest.mark.hook("register_backends")
 def test_registered_plugin_installs_and_restores_the_host(quantmatch_plugin: Any) -> None:
     from quantmatch import pluginhost
     from quantmatch.capability import Capability
@@ -162,6 +163,9 @@ def test_tiny_models(tiny_llama_dir: Path, tiny_gpt2_dir: Path) -> None:
 
 
 # ---- hooks the example plugin relies on: a family that adds a target, refinements that extend a backend --
+@pytest.mark.hook("register_device_families")
+@pytest.mark.hook("register_quantizers")
+@pytest.mark.hook("register_capabilities")
 def test_a_family_adds_a_target_and_a_refinement_teaches_a_builtin_backend_to_use_it() -> None:
     from quantmatch.capability import Capability, Requires
     from quantmatch.pluginhost import module_plugin

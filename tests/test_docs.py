@@ -3,12 +3,13 @@ capability matrix) equal to what the code generates now, and the site builds wit
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,14 +46,88 @@ def test_every_hook_is_documented(hook: str) -> None:
     assert f"## `{hook}`" in page, f"docs/hooks.md does not document {hook}; {REGENERATE}"
 
 
+@dataclass(frozen=True)
+class HookMark:
+    """One ``@pytest.mark.hook("register_x")`` found in a test file."""
+
+    hook: str
+    where: str  # path::name, for messages
+    is_test: bool  # on a test function (test_*)
+    asserts: bool  # whose body asserts something (assert, or pytest.raises)
+
+
+def _hook_of(decorator: ast.expr) -> str | None:
+    """``"register_x"`` for a ``@pytest.mark.hook("register_x")`` decorator, else ``None``."""
+    if not (isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "pytest.mark.hook"):
+        return None
+    (arg,) = decorator.args
+    assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), \
+        f"pytest.mark.hook takes the hook's name as a string literal, got {ast.unparse(arg)}"
+    return arg.value
+
+
+def _asserts(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return any(isinstance(n, ast.Assert) or (isinstance(n, ast.Call) and ast.unparse(n.func) == "pytest.raises")
+               for n in ast.walk(fn))
+
+
+def hook_marks() -> list[HookMark]:
+    """Every hook mark in the test files (quantmatch's and the example plugin's), read from their AST."""
+    files = sorted(REPO.glob("tests/*.py")) + sorted(REPO.glob("examples/*/tests/*.py"))
+    marks = []
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for decorator in node.decorator_list:
+                    hook = _hook_of(decorator)
+                    if hook is not None:
+                        is_fn = not isinstance(node, ast.ClassDef)
+                        marks.append(HookMark(hook, f"{path.relative_to(REPO)}::{node.name}",
+                                              is_fn and node.name.startswith("test_"),
+                                              is_fn and _asserts(node)))  # type: ignore[arg-type]
+    return marks
+
+
+HOOK_MARKS = hook_marks()
+
+
 @pytest.mark.parametrize("hook", SPEC_HOOKS)
 def test_every_hook_has_a_test(hook: str) -> None:
-    """A test implements the hook as a third party would (``def register_x(`` or ``register_x=``)."""
-    files = [p for p in sorted(REPO.glob("tests/*.py")) + sorted(REPO.glob("examples/*/tests/*.py"))
-             if p.name != "test_docs.py"]
-    pattern = re.compile(rf"def {hook}\(|\b{hook}=")
-    assert any(pattern.search(p.read_text(encoding="utf-8")) for p in files), \
-        f"no test implements {hook}: add one (tests/test_plugins.py shows how)"
+    """A test marked ``@pytest.mark.hook("<hook>")`` registers an implementation of the hook through the
+    plugin host and asserts on what the host or registry returns."""
+    marked = [m for m in HOOK_MARKS if m.hook == hook and m.is_test and m.asserts]
+    assert marked, f"no test is marked @pytest.mark.hook({hook!r}): add a test that registers a {hook} " \
+                   "implementation through the plugin host and asserts on the result, and mark it " \
+                   "(tests/test_plugins.py shows how)"
+
+
+def test_hook_marks_name_real_hooks_on_tests_that_assert() -> None:
+    assert len(HOOK_MARKS) >= len(SPEC_HOOKS)
+    unknown = [f"{m.where}: {m.hook}" for m in HOOK_MARKS if m.hook not in SPEC_HOOKS]
+    assert not unknown, f"hook marks naming no hook of core/hookspecs.py: {unknown}"
+    hollow = [m.where for m in HOOK_MARKS if not (m.is_test and m.asserts)]
+    assert not hollow, f"hook marks on something that is not a test_* function asserting a result: {hollow}"
+
+
+def test_the_hook_mark_scan_sees_what_it_must() -> None:
+    """The AST scan itself: a marked, asserting test counts; a bare implementation or a mark without
+    an assertion does not."""
+    src = (
+        "import pytest\n"
+        "def register_backends(register): ...\n"
+        "@pytest.mark.hook('register_backends')\n"
+        "def test_real():\n    assert 1\n"
+        "@pytest.mark.hook('register_devices')\n"
+        "def test_hollow():\n    register_backends(print)\n"
+        "@pytest.mark.slow\n@pytest.mark.hook('register_quantizers')\n"
+        "def test_raises():\n    with pytest.raises(ValueError):\n        int('x')\n"
+    )
+    tree = ast.parse(src)
+    fns = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert [_hook_of(d) for d in fns["test_raises"].decorator_list] == [None, "register_quantizers"]
+    assert _asserts(fns["test_real"]) and _asserts(fns["test_raises"]) and not _asserts(fns["test_hollow"])
+    assert [_hook_of(d) for d in fns["register_backends"].decorator_list] == []
 
 
 @pytest.mark.parametrize("page", ["cli.md", "hooks.md", "api.md"])

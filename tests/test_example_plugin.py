@@ -63,6 +63,10 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     return json.loads(out)
 
 
+@pytest.mark.hook("register_device_families")
+@pytest.mark.hook("register_quantizers")
+@pytest.mark.hook("register_backends")
+@pytest.mark.hook("register_capabilities")
 def test_listed_by_plugins_with_its_contributions(capsys: pytest.CaptureFixture[str]) -> None:
     plugins = {p["name"]: p for p in run_json(capsys, "plugins")["plugins"]}
     p = plugins[EP]
@@ -79,6 +83,8 @@ def test_listed_by_plugins_with_its_contributions(capsys: pytest.CaptureFixture[
     assert "then the" in text and "rows of vllm itself" in text
 
 
+@pytest.mark.hook("register_device_families")
+@pytest.mark.hook("register_backends")
 def test_in_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     devices = {d["id"]: d for d in run_json(capsys, "devices")["devices"]}
     gaudi = devices["intel_gaudi2"]
@@ -216,6 +222,29 @@ def test_uninstalling_removes_it(tmp_path: Path) -> None:
     assert EP not in listed()
     r = subprocess.run([str(exe), "devices", "gaudi2"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "unknown device 'gaudi2'" in r.stderr
+    # the test environment itself still has the plugin: only the throwaway venv lost it
+    assert _installed() and PluginHost().plugins[EP].status == "ok"
+
+
+def test_ci_fails_instead_of_skipping_when_the_plugin_is_missing(tmp_path: Path) -> None:
+    """With CI set (.ci/run exports CI=1) a missing install fails this module; without it, it skips."""
+    script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert script.index("export CI=1") < script.index(".venv/bin/python -m pytest")
+    hide = ("import importlib.metadata as md, sys, pytest\n"
+            "real = md.distribution\n"
+            "def distribution(name):\n"
+            f"    if name == {DIST!r}:\n"
+            "        raise md.PackageNotFoundError(name)\n"
+            "    return real(name)\n"
+            "md.distribution = distribution\n"
+            "sys.exit(pytest.main(sys.argv[1:]))\n")
+    argv = [sys.executable, "-c", hide, "-q", "-p", "no:randomly", "-p", "no:cacheprovider", "-m", "not slow",
+            "-k", "listed_by_plugins", __file__]
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    ci = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env={**env, "CI": "1"})
+    assert ci.returncode != 0 and ".ci/run must install it" in ci.stdout + ci.stderr
+    local = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert local.returncode == pytest.ExitCode.NO_TESTS_COLLECTED and "1 skipped" in local.stdout, local.stdout[-2000:]
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ def test_builtins_register_through_every_hook() -> None:
             assert entry.provenance.plugin.startswith("quantmatch.plugins.")
 
 
+@pytest.mark.hook("register_backends")
 def test_third_party_entry_point_contributes_with_provenance(fake_dist) -> None:
     fake_dist("turbo-dist", "turbo_plugin", BACKEND_SRC, ep_name="turbo", version="2.5")
     host = PluginHost()
@@ -84,6 +85,7 @@ def register_quantiser(register):
     pass
 """, "did you mean register_quantizers"),
 ])
+@pytest.mark.hook("register_backends")
 def test_broken_plugin_is_isolated(fake_dist, capsys: pytest.CaptureFixture[str], source: str,
                                    expected_error: str) -> None:
     fake_dist("broken-dist", "broken_plugin", source, ep_name="broken")
@@ -99,6 +101,7 @@ def test_broken_plugin_is_isolated(fake_dist, capsys: pytest.CaptureFixture[str]
     assert Registry(host).verdict("fp8", "w8a8-fp8", "vllm", "h100").level is Level.NATIVE
 
 
+@pytest.mark.hook("register_backends")
 def test_name_collision_is_refused_naming_both_plugins(fake_dist, capsys: pytest.CaptureFixture[str]) -> None:
     src = BACKEND_SRC.replace('name = "turbo-rt"', 'name = "vllm"')
     fake_dist("impostor-dist", "impostor_plugin", src, ep_name="impostor", version="0.3")
@@ -126,6 +129,8 @@ def test_environment_switches(fake_dist, monkeypatch: pytest.MonkeyPatch) -> Non
     assert host.plugins["quantmatch.plugins.backends.mlx"].status == "blocked" and "mlx" not in host.backends
 
 
+@pytest.mark.hook("register_devices")
+@pytest.mark.hook("register_capabilities")
 def test_register_devices_and_capability_refinement() -> None:
     from quantmatch.capability import Capability, Requires
     from quantmatch.profile import Figure, HardwareProfile
@@ -159,6 +164,7 @@ def test_register_devices_and_capability_refinement() -> None:
     assert reg.verdict("fp8", "w8a8-fp8", "vllm", "l40s").level is Level.NATIVE
 
 
+@pytest.mark.hook("register_capabilities")
 def test_refining_an_unknown_backend_breaks_only_that_plugin() -> None:
     from quantmatch.capability import Capability
 
@@ -197,6 +203,7 @@ def _warnings(err: str, plugin: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.startswith("quantmatch: warning:") and plugin in ln]
 
 
+@pytest.mark.hook("register_quantizers")
 def test_check_that_raises_at_registration_marks_the_plugin_broken(fake_dist, capsys) -> None:
     from quantmatch.cli import main
 
@@ -211,6 +218,7 @@ def test_check_that_raises_at_registration_marks_the_plugin_broken(fake_dist, ca
     assert info["status"] == "broken" and "kaboom" in info["errors"][0]
 
 
+@pytest.mark.hook("register_quantizers")
 def test_check_that_raises_at_query_time_is_isolated(fake_dist, capsys, tmp_path) -> None:
     from quantmatch.cli import main
     from tests_support import SMOLLM2_CONFIG
@@ -239,6 +247,7 @@ class _ExplodingSet(frozenset):  # type: ignore[type-arg]
         raise TypeError("predicate exploded")
 
 
+@pytest.mark.hook("register_capabilities")
 def test_capability_predicate_that_raises_is_isolated(capsys) -> None:
     from quantmatch.capability import Capability, Requires
 
@@ -261,6 +270,7 @@ def test_capability_predicate_that_raises_is_isolated(capsys) -> None:
     assert reg.verdict("fp8", "w8a8-fp8", "vllm", "h100").level is Level.NATIVE
 
 
+@pytest.mark.hook("register_capabilities")
 @pytest.mark.parametrize(("reason", "expected"), [
     ("runs {weights} on {chip}", "unknown placeholder {chip}"),
     ("runs {0} fast", "unknown placeholder {0}"),
@@ -281,6 +291,7 @@ def test_reason_templates_are_validated_at_registration(capsys, reason: str, exp
     assert Registry(host).verdict("smoothquant", "w8a8-int8", "vllm", "h100").provenance.plugin != "tmpl"
 
 
+@pytest.mark.hook("register_capabilities")
 def test_refinements_are_listed_readably() -> None:
     from quantmatch.capability import Capability, readable_template
 

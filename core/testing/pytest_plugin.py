@@ -6,6 +6,10 @@
 - ``tiny_llama_dir`` / ``tiny_gpt2_dir``: a tiny random Hugging Face model directory (session-scoped;
   skipped when torch or transformers is missing).
 - ``tiny_llama_info``: the tiny Llama's shapes as a :class:`~quantmatch.model_info.ModelInfo`.
+
+It also registers the ``hook(name)`` marker: ``@pytest.mark.hook("register_backends")`` says that a
+test registers an implementation of that hook and asserts on the result (quantmatch requires one such
+test per hook; a plugin may mark its own tests the same way).
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ from quantmatch.pluginhost import PluginHost
 
 from .host import registered_plugin
 from .models import MissingDependency, tiny_model_info, write_tiny_model
+
+HOOK_MARKER = ("hook(name): the test registers an implementation of hook `name` (quantmatch's hookspecs) "
+               "through the plugin host and asserts on what the host or registry returns")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``hook`` marker, unless the project's own configuration already does."""
+    if not any(line.split(":")[0].split("(")[0].strip() == "hook" for line in config.getini("markers")):
+        config.addinivalue_line("markers", HOOK_MARKER)
 
 
 @pytest.fixture

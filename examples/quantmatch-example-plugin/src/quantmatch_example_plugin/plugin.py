@@ -12,6 +12,7 @@ from quantmatch.pluginhost import hookimpl
 
 from .backend import OptimumHabanaBackend
 from .gaudi import IntelGaudiFamily
+from .int8 import ExampleInt8Quantizer, ExampleTorchBackend
 from .method import IncFp8Quantizer
 from .refinements import HARDWARE, VLLM
 
@@ -27,11 +28,13 @@ def register_device_families(register: Callable[[type[Any]], None]) -> None:
 @hookimpl
 def register_quantizers(register: Callable[[type[Any]], None]) -> None:
     register(IncFp8Quantizer)
+    register(ExampleInt8Quantizer)
 
 
 @hookimpl
 def register_backends(register: Callable[[type[Any]], None]) -> None:
     register(OptimumHabanaBackend)
+    register(ExampleTorchBackend)
 
 
 @hookimpl

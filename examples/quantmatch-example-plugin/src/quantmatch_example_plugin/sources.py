@@ -57,6 +57,17 @@ VLLM_GAUDI_SCALES = "https://docs.vllm.ai/projects/gaudi/en/0.13.0/api/vllm_gaud
 OPTIMUM_HABANA = "https://huggingface.co/docs/optimum/main/en/habana/index"
 """Optimum for Intel Gaudi: Transformers and Diffusers on HPU."""
 
+# ---- example-int8 (a method that really quantizes, on any CPU) ------------------------------------
+LLM_INT8_ABSMAX = "https://arxiv.org/abs/2208.07339"
+"""LLM.int8() section 2.1: absmax quantization scales by 127 / max|X| into [-127, 127]; vector-wise
+quantization keeps one scale per row of the weight matrix (per output channel)."""
+
+TORCH_LINEAR = "https://docs.pytorch.org/docs/stable/generated/torch.nn.functional.linear.html"
+"""torch.nn.functional.linear: y = x A^T + b, for float inputs on every device PyTorch runs on."""
+
+SAFETENSORS = "https://huggingface.co/docs/safetensors/index"
+"""safetensors: a format for tensors that is safe to load (no pickle, no arbitrary code execution)."""
+
 
 def join(*sources: str) -> str:
     """Several sources for one fact, joined the way quantmatch splits them (`` ; ``)."""

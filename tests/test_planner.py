@@ -404,7 +404,8 @@ def test_measured_results_replace_priors(reg: Registry, tmp_path: Path, monkeypa
     db = tmp_path / "results.sqlite"
     con = sqlite3.connect(db)
     con.execute(RESULTS_SCHEMA)
-    con.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    con.execute("INSERT INTO results (model, method, scheme, backend, device, ppl, ppl_delta_pct, decode_tps, "
+                "prefill_tps, peak_rss, date) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 ("smollm2-135m", "gguf", "gguf-q8_0", "llama.cpp", "local-cpu", 23.5, 0.42, 80.0, 900.0,
                  2.1e8, "2026-01-01T00:00:00"))
     con.commit()
@@ -414,6 +415,91 @@ def test_measured_results_replace_priors(reg: Registry, tmp_path: Path, monkeypa
     q8 = find(p, "gguf-q8_0", "gguf")
     assert all(c.quality.basis == "measured" and c.quality.delta_pct == 0.42 for c in q8)
     assert all(c.quality.basis == "prior" for c in p.candidates if c.scheme == "gguf-q6_k")
+    # a row without the settings its speeds were measured at gives quality only
+    assert all(c.decode.basis == c.prefill.basis == c.memory.basis == "predicted" for c in q8)
+
+
+@pytest.fixture(scope="module")
+def local_cpu(reg: Registry):  # type: ignore[no-untyped-def]
+    """This machine's spec, measured once (every plan compares the same figures)."""
+    from quantmatch.planner import device_spec
+
+    if not reg.local().is_cpu:
+        pytest.skip("this machine's local device is not a CPU")
+    return device_spec(reg.local(), measure=True)
+
+
+def _bench_row(db: Path, device: str, method: str, scheme: str, backend: str) -> None:
+    """A row as ``quantmatch bench`` writes it: prompt 128, 4 + 32 decode steps, a batch of 4."""
+    from quantmatch.runners.store import ResultRow, ResultsStore
+
+    run = {"config": {"prompt": 128, "warmup": 4, "new_tokens": 32, "batch": 4}, "batch": 4,
+           "decode_batch_tps": 200.0}
+    ResultsStore(db).add_result(ResultRow("smollm2-135m", method, scheme, backend, device, 20.0, 0.3, 80.0, 900.0,
+                                          3.0e8, "2026-01-01T00:00:00"), detail={"run": run})
+
+
+def test_measured_speed_and_memory_replace_predictions(reg: Registry, local_cpu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from quantmatch.planner.engine import _fmt_tps
+    from quantmatch.planner.hardware import GIB
+
+    db = tmp_path / "results.sqlite"
+    _bench_row(db, local_cpu.id, "gguf", "gguf-q8_0", "llama.cpp")
+
+    def q8(results_db: Path, **kw: object):  # type: ignore[no-untyped-def]
+        p = plan("smollm2-135m", local_cpu, registry=reg, tolerance=1000, results_db=results_db, **kw)
+        return find(p, "gguf-q8_0", "gguf", "llama.cpp")[0], p
+
+    chat = {"batch": 1, "prompt": 100, "gen": 64}  # mean decode context 132, measured 148
+    pred, _ = q8(tmp_path / "none.sqlite", **chat)
+    c, p = q8(db, **chat)
+    assert (c.prefill.basis, c.decode.basis, c.memory.basis) == ("measured",) * 3
+    assert c.prefill.tokens_per_s == 900.0 and c.decode.tokens_per_s == 80.0
+    assert c.decode.predicted_tokens_per_s == pred.decode.tokens_per_s != 80.0
+    assert c.prefill.predicted_tokens_per_s == pred.prefill.tokens_per_s
+    assert c.memory.total_gib == pytest.approx(3.0e8 / GIB) and c.memory.predicted_total_gib == pred.memory.total_gib
+    assert c.rank_request_s == pytest.approx(100 / 900 + 64 / 80)  # ranked on the measurement
+    assert "quantmatch bench" in c.decode.note and "predicted" in c.decode.note
+    assert any(f"80 tok/s measured (predicted {_fmt_tps(pred.decode.tokens_per_s)})" in w for w in c.why)
+    d = c.to_dict()
+    assert d["decode"]["basis"] == "measured" and d["decode"]["predicted_tokens_per_s"] == pytest.approx(
+        pred.decode.tokens_per_s, rel=1e-3)
+    assert d["memory"]["basis"] == "measured" and d["memory"]["predicted_total_gib"] == pytest.approx(
+        pred.memory.total_gib, abs=1e-3)
+    other = find(p, "gguf-q6_k", "gguf", "llama.cpp")[0]  # not measured: predicted
+    assert (other.decode.basis, other.memory.basis) == ("predicted", "predicted")
+    assert other.to_dict()["decode"]["predicted_tokens_per_s"] == other.to_dict()["decode"]["tokens_per_s"]
+
+    served = q8(db, batch=4, prompt=128, gen=32)[0]  # the batched decode; prefill was measured at batch 1
+    assert served.decode.tokens_per_s == 200.0 and served.prefill.basis == "predicted"
+    assert served.memory.basis == "measured"
+    two = q8(db, batch=2, prompt=128, gen=32)[0]  # no batch-2 decode measured; its memory is within batch 4
+    assert two.decode.basis == "predicted" and two.memory.basis == "measured"
+    long = q8(db, batch=1, prompt=1024, gen=256)[0]  # far longer than measured: nothing carries over
+    assert (long.prefill.basis, long.decode.basis, long.memory.basis) == ("predicted",) * 3
+    big = q8(db, batch=8, prompt=128, gen=32)[0]  # more sequences than the measuring process held
+    assert big.memory.basis == "predicted"
+    # bench measures this machine only: another device's plan stays predicted
+    h100 = find(plan("smollm2-135m", "h100", registry=reg, tolerance=1000, results_db=db, **chat), "gguf-q8_0")
+    assert all(x.decode.basis == "predicted" for x in h100)
+
+
+def test_plan_output_labels_measured_figures(reg: Registry, local_cpu, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from io import StringIO
+
+    from rich.console import Console
+
+    from quantmatch.planner.render import print_plan
+
+    db = tmp_path / "results.sqlite"
+    _bench_row(db, local_cpu.id, "none", "fp32", "torch")
+    p = plan("smollm2-135m", local_cpu, registry=reg, batch=1, prompt=128, gen=32, results_db=db)
+    base = find(p, "fp32", None, "torch")[0]
+    assert base.is_baseline and base.decode.basis == "measured" and base.decode.tokens_per_s == 80.0
+    out = StringIO()
+    print_plan(p, show_all=True, console=Console(file=out, width=400, highlight=False, soft_wrap=False))
+    text = out.getvalue()
+    assert "80m" in text and "900m" in text and "m after a figure: measured by quantmatch bench" in text
 
 
 # ---- job -----------------------------------------------------------------------------------

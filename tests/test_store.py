@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -9,12 +10,19 @@ import pytest
 
 from quantmatch.planner import RESULTS_SCHEMA, measured_quality
 from quantmatch.planner import results_path as planner_results_path
+from quantmatch.planner.results import MeasuredRun, measured_runs
 from quantmatch.registry import Registry
-from quantmatch.runners.store import EvidenceRow, ResultRow, ResultsStore, read_evidence, results_path
+from quantmatch.runners.store import RUNS_SCHEMA, EvidenceRow, ResultRow, ResultsStore, read_evidence, results_path
 from quantmatch.verdict import Evidence
 
 DOCUMENTED = ["model", "method", "scheme", "backend", "device", "ppl", "ppl_delta_pct", "decode_tps", "prefill_tps",
-              "peak_rss", "date"]
+              "peak_rss", "date", "prompt", "decode_context", "batch", "decode_batch_tps"]
+FIRST_SCHEMA = """CREATE TABLE results (model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, ppl REAL,
+    ppl_delta_pct REAL, decode_tps REAL, prefill_tps REAL, peak_rss REAL, date TEXT)"""
+"""The table as the first version of the store wrote it (before the settings columns)."""
+RUN = {"config": {"tokens": 4096, "window": 1024, "prompt": 128, "new_tokens": 32, "batch": 4, "warmup": 4},
+       "batch": 4, "decode_tps": 80.0, "decode_batch_tps": 210.0}
+"""The part of a bench run (``RunResult.to_dict()``) the settings come from."""
 
 
 @pytest.fixture
@@ -49,6 +57,38 @@ def test_round_trip_and_the_planner_reads_it(db: Path) -> None:
     assert measured_quality("smollm2-135m", "gguf", "gguf-q8_0") == 0.7
     assert measured_quality("smollm2-135m", None, "gguf-q8_0") == 0.0
     assert store.results("other-model") == []
+
+
+def test_settings_come_from_the_run_and_the_planner_reads_them(db: Path) -> None:
+    ResultsStore().add_result(_row("2026-01-01T10:00:00+0000"), detail={"run": RUN, "machine": {}})
+    (row,) = ResultsStore().results()
+    assert (row.prompt, row.decode_context, row.batch, row.decode_batch_tps) == (128, 128 + 4 + 16, 4, 210.0)
+    runs = measured_runs(["SmolLM2-135M", "other"], "local-cpu")
+    assert runs == {("gguf", "gguf-q8_0", "llama.cpp"): MeasuredRun("2026-01-01T10:00:00+0000", 80.0, 900.0, 3.0e8,
+                                                                   128, 148.0, 4, 210.0)}
+    assert measured_runs(["smollm2-135m"], "nvidia_h100_sxm") == {}  # measured on this machine, not there
+
+
+def test_an_old_store_stays_readable_and_is_upgraded(db: Path) -> None:
+    con = sqlite3.connect(db)
+    con.execute(FIRST_SCHEMA)
+    con.execute(RUNS_SCHEMA)
+    old = ("smollm2-135m", "gguf", "gguf-q8_0", "llama.cpp", "local-cpu", 12.3, 1.5, 80.0, 900.0, 3.0e8,
+           "2026-01-01T10:00:00+0000")
+    con.execute(f"INSERT INTO results VALUES ({', '.join('?' * 11)})", old)
+    con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*old[:5], old[-1], "ok", json.dumps({"run": RUN})))
+    con.commit()
+    con.close()
+    # read as it is (the planner opens it read-only): speeds without settings, quality as before
+    (run,) = measured_runs(["smollm2-135m"], "local-cpu").values()
+    assert (run.decode_tps, run.prompt, run.batch) == (80.0, None, None)
+    assert measured_quality("smollm2-135m", "gguf", "gguf-q8_0") == 1.5
+    # the next write adds the columns and fills the old row in from its run
+    ResultsStore().add_result(_row("2026-01-02T10:00:00+0000", 0.7, method="none"))
+    rows = {r.method: r for r in ResultsStore().results()}
+    assert (rows["gguf"].prompt, rows["gguf"].decode_context, rows["gguf"].batch) == (128, 148.0, 4)
+    assert rows["none"].prompt is None  # written without a run: no settings
+    assert measured_runs(["smollm2-135m"], "local-cpu")[("gguf", "gguf-q8_0", "llama.cpp")].decode_batch_tps == 210.0
 
 
 def test_store_path_follows_the_planner(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

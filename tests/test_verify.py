@@ -9,6 +9,7 @@ import pytest
 
 from quantmatch.registry import Registry
 from quantmatch.runners import RUNNERS
+from quantmatch.runners.store import read_evidence
 from quantmatch.runners.verify import COMPUTE_WIN, MEMORY_WIN, Probe, judge, observed_level, probe_key, verify
 
 pytest.importorskip("torch")
@@ -42,6 +43,52 @@ def test_probe_keys() -> None:
     assert probe_key("gguf", "gguf-q4_k_m", "llama.cpp") == ("gguf:q4_k_m", "")
     key, why = probe_key("gptq", "w4a16-g64", "vllm")
     assert key is None and "no runner for vllm" in why
+    # compressed-tensors weight-only checkpoints on torch: one probe per scheme, whichever method wrote it
+    assert probe_key("gptq", "w4a16-g64", "torch") == probe_key("rtn", "w4a16-g64", "torch") == ("ct:w4a16-g64", "")
+    assert probe_key("awq", "w4a16-g128-asym", "torch") == ("ct:w4a16-g128-asym", "")
+    assert probe_key("fp8", "w8a16-fp8", "torch") == ("ct:w8a16-fp8", "")
+    key, why = probe_key("rtn", "w4a16-nvfp4", "torch")
+    assert key is None and "w4a16-nvfp4" in why
+
+
+def test_compressed_tensors_layer_is_packed_until_its_first_forward() -> None:
+    """What the probe times: the library's packed int4 layer, which its first forward decompresses to fp32."""
+    pytest.importorskip("compressed_tensors")
+    import torch
+
+    from quantmatch.runners.torch_runner import module_bytes
+    from quantmatch.runners.verify import compressed_linear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 128, bias=False).eval().requires_grad_(False)
+    w = lin.weight.detach().clone()
+    x = torch.randn(3, 256)
+    with torch.inference_mode():
+        q = compressed_linear(lin, "w4a16-g64")
+        packed = module_bytes(q, skip_input_embedding=False)
+        y = q(x)
+    # int4 codes packed in int32 plus one fp32 scale per 64 weights: 4.5 bits a weight
+    assert packed == pytest.approx(w.nelement() * (4 + 32 / 64) / 8, abs=64)
+    assert q[0].weight.dtype == torch.float32 and q[0].weight.shape == w.shape
+    assert module_bytes(q, skip_input_embedding=False) >= w.nelement() * 4
+    rel = float((y - x @ w.T).norm() / (x @ w.T).norm())
+    assert 0 < rel < 0.2  # the int4 weights' outputs, not fp32's and not garbage
+
+
+def test_verify_checks_compressed_tensors_weight_only_claims(tmp_path: Path) -> None:
+    pytest.importorskip("compressed_tensors")
+    report = verify(threads=1, store=tmp_path / "results.sqlite",
+                    only=lambda m, s, b: b == "torch" and s == "w4a16-g64")
+    checks = {c.method: c for c in report.checks}
+    assert {"gptq", "rtn"} <= set(checks)
+    assert len({c.figure for c in checks.values()}) == 1  # one kernel, measured once
+    c = checks["gptq"]
+    assert c.claimed == "weight-only" and c.probe is not None
+    assert "compressed-tensors w4a16-g64 (pack-quantized, 0.14x fp32 bytes packed)" in c.kernel
+    # decompressed on the first forward: the layer then holds fp32 weights, so the memory win is gone
+    assert c.probe["weight_ratio"] < MEMORY_WIN and c.status == "drift" and c.observed != "weight-only"
+    ev = read_evidence(report.device, tmp_path / "results.sqlite")[("gptq", "w4a16-g64", "torch")]
+    assert ev[0].kind == "verify" and ev[0].agrees is False and "DRIFT: claimed weight-only" in ev[0].figure
 
 
 @onnx_needed

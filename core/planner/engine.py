@@ -6,6 +6,9 @@
    combinations become ``registry`` rejections with the registry's reason; for MoE models the expert
    layers' verdict and for ``-kv*`` schemes the KV-cache verdict must be runnable too.
 2. Each candidate gets memory, prefill/decode roofline, expected quality and the quantization job.
+   On the local device, speeds and peak memory that ``quantmatch bench`` measured for the same
+   combination at compatible settings replace the predictions (:mod:`.measured`), as measured
+   perplexity replaces the quality prior.
 3. It is rejected when it does not fit (``memory``), when its expected loss exceeds the tolerance
    (``quality``), or when the job cannot run on this machine (``job``, ``local`` only).
 4. The rest are ranked by the preference: ``fastest`` (request throughput: prefill plus ``gen``
@@ -32,11 +35,12 @@ from quantmatch.verdict import Level, Verdict
 from .footprint import gguf_type_fractions, weight_layout
 from .hardware import DeviceSpec, device_spec
 from .job import estimate_job
+from .measured import apply_measured
 from .memory import estimate_memory
 from .plan import Candidate, Plan, Rejection
 from .produce import Production, production
 from .quality import estimate_quality
-from .results import results_path
+from .results import MeasuredRun, measured_runs, results_path
 from .roofline import compute_path, dequant_mode, estimate_phases
 from .runtime import runtime_profile
 from .shapes import ModelSource, ParamBreakdown, builtin_shapes, param_breakdown, quantize_source, resolve_model
@@ -104,6 +108,9 @@ class _Builder:
         self.out_dir, self.reg = out_dir, reg
         store = results_db or results_path()
         self.results_db = store if store.is_file() else None
+        # bench measures this machine only, so its figures stand for the local device and no other
+        self.measured: dict[tuple[str, str, str], MeasuredRun] = (
+            measured_runs(_model_keys(src), spec.id, self.results_db) if local and self.results_db else {})
         self.largest_linear = max((lin.in_features * lin.out_features for lin in _sample_linears(self.info)),
                                   default=0)
         caps = [(v, s) for v, s in ((spec.memory_gib, f"{spec.name} memory"), (budget, "memory budget"))
@@ -138,6 +145,7 @@ class _Builder:
         mem = estimate_memory(info, layout, wl, runtime, kv_bytes, act_bytes, expanded,
                               self.capacity, self.capacity_source)
         prefill, decode = estimate_phases(info, params, layout, wl, path, spec, runtime, dq, kv_bytes, act_bytes)
+        prefill, decode, mem = apply_measured(prefill, decode, mem, self._measured(v, s), wl)
         keys = _model_keys(self.src) if self.results_db is not None else ()
         quality = estimate_quality(s, v.method, params.total, info.hidden_size, keys, v.backend, self.results_db,
                                    runs_as=_runs_as_scheme(s, v))
@@ -158,6 +166,12 @@ class _Builder:
             memory=mem, prefill=prefill, decode=decode, quality=quality, job=job,
             request_s=req, throughput_tps=thr, rank_request_s=rank_t, sources=v.sources,
         )
+
+    def _measured(self, v: Verdict, s: Scheme) -> MeasuredRun | None:
+        """The bench run of this combination here (bench's runners run on the CPU)."""
+        if v.target != "cpu":
+            return None
+        return self.measured.get(((v.method or "none").lower(), str(s).lower(), v.backend.lower()))
 
 
 def _runs_as_scheme(s: Scheme, v: Verdict) -> Scheme | None:
@@ -236,8 +250,10 @@ def _why(pref: str, c: Candidate, first: Candidate, tol: Tolerance, rank: int, s
         else:
             out.append(f"+{c.quality.delta_pct - first.quality.delta_pct:.2f}% expected PPL vs #1")
     d = c.decode
-    out.append(f"decode {d.bound}-bound in {d.compute_dtype}" + (f", {_fmt_tps(d.tokens_per_s)} tok/s"
-                                                                 if d.tokens_per_s else ""))
+    speed = f", {_fmt_tps(d.tokens_per_s)} tok/s" if d.tokens_per_s else ""
+    if d.basis == "measured":
+        speed += f" measured (predicted {_fmt_tps(d.predicted_tokens_per_s)})"
+    out.append(f"decode {d.bound}-bound in {d.compute_dtype}{speed}")
     if c.level != "native":
         out.append(f"{c.level}: {c.runs_as or c.verdict_reason}")
     return tuple(out)
@@ -261,9 +277,12 @@ def _summary(plan_top: Candidate | None, baseline: Candidate | None, evaluated: 
         br = ref.decode.bytes / plan_top.decode.bytes if plan_top.decode.bytes else 0
         sp = ref.decode.rank_time_s / plan_top.decode.rank_time_s if plan_top.decode.rank_time_s else 0
         verb = "fewer" if br >= 1 else "more"
+        bases = {plan_top.decode.basis, ref.decode.basis}
+        speed = (f"and was measured at {sp:.1f}x its decode speed" if bases == {"measured"} else
+                 f"so it predicts about {sp:.1f}x the decode speed" if bases == {"predicted"} else
+                 f"so it runs about {sp:.1f}x the decode speed (one of the two measured, one predicted)")
         out.append(f"{_pretty(plan_top.scheme)} ({plan_top.backend}) reads {max(br, 1 / br if br else 0):.1f}x "
-                   f"{verb} bytes per decode step than {_pretty(ref.scheme)}, so it predicts about {sp:.1f}x "
-                   "the decode speed.")
+                   f"{verb} bytes per decode step than {_pretty(ref.scheme)}, {speed}.")
     p_ref = ref.prefill if ref else (plan_top.prefill if plan_top else None)
     if p_ref is not None:
         s = f"Prefill of {wl.batch} x {wl.prompt} tokens is {p_ref.bound}-bound"

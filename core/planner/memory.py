@@ -33,7 +33,12 @@ __all__ = ["MemoryEstimate", "estimate_memory"]
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Memory of one candidate in GiB, and whether it fits the capacity (``None``: capacity unknown)."""
+    """Memory of one candidate in GiB, and whether it fits the capacity (``None``: capacity unknown).
+
+    ``basis`` is ``predicted`` (the sum of the parts) or ``measured``: ``total_gib`` is then the peak
+    RSS ``quantmatch bench`` measured on this machine (fit and headroom follow it), the parts stay the
+    prediction's and :attr:`predicted_total_gib` keeps their sum.
+    """
 
     weights_gib: float
     kept_gib: float
@@ -47,6 +52,13 @@ class MemoryEstimate:
     headroom_gib: float | None
     kv_bytes: float
     bits_per_weight: float
+    basis: str = "predicted"
+    predicted: float | None = None
+
+    @property
+    def predicted_total_gib(self) -> float:
+        """The predicted total, whatever the basis of :attr:`total_gib`."""
+        return self.predicted if self.basis == "measured" and self.predicted is not None else self.total_gib
 
     @property
     def over_gib(self) -> float | None:
@@ -58,6 +70,7 @@ class MemoryEstimate:
         return {"weights_gib": round(self.weights_gib, r), "kept_16bit_gib": round(self.kept_gib, r),
                 "kv_cache_gib": round(self.kv_cache_gib, r), "activations_gib": round(self.activations_gib, r),
                 "runtime_gib": round(self.runtime_gib, r), "total_gib": round(self.total_gib, r),
+                "basis": self.basis, "predicted_total_gib": round(self.predicted_total_gib, r),
                 "capacity_gib": None if self.capacity_gib is None else round(self.capacity_gib, r),
                 "capacity_source": self.capacity_source, "fits": self.fits,
                 "headroom_gib": None if self.headroom_gib is None else round(self.headroom_gib, r),

@@ -193,6 +193,7 @@ def comparison(plans: Sequence[Plan]) -> list[dict[str, Any]]:
             "prefill_tps": b.prefill.tokens_per_s, "decode_tps": b.decode.tokens_per_s,
             "throughput_tps": None if b.throughput_tps is None else round(b.throughput_tps, 3),
             "quality_delta_pct": round(b.quality.delta_pct, 3), "quality_basis": b.quality.basis,
+            "speed_basis": {"prefill": b.prefill.basis, "decode": b.decode.basis}, "memory_basis": b.memory.basis,
             "producible_here": b.producible_here, "command": b.command}
         rows.append({"device": p.device.id, "name": p.device.name, "status": p.status, "best": best})
     return rows

@@ -40,7 +40,7 @@ def _tps(x: float | None, upper: bool = False) -> str:
 def _speed(c: Candidate, phase: str) -> str:
     p = c.prefill if phase == "prefill" else c.decode
     sp = c.speedup_prefill if phase == "prefill" else c.speedup_decode
-    s = _tps(p.tokens_per_s, upper="bandwidth-only" in p.note)
+    s = _tps(p.tokens_per_s, upper="bandwidth-only" in p.note) + ("m" if p.basis == "measured" else "")
     if sp is not None and not c.is_baseline and p.tokens_per_s is not None:
         s += f" {sp:.2g}x"
     return s + f" {p.bound[:3]}"
@@ -48,11 +48,12 @@ def _speed(c: Candidate, phase: str) -> str:
 
 def _fits(c: Candidate) -> Text:
     m = c.memory
+    total = f"{m.total_gib:.2f}" + ("m" if m.basis == "measured" else "")
     if m.fits is None:
-        return Text(f"{m.total_gib:.2f} ?")
+        return Text(f"{total} ?")
     if m.fits:
-        return Text(f"{m.total_gib:.2f} ✓", style="green")
-    return Text(f"{m.total_gib:.2f} ✕", style="red")
+        return Text(f"{total} ✓", style="green")
+    return Text(f"{total} ✕", style="red")
 
 
 def _header(c: Console, p: Plan) -> None:
@@ -109,6 +110,9 @@ def print_plan(p: Plan, top: int = 10, show_all: bool = False, console: Console 
     c.print(t)
     c.print("  speeds: tok/s, x vs the 16-bit baseline, mem/com/ove(rhead)-bound; ΔPPL%: expected perplexity "
             "change, p(rior) / m(easured) / b(aseline)", style="dim")
+    if any(x.memory.basis == "measured" or "measured" in (x.prefill.basis, x.decode.basis) for x in cands):
+        c.print("  m after a figure: measured by quantmatch bench on this machine, not predicted (GiB: peak RSS); "
+                "--json keeps the prediction beside it", style="dim")
     for cand in cands[: (len(cands) if show_all else 3)]:
         c.print(f"  #{cand.rank} {cand.scheme} ({cand.method or '16-bit'}, {cand.backend}): " + "; ".join(cand.why))
     if any("bandwidth-only" in x.prefill.note for x in cands):

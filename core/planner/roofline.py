@@ -70,6 +70,9 @@ class PhaseEstimate:
     ``flops``/``bytes`` are per pass over ``tokens`` tokens; ``time_s`` and ``tokens_per_s`` are
     ``None`` when a figure they need is unknown (``rank_time_s`` is then computed with nominal figures,
     for ordering only). ``bound`` is ``memory``, ``compute``, ``overhead`` or ``unknown``.
+    ``basis`` is ``predicted`` (the roofline) or ``measured`` (``quantmatch bench`` on this machine:
+    ``tokens_per_s``, ``time_s`` and ``rank_time_s`` are then the measurement's, ``note`` says where
+    it comes from, and :attr:`predicted_tokens_per_s` keeps the roofline's figure).
     """
 
     phase: str
@@ -86,8 +89,16 @@ class PhaseEstimate:
     tokens_per_s: float | None
     rank_time_s: float
     note: str = ""
+    basis: str = "predicted"
+    predicted: float | None = None
+
+    @property
+    def predicted_tokens_per_s(self) -> float | None:
+        """The roofline's tokens/s, whatever the basis of :attr:`tokens_per_s`."""
+        return self.predicted if self.basis == "measured" else self.tokens_per_s
 
     def to_dict(self) -> dict[str, Any]:
+        pred = self.predicted_tokens_per_s
         return {
             "phase": self.phase, "tokens": self.tokens, "flops": self.flops, "bytes": self.bytes,
             "intensity_flop_per_byte": round(self.intensity, 3),
@@ -97,6 +108,7 @@ class PhaseEstimate:
             "bandwidth_gbs": None if self.bandwidth_gbs is None else round(self.bandwidth_gbs, 2),
             "time_s": self.time_s,
             "tokens_per_s": None if self.tokens_per_s is None else round(self.tokens_per_s, 3),
+            "basis": self.basis, "predicted_tokens_per_s": None if pred is None else round(pred, 3),
             "note": self.note,
         }
 

@@ -6,7 +6,8 @@ or ``$QUANTMATCH_RESULTS_DB``). Three tables:
 - ``results``: exactly the schema of ``docs/planner.md`` (:data:`quantmatch.planner.RESULTS_SCHEMA`, the
   statement this module creates it with),
   one row per measured combination, keyed by model, method (``none`` for float baselines), scheme,
-  backend and device; the newest row wins;
+  backend and device; the newest row wins. A table of an older version gets the columns added since
+  (:data:`~quantmatch.planner.results.SETTINGS_COLUMNS`), filled in from ``runs`` where it holds them;
 - ``runs``: the full measurement of each row as JSON (roofline, load time, threads, versions ...);
 - ``evidence``: what ``quantmatch verify`` and ``quantmatch bench`` measured for a verdict (kind, figure,
   date, library versions, whether it agrees with the claimed level), read by the registry, which
@@ -18,16 +19,16 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from quantmatch.verdict import Evidence
 
 __all__ = ["EVIDENCE_SCHEMA", "RUNS_SCHEMA", "EvidenceRow", "ResultRow", "ResultsStore", "read_evidence",
-           "results_path"]
+           "results_path", "run_settings"]
 
 RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, date TEXT, status TEXT, detail TEXT
@@ -54,7 +55,11 @@ def results_path() -> Path:
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One row of the ``results`` table (``method`` ``none`` for an unquantized baseline)."""
+    """One row of the ``results`` table (``method`` ``none`` for an unquantized baseline).
+
+    The settings (``prompt`` ... ``decode_batch_tps``) are filled in by :meth:`ResultsStore.add_result`
+    from the run in its ``detail`` when left ``None``.
+    """
 
     model: str
     method: str
@@ -67,6 +72,24 @@ class ResultRow:
     prefill_tps: float | None
     peak_rss: float | None
     date: str
+    prompt: int | None = None
+    decode_context: float | None = None
+    batch: int | None = None
+    decode_batch_tps: float | None = None
+
+
+def run_settings(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings columns of a :class:`~quantmatch.runners.base.RunResult` dict: its prompt, the mean
+    KV-cache length of its timed decode steps, and its batched decode (empty when it has no config)."""
+    cfg = run.get("config") or {}
+    if "prompt" not in cfg:
+        return {}
+    context = cfg["prompt"] + cfg.get("warmup", 0) + cfg.get("new_tokens", 0) / 2
+    return {"prompt": int(cfg["prompt"]), "decode_context": float(context), "batch": int(run.get("batch") or 1),
+            "decode_batch_tps": run.get("decode_batch_tps")}
+
+
+_COLUMNS = tuple(f.name for f in fields(ResultRow))
 
 
 @dataclass(frozen=True)
@@ -98,13 +121,18 @@ class ResultsStore:
         try:
             for ddl in (RESULTS_SCHEMA, RUNS_SCHEMA, EVIDENCE_SCHEMA):
                 con.execute(ddl)
+            _upgrade(con)
             yield con
             con.commit()
         finally:
             con.close()
 
     def add_result(self, row: ResultRow, detail: dict[str, Any] | None = None, status: str = "ok") -> None:
-        """Append a ``results`` row (and its full measurement to ``runs``)."""
+        """Append a ``results`` row (and its full measurement to ``runs``); settings the row leaves ``None``
+        come from ``detail["run"]`` (see :func:`run_settings`)."""
+        run = (detail or {}).get("run")
+        if row.prompt is None and isinstance(run, Mapping):
+            row = replace(row, **run_settings(run))
         with self._connect() as con:
             d = asdict(row)
             con.execute(f"INSERT INTO results ({', '.join(d)}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
@@ -117,7 +145,7 @@ class ResultsStore:
         if not self.path.is_file():
             return []
         with self._connect() as con:
-            sql = "SELECT * FROM results"
+            sql = f"SELECT {', '.join(_COLUMNS)} FROM results"
             args: tuple[Any, ...] = ()
             if model:
                 sql += " WHERE lower(model) = lower(?)"
@@ -136,6 +164,30 @@ class ResultsStore:
     def evidence(self, device: str) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:
         """See :func:`read_evidence`."""
         return read_evidence(device, self.path)
+
+
+def _upgrade(con: sqlite3.Connection) -> None:
+    """Add the settings columns to a ``results`` table written before them, filled in from ``runs``."""
+    from quantmatch.planner.results import SETTINGS_COLUMNS
+
+    have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+    missing = [c for c in SETTINGS_COLUMNS if c not in have]
+    if not missing:
+        return
+    for c in missing:
+        con.execute(f"ALTER TABLE results ADD COLUMN {c} {SETTINGS_COLUMNS[c]}")
+    key = "model, method, scheme, backend, device, date"
+    for rowid, detail in con.execute(
+            f"SELECT results.rowid, runs.detail FROM results JOIN runs USING ({key}) WHERE results.prompt IS NULL"
+    ).fetchall():
+        try:
+            run = json.loads(detail or "{}").get("run")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        values = run_settings(run) if isinstance(run, dict) else {}
+        if values:
+            con.execute(f"UPDATE results SET {', '.join(f'{c} = ?' for c in values)} WHERE rowid = ?",
+                        (*values.values(), rowid))
 
 
 def read_evidence(device: str, path: str | Path | None = None) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:

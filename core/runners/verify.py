@@ -12,9 +12,12 @@ The observed level is ``native`` when the compute speed-up is at least :data:`CO
 faster), else ``weight-only`` when the weights are at least :data:`MEMORY_WIN` times smaller, else
 ``emulated``. A claim of ``native`` or ``weight-only`` agrees when the observed level is the same; a
 claim of ``emulated`` agrees when there is no speed win at either shape. Disagreements are *drift*,
-reported with both figures. The evidence (figure, date, library versions) is written to the results
-store, where the registry picks it up for this machine's verdicts (``quantmatch explain ... local``).
-Combinations sharing a kernel share one measurement.
+reported with both figures. compressed-tensors weight-only checkpoints (GPTQ, AWQ, RTN, FP8 weights on
+torch) are probed on the path transformers takes on a CPU: the library's layer, decompressed by its
+first forward, then a float matmul; their bytes are those held after that first call. The evidence
+(figure, date, library versions) is written to the results store, where the registry picks it up for
+this machine's verdicts (``quantmatch explain ... local``). Combinations sharing a kernel share one
+measurement.
 """
 
 from __future__ import annotations
@@ -149,7 +152,9 @@ def probe_key(method: str | None, scheme: str, backend: str) -> tuple[str | None
                                                                       "against")
         if scheme.startswith("w8a8-int8"):
             return "torch-int8", ""
-        return None, "no microbenchmark for compressed-tensors weight-only checkpoints yet"
+        if _ct_weight_only(scheme):
+            return f"ct:{scheme}", ""
+        return None, f"no microbenchmark for compressed-tensors {scheme} checkpoints yet"
     if backend == "optimum-quanto":
         return f"quanto:{scheme}", ""
     if backend == "hqq":
@@ -161,6 +166,17 @@ def probe_key(method: str | None, scheme: str, backend: str) -> tuple[str | None
     if backend == "llama.cpp" and scheme == "gguf-f32":
         return None, "F32 is the reference the GGUF probes compare against"
     return None, f"quantmatch has no runner for {backend} on this machine"
+
+
+def _ct_weight_only(scheme: str) -> bool:
+    """Whether :func:`_probe_compressed` covers ``scheme``: integer or FP8 weights, float activations."""
+    from quantmatch.scheme import SchemeError, parse_scheme
+
+    try:
+        s = parse_scheme(scheme)
+    except SchemeError:
+        return False
+    return s.weight_only and (s.weight_format == "int" or s.weight_type == "fp8-e4m3")
 
 
 # ---- probes -------------------------------------------------------------------------------------------------
@@ -288,6 +304,71 @@ def _probe_hqq(scheme: str, shape: tuple[int, int, int]) -> Probe:
         return HQQLinear(lin, cfg, compute_dtype=torch.float32, device="cpu")
 
     return _torch_layer(f"HQQLinear {scheme} (PyTorch backend, fp32 compute)", build, ("hqq",), shape)
+
+
+def compressed_linear(lin: Any, scheme: str) -> Any:
+    """``lin`` as transformers loads a compressed-tensors weight-only checkpoint: quantized with the
+    library (scales from the weights' range), compressed (``pack-quantized`` codes), and wrapped in a
+    model that carries the library's decompress-on-first-forward hook (``ModelCompressor.compress_model``)."""
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationArgs,
+        QuantizationConfig,
+        QuantizationScheme,
+        QuantizationStatus,
+        apply_quantization_config,
+    )
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    from quantmatch.algorithms.export import quantization_args
+    from quantmatch.algorithms.rtn import IntGrid
+    from quantmatch.scheme import parse_scheme
+
+    s = parse_scheme(scheme)
+    if s.weight_format == "int":
+        args = quantization_args(IntGrid(s.weight_bits, s.group_size or 0, s.symmetric))
+    else:
+        args = QuantizationArgs(num_bits=8, type="float", strategy="channel", symmetric=True)
+    model = torch.nn.Sequential(lin)
+    apply_quantization_config(model, QuantizationConfig(
+        config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=args)},
+        quantization_status=QuantizationStatus.FROZEN), show_progress=False)
+    w = lin.weight
+    blocks = w.reshape(w.shape[0], -1, args.group_size or w.shape[1])
+    scale, zero = calculate_qparams(blocks.amin(-1), blocks.amax(-1), args)
+    lin.weight_scale.copy_(scale.reshape(lin.weight_scale.shape))
+    if getattr(lin, "weight_zero_point", None) is not None:
+        lin.weight_zero_point.copy_(zero.reshape(lin.weight_zero_point.shape))
+    ModelCompressor.from_pretrained_model(model).compress_model(model)
+    return model
+
+
+def _probe_compressed(scheme: str, shape: tuple[int, int, int]) -> Probe:
+    """A compressed-tensors weight-only layer on transformers' CPU path: compressed-tensors decompresses
+    the whole model on its first forward, then every call is a float matmul on the decompressed weights.
+    The bytes are those held after that first call (the packed size is named in the kernel)."""
+    import contextlib
+    import io
+
+    import torch
+
+    m, k, n = shape
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(k, n, bias=False).eval()
+    x, x1 = torch.randn(m, k), torch.randn(1, k)
+    # the library reports each step on a progress bar: keep verify's output to its own lines
+    with torch.inference_mode(), contextlib.redirect_stderr(io.StringIO()):
+        q = compressed_linear(torch.nn.Linear(k, n, bias=False).eval().requires_grad_(False), scheme)
+        packed = _torch_bytes(q)
+        q(x1)  # the decompression, once, as at the start of generation
+        ref_bytes = _torch_bytes(lin)
+        timings = _pair(lin, q, x, x1)
+    fmt = q[0].quantization_scheme.format
+    dtype = str(q[0].weight.dtype).removeprefix("torch.")
+    kernel = (f"compressed-tensors {scheme} ({getattr(fmt, 'value', fmt)}, {packed / ref_bytes:.2f}x fp32 bytes "
+              f"packed), decompressed to {dtype} on the first forward: float matmul")
+    return Probe(kernel, shape, *timings, ref_bytes, _torch_bytes(q), _versions("torch", "compressed-tensors"))
 
 
 # -- ONNX Runtime --
@@ -446,6 +527,8 @@ def run_probe(key: str, threads: int, shape: tuple[int, int, int] = SHAPE, gguf:
         return _probe_quanto(arg, shape)
     if kind == "hqq":
         return _probe_hqq(arg, shape)
+    if kind == "ct":
+        return _probe_compressed(arg, shape)
     if kind == "ort":
         return _probe_ort(arg, shape, threads)
     if kind == "gguf" and gguf is not None:

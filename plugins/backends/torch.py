@@ -3,8 +3,11 @@
 Baselines are native where the device computes the dtype, emulated where it only has a lowering
 (bf16 on Cascade Lake, for example). Quantized checkpoints loaded through transformers run on plain
 torch ops: ``torch._int_mm`` for int8 x int8, ``torch._scaled_mm`` for FP8 (compute capability >= 8.9
-or MI300), and dequantize + matmul for weight-only formats (MPS: ``_weight_int4pack_mm`` and
-``_weight_int8pack_mm`` on macOS 15+).
+or MI300). Weight-only compressed-tensors checkpoints are decompressed to the float type when they
+load (or on the first forward): the running model is as large and as fast as the float one, so on
+CUDA, ROCm and CPU they are *emulated* (a smaller file, no run-time win); vLLM is what runs them
+packed. MPS has int4/int8 weight-only kernels (``_weight_int4pack_mm``, ``_weight_int8pack_mm``,
+macOS 15+).
 """
 
 from __future__ import annotations
@@ -66,8 +69,10 @@ WEIGHT_ONLY = (
     Capability(U, "transformers does not load compressed-tensors (or AWQ) checkpoints on Metal (its "
                "quantization overview lists them \u274c for Metal)", c.TRANSFORMERS_OVERVIEW,
                weights=WEIGHT_TYPES, activations=c.FLOAT_ACTS, targets=("metal",)),
-    Capability(W, "compressed-tensors checkpoints loaded by transformers: {weights} weights decompressed and "
-               "multiplied in {activations}", c.TRANSFORMERS_OVERVIEW, weights=WEIGHT_TYPES,
+    Capability(E, "compressed-tensors checkpoints loaded by transformers: the {weights} weights are "
+               "decompressed to {activations} at load (or on the first forward), so the running model holds "
+               "and reads full-size weights: a smaller file, no memory or speed win (vLLM runs them packed)",
+               c.join(c.TRANSFORMERS_OVERVIEW, c.TRANSFORMERS_CT_DECOMPRESS), weights=WEIGHT_TYPES,
                activations=c.FLOAT_ACTS, when=c.COMPUTE_NATIVE, runs_as=DEQUANT),
     c.lowered_compute(c.TRANSFORMERS_OVERVIEW, weights=WEIGHT_TYPES),
 )

@@ -20,7 +20,7 @@ from calibrated_support import (
 
 from quantmatch.algorithms.blockwise import capture_block_inputs, decoder_blocks, run_block
 from quantmatch.algorithms.export import attach
-from quantmatch.algorithms.int8_runtime import Int8Linear, convert_to_int8, int8_layers
+from quantmatch.algorithms.int8_runtime import KERNELS, Int8Linear, convert_to_int8, fastest_int8_kernel, int8_layers
 from quantmatch.algorithms.rtn import fake_quantize_per_token, fake_quantize_static, static_activation_scale
 from quantmatch.algorithms.smoothquant import SmoothQuantConfig, smooth_block, smoothquant_model
 
@@ -87,30 +87,44 @@ def test_static_scales_cover_the_calibration_range() -> None:
 
 
 # ---- int8 execution --------------------------------------------------------------------------------
-def test_ort_integer_kernel_is_exact_over_the_full_int8_range() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_integer_kernels_are_exact_over_the_full_int8_range(kernel: str) -> None:
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(-128, 128, (96, 160), generator=g, dtype=torch.int8)
     codes[:4] = 127
     codes[4:8] = -128
-    layer = Int8Linear(codes, torch.ones(96), input_scale=torch.tensor(1.0))
+    layer = Int8Linear(codes, torch.ones(96), input_scale=torch.tensor(1.0), kernel=kernel)
     x = torch.randint(-128, 128, (33, 160), generator=g).float()
     x[:3] = 127
     x[3:6] = -128
     expected = (x.double() @ codes.double().t()).float()
-    assert torch.equal(layer(x), expected)
-    assert layer.onnx_ops == ("MatMulInteger",)
-    assert [i.type for i in layer._session.get_inputs()] == ["tensor(uint8)"]
+    assert torch.equal(layer(x), expected) and layer.kernel == kernel
+    if kernel == "ort":
+        assert layer.onnx_ops == ("MatMulInteger",)
+        assert [i.type for i in layer._session.get_inputs()] == ["tensor(uint8)"]
 
 
+def test_the_fastest_kernel_is_chosen_once_and_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    fastest_int8_kernel.cache_clear()
+    monkeypatch.setenv("QUANTMATCH_INT8_KERNEL", "ort")
+    assert fastest_int8_kernel(1) == "ort"
+    assert Int8Linear(torch.ones(4, 8, dtype=torch.int8), torch.ones(4), threads=1).kernel == "ort"
+    fastest_int8_kernel.cache_clear()
+    monkeypatch.delenv("QUANTMATCH_INT8_KERNEL")
+    assert fastest_int8_kernel(1) in KERNELS
+    fastest_int8_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("static", [True, False], ids=["static", "per-token"])
-def test_int8_linear_matches_fake_quantization(static: bool) -> None:
+def test_int8_linear_matches_fake_quantization(static: bool, kernel: str) -> None:
     g = torch.Generator().manual_seed(1)
     w = torch.randn(48, 64, generator=g) * 0.05
     scale = w.abs().amax(1) / 127.5
     codes = torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8)
     x = torch.randn(3, 7, 64, generator=g)
     x_scale = static_activation_scale(x.abs().max() * 0.8)
-    layer = Int8Linear(codes, scale, torch.randn(48, generator=g), x_scale if static else None)
+    layer = Int8Linear(codes, scale, torch.randn(48, generator=g), x_scale if static else None, kernel=kernel)
     xq = fake_quantize_static(x, x_scale) if static else fake_quantize_per_token(x)
     expected = xq @ (codes.float() * scale[:, None]).t() + layer.bias
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)

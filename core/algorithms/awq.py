@@ -57,7 +57,8 @@ class AWQConfig:
 
 
 def _out(y: Any) -> Tensor:
-    return y[0] if isinstance(y, (tuple, list)) else y
+    hidden: Tensor = y[0] if isinstance(y, (tuple, list)) else y
+    return hidden
 
 
 def _weight_mean(weights: list[Tensor], group_size: int) -> Tensor:
@@ -74,7 +75,7 @@ def _search_scale(mods: dict[str, nn.Module], group: ScaleGroup, grids: dict[str
                   calls: list[Call], config: AWQConfig) -> tuple[Tensor, float]:
     """The scale (and its ratio) minimising the inspect module's output error with quantized linears."""
     inspect = mods[group.inspect]
-    linears = [mods[n] for n in group.linears]
+    linears: list[Any] = [mods[n] for n in group.linears]
     originals = [lin.weight.detach().clone() for lin in linears]
     reference = [_out(inspect(*a, **k)) for a, k in calls]
     w_mean = _weight_mean(originals, grids[group.linears[0]].group_size)

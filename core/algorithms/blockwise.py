@@ -64,7 +64,8 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
 def blocks_prefix(model: nn.Module) -> str:
     """The module name of the decoder layer list (``model.layers``): block ``i`` is ``{prefix}.{i}``."""
     blocks = decoder_blocks(model)
-    return next(n for n, m in model.named_modules() if m is blocks)
+    name: str = next(n for n, m in model.named_modules() if m is blocks)
+    return name
 
 
 def linear_modules(block: nn.Module) -> dict[str, nn.Linear]:
@@ -85,7 +86,7 @@ def capture_block_inputs(model: nn.Module, samples: Tensor, batch_size: int = 8)
 
     handle = first.register_forward_pre_hook(grab, with_kwargs=True)
     try:
-        for chunk in samples.split(batch_size):
+        for chunk in torch.split(samples, batch_size):
             with contextlib.suppress(_Captured):
                 model(input_ids=chunk, use_cache=False)
     finally:
@@ -95,7 +96,8 @@ def capture_block_inputs(model: nn.Module, samples: Tensor, batch_size: int = 8)
 
 def block_output(out: Any) -> Tensor:
     """The hidden states a decoder block returned (some transformers versions return a tuple)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
+    hidden: Tensor = out[0] if isinstance(out, (tuple, list)) else out
+    return hidden
 
 
 @torch.no_grad()

@@ -113,7 +113,7 @@ def attach(model: nn.Module, weights: Mapping[str, QuantizedWeight], activations
     config = QuantizationConfig(config_groups=groups, ignore=ignore, quantization_status=QuantizationStatus.FROZEN)
     apply_quantization_config(model, config, show_progress=False)
     for name, qw in weights.items():
-        mod = model.get_submodule(name)
+        mod: Any = model.get_submodule(name)
         mod.weight.copy_(qw.weight.to(mod.weight.dtype))
         mod.weight_scale.copy_(qw.scale.reshape(mod.weight_scale.shape))
         if qw.zero_point is not None:
@@ -136,9 +136,10 @@ def save_compressed(model: nn.Module, out: str | Path, tokenizer: Any = None,
     directory.mkdir(parents=True, exist_ok=True)
     compressor = ModelCompressor.from_pretrained_model(model)
     compressor.compress_model(model)
+    hf: Any = model
     if dtype is not None:
-        model.to(dtype)
-    model.save_pretrained(str(directory))
+        hf.to(dtype)
+    hf.save_pretrained(str(directory))
     compressor.update_config(str(directory))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(directory))

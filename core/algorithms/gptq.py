@@ -98,7 +98,8 @@ def _inverse_upper_factor(h: Tensor, damp: float) -> Tensor:
     for attempt in range(6):
         try:
             lower = torch.linalg.cholesky(h + eye * (damp * 10**attempt * mean_diag))
-            return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
+            upper: Tensor = torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
+            return upper
         except RuntimeError:  # torch.linalg.LinAlgError: not positive definite
             continue
     raise RuntimeError("GPTQ: the Hessian stays singular even with 1e5 x dampening")
@@ -237,8 +238,10 @@ def gptq_block(block: nn.Module, batches: list[BlockBatch], grids: dict[str, Int
     for group in passes:
         heads = {s[0]: Hessian(mods[s[0]].in_features) for s in group}
         stop = group[-1][0] if config.true_sequential else None
-        with input_hooks({n: mods[n] for n in heads}, lambda n, x, hs=heads: hs[n].add(x),
-                         stop_after=stop):
+        def record(n: str, x: Tensor, hs: dict[str, Hessian] = heads) -> None:
+            hs[n].add(x)
+
+        with input_hooks({n: mods[n] for n in heads}, record, stop_after=stop):
             for b in batches:
                 forward_until(block, b)
         for stage in group:

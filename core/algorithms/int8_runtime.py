@@ -88,6 +88,11 @@ class Int8Linear(nn.Module):
     ``kernel`` is ``torch``, ``ort`` or ``None`` (the faster one here, :func:`fastest_int8_kernel`).
     """
 
+    codes_t: Tensor
+    weight_scale: Tensor
+    bias: Tensor | None
+    input_scale: Tensor | None
+
     def __init__(self, codes: Tensor, weight_scale: Tensor, bias: Tensor | None = None,
                  input_scale: Tensor | None = None, threads: int | None = None, kernel: str | None = None) -> None:
         super().__init__()
@@ -159,7 +164,7 @@ def convert_to_int8(model: nn.Module, threads: int | None = None, kernel: str | 
     """
     names = int8_layers(model)
     for name in names:
-        m = model.get_submodule(name)
+        m: Any = model.get_submodule(name)
         scale = m.weight_scale.detach().float().reshape(-1)
         w = m.weight.detach()
         codes = w if w.dtype == torch.int8 else torch.round(w.float() / scale.view(-1, 1)).clamp(-128, 127)

@@ -159,7 +159,8 @@ def store(layer: torch.nn.Linear, qw: QuantizedWeight) -> QuantizedWeight:
 def static_activation_scale(absmax: Tensor | float, bits: int = 8) -> Tensor:
     """The per-tensor scale that maps ``absmax`` to the grid's edge: ``absmax / ((2^b - 1) / 2)``."""
     a = torch.as_tensor(absmax, dtype=torch.float32)
-    return (a / ((2**bits - 1) / 2)).clamp(min=_EPS)
+    scale: Tensor = (a / ((2**bits - 1) / 2)).clamp(min=_EPS)
+    return scale
 
 
 def fake_quantize_per_token(x: Tensor, bits: int = 8) -> Tensor:

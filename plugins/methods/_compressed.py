@@ -176,11 +176,12 @@ def load_compressed(directory: str | Path, dtype: str | None = None) -> tuple[An
     if not (d / "config.json").is_file():
         raise ArtifactError(f"{d}: no config.json; re-create the artifact with `quantmatch quantize ... --force`")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch_dtype(dtype) if dtype else "auto",
+        model: Any = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch_dtype(dtype) if dtype else "auto",
                                                      use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ArtifactError(f"{d}: transformers cannot load this compressed-tensors checkpoint "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-create it "
                             "with `quantmatch quantize ... --force`") from e
-    return model.eval(), tokenizer
+    model.eval()
+    return model, tokenizer

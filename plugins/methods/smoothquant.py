@@ -38,7 +38,7 @@ def smoothquant_algorithm(static: bool, alpha: float | None = None, smooth: bool
         res = smoothquant_model(hf_model, samples, lambda n: grid_for(n) is not None, config,
                                 batch_size=batch_size, progress=progress)
         chosen = sorted(res.alphas.values())
-        summary = {"alpha": config.alpha if config.alpha is not None else "searched", "smooth": smooth,
+        summary: dict[str, Any] = {"alpha": config.alpha if config.alpha is not None else "searched", "smooth": smooth,
                    "static": static, "clip": clip,
                    "dynamic_layers": list(config.dynamic_layers) if static else [],
                    "static_layers": len(res.input_scales)}

@@ -130,6 +130,7 @@ def plan_quantization(model: str | Path | ModelSource, method: str, scheme: str 
     s = parse_scheme(scheme) if isinstance(scheme, str) else scheme
     plan = QuantizePlan(source, q, s, rules_from(preset, rules))
     plan.problems.extend(q().check(source.info, s))
+    plan.problems.extend(Problem(w) for w in q.not_produced(s))
     missing = q().missing()
     if missing:
         plan.problems.append(Problem(f"{q.name} needs {', '.join(missing)}, which is not installed",

@@ -102,6 +102,9 @@ class Quantizer:
     - ``name``: unique id (``quanto``, ``hqq``, ``gptq``, ``awq``, ``gguf``, ``smoothquant`` ...).
     - ``description``: one line for tables.
     - ``support``: a :class:`SchemeSupport` describing every scheme the method can produce.
+    - ``produces``: the part of ``support`` this implementation writes, when it is less (``None``:
+      all of it). The registry judges every scheme in ``support``; ``quantize``, ``bench`` and the
+      planner's commands only offer the ones in ``produces``.
     - ``schemes``: the canonical scheme strings the registry enumerates for this method (its menu).
     - ``artifact_format``: the format of what it writes (``quanto``, ``hqq``, ``gguf``,
       ``compressed-tensors``, ``onnx`` ...); backends declare which formats they load.
@@ -114,6 +117,7 @@ class Quantizer:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     support: ClassVar[SchemeSupport] = SchemeSupport(weights=())
+    produces: ClassVar[SchemeSupport | None] = None
     schemes: ClassVar[tuple[str, ...]] = ()
     artifact_format: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = False
@@ -157,6 +161,15 @@ class Quantizer:
                     fix=f"use group size {' or '.join(map(str, valid))}" if valid else "use per-channel",
                 ))
         return problems
+
+    @classmethod
+    def not_produced(cls, scheme: Scheme | str) -> list[str]:
+        """Why this implementation does not write ``scheme`` although ``support`` admits it (empty: it does)."""
+        if cls.produces is None:
+            return []
+        s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+        why = cls.produces.problems(s, cls.name)
+        return [f"{w}; the registry judges {s} but this version of quantmatch does not write it" for w in why]
 
     def missing(self) -> list[str]:
         """Requirements that are not installed, with the line that installs them."""

@@ -297,10 +297,11 @@ def test_printed_command_names_what_quantize_understands(reg: Registry) -> None:
     assert d["plans"][0]["rank"] == 1 and d["status"] == "ok" and d["rejected"]
 
 
-def _implemented(reg: Registry, method: str) -> bool:
+def _implemented(reg: Registry, method: str, scheme: str) -> bool:
     from quantmatch.quantizer import Quantizer
 
-    return reg.method(method).quantize is not Quantizer.quantize
+    cls = reg.method(method)
+    return cls.quantize is not Quantizer.quantize and not cls.not_produced(scheme)
 
 
 def test_no_command_for_what_quantmatch_cannot_produce(reg: Registry) -> None:
@@ -310,7 +311,7 @@ def test_no_command_for_what_quantmatch_cannot_produce(reg: Registry) -> None:
     for c in p.candidates:
         if c.method is None:
             continue
-        implemented = _implemented(reg, c.method)
+        implemented = _implemented(reg, c.method, c.scheme)
         installed = not missing_requirements(reg.method(c.method).requires)
         assert (c.command is not None) == implemented, c.label
         assert c.producible_here == (implemented and installed), c.label
@@ -318,7 +319,7 @@ def test_no_command_for_what_quantmatch_cannot_produce(reg: Registry) -> None:
             assert c.production and c.produce_with, c.label
     serving = P("llama-3.1-8b", "h100", reg, batch=16, prompt=2048)
     top, alt = serving.top, serving.best_producible
-    assert top is not None and top.method == "fp8" and not _implemented(reg, "fp8")
+    assert top is not None and top.method == "fp8" and not _implemented(reg, "fp8", top.scheme)
     assert top.command is None and serving.command is None and not top.producible_here
     assert "llm-compressor" in top.produce_with and "vllm serve meta-llama/Llama-3.1-8B" in top.produce_with
     assert alt is not None and alt.rank > 1 and alt.command and alt.command.startswith("quantmatch quantize ")

@@ -88,6 +88,23 @@ def test_measure_reports_every_figure(tiny_llama_dir: Path) -> None:
     assert "torch" in r.versions
 
 
+@pytest.mark.parametrize("scheme", ["w4a16-g64-asym", "w2a16-g64-asym"])
+def test_quanto_packed_weights_run_in_the_runner(tiny_llama_dir: Path, tmp_path: Path, torch_runner,
+                                                 scheme: str) -> None:
+    """quanto's packed int2/int4 weights fail under torch.inference_mode: the runner must not use it."""
+    pytest.importorskip("optimum.quanto")
+    from quantmatch.pipeline import quantize
+
+    out = tmp_path / "q"
+    quantize(tiny_llama_dir, "quanto", scheme, out)
+    r = measure(runner_for("optimum-quanto", 1), out, TEXT, SMALL, "float32", kv_layout=(2, 2, 16, 4),
+                flops_per_token=1e6)
+    ref = measure(torch_runner, tiny_llama_dir, TEXT, SMALL, "float32", kv_layout=(2, 2, 16, 4),
+                  flops_per_token=1e6)
+    assert r.decode_tps > 0 and math.isfinite(r.perplexity)
+    assert abs(math.log(r.perplexity / ref.perplexity)) < 0.05
+
+
 def _model(path: Path):
     from transformers import AutoModelForCausalLM
 

@@ -494,16 +494,16 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
     final: list[Candidate] = []
     first = ranked[0] if ranked else None
     arg = str(model_arg) if not isinstance(model_arg, (ModelInfo, ModelSource)) else src.name
-    made: dict[str | None, Production] = {}
+    made: dict[tuple[str | None, str], Production] = {}
     for i, c in enumerate(ranked, 1):
         why = _why(pref if status == "ok" else "most-accurate", c, first or c, tol, i, small_rule)
         if status == "nothing-fits":
             why = (f"nothing fits: the smallest option, {c.memory.over_gib or 0.0:.2f} GiB over", *why[1:])
         elif status == "over-tolerance" and i == 1:
             why = (f"no plan meets the {tol.label} tolerance; this is the most accurate that fits", *why[1:])
-        if c.method not in made:
-            made[c.method] = production(c.method, reg, quantize_source(src, arg))
-        made_here = made[c.method]
+        if (c.method, c.scheme) not in made:
+            made[(c.method, c.scheme)] = production(c.method, reg, quantize_source(src, arg), c.scheme)
+        made_here = made[(c.method, c.scheme)]
         if not made_here.producible:
             why = (*why, f"quantmatch cannot produce it here: {made_here.reason}")
         final.append(_replace(c, rank=i, why=why,

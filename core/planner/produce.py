@@ -61,8 +61,9 @@ def external_route(method: str, model: str, source: str = "") -> str:
     return f"use {method}'s own tooling" + (f" ({source})" if source else "")
 
 
-def production(method: str | None, registry: Any, model: str = "MODEL") -> Production:
-    """Whether ``quantmatch quantize`` can produce ``method``'s artifact here (``None``: nothing to do)."""
+def production(method: str | None, registry: Any, model: str = "MODEL", scheme: str | None = None) -> Production:
+    """Whether ``quantmatch quantize`` can produce ``method``'s artifact (in ``scheme``, when given) here
+    (``None``: nothing to do)."""
     if method is None:
         return Production(True, True, "no quantization: the 16-bit checkpoint is served as is")
     from quantmatch.quantizer import Quantizer, missing_requirements
@@ -75,6 +76,9 @@ def production(method: str | None, registry: Any, model: str = "MODEL") -> Produ
         return Production(False, False,
                           f"quantmatch has no {method} quantization implementation in this version",
                           external_route(method, model, getattr(cls, "source", "")))
+    unmade = cls.not_produced(scheme) if scheme is not None and hasattr(cls, "not_produced") else []
+    if unmade:
+        return Production(False, False, unmade[0], external_route(method, model, getattr(cls, "source", "")))
     missing = missing_requirements(getattr(cls, "requires", ()))
     if missing:
         hint = getattr(cls, "install_hint", "") or "pip install " + " ".join(repr(m) for m in missing)

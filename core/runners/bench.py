@@ -240,6 +240,9 @@ class Bench:
             q = self.registry.method(c.method)
             if not _can_quantize(q):
                 return f"quantizing with {c.method} is not implemented in this version", ""
+            unmade = q.not_produced(c.scheme) if c.backend != "onnxruntime" else []
+            if unmade:
+                return unmade[0], ""
             missing = q().missing()
             if missing:
                 return f"{c.method} needs {', '.join(missing)}, which is not installed", q.install_hint

@@ -112,14 +112,15 @@ class TorchRunner(Runner):
         import torch
 
         chunk = torch.tensor(list(ids), dtype=torch.long)
-        with torch.inference_mode():
+        # no_grad, not inference_mode: optimum-quanto's packed int2/int4 weights fail under inference mode.
+        with torch.no_grad():
             logits = self.model(input_ids=chunk[None], use_cache=False).logits[0, :-1].float()
             return float(torch.nn.functional.cross_entropy(logits, chunk[1:], reduction="sum"))
 
     def _forward(self, ids: Any) -> list[int]:
         import torch
 
-        with torch.inference_mode():
+        with torch.no_grad():
             out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
         self._cache = out.past_key_values
         return [int(t) for t in out.logits[:, -1].argmax(-1)]

@@ -31,6 +31,8 @@ class RTNQuantizer(Quantizer):
         activations=("int8", "int4", "nvfp4", "mxfp4"),
         group_sizes=(0, 32, 64, 128),
     )
+    produces = SchemeSupport(weights=("int2", "int3", "int4", "int8"), activations=("int8",),
+                             group_sizes=(0, 32, 64, 128))
     schemes = ("w8a16", "w4a16-g128", "w4a16-g64", "w8a8-int8", "w4a8-int8-g128", "w4a4-int4",
                "w4a16-nvfp4", "w4a4-nvfp4", "w4a4-mxfp4")
     layer_precisions = ("int8", "int4", "int3", "int2")
@@ -58,9 +60,9 @@ class RTNQuantizer(Quantizer):
         """
         opts = {**(options or {}), **more}
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
-        if s.weight_format != "int" or (not s.weight_only and s.activation_type != "int8"):
-            raise NotImplementedError(f"rtn quantizes integer weights with int8 or float activations; {s} is "
-                                      "judged by the registry but not produced by this version")
+        why = self.not_produced(s)
+        if why:
+            raise NotImplementedError(why[0])
         if s.activation_type == "int8" and s.static_activations:
             run = smoothquant_algorithm(static=True, smooth=False, batch_size=int(opts.get("batch_size", 8)),
                                         dynamic_layers=dynamic_layer_patterns(opts.get("dynamic_layers")))

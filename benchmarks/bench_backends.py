@@ -3,8 +3,10 @@
 Run: ``.venv/bin/python benchmarks/bench_backends.py`` (the same as
 ``quantmatch bench smollm2-135m --all-runnable``: every combination in a fresh subprocess, artifacts
 cached under the user cache directory). Prints the table and the performance goals, writes
-``benchmarks/results/backends.json``. Options: ``--tokens`` (perplexity tokens, default 4096),
-``--threads`` (default: physical cores), ``--combos`` (instead of all runnable), ``--requantize``.
+``benchmarks/results/backends.json``. Options: ``--tokens`` (perplexity tokens, default 2048),
+``--threads`` (default: physical cores), ``--combos`` (instead of all runnable), ``--requantize``;
+``--from FILE`` takes the output of ``quantmatch bench ... --json`` instead of running (its wall time
+is the report's ``seconds``).
 
 Goals (issue 5): decode at batch 1, the best 8-bit path at least 1.5x and the best 4-bit path at least
 2x the fp32 torch baseline, within 1% (8-bit) and 3% (4-bit, the planner's ``chat`` tolerance) of
@@ -96,15 +98,28 @@ def markdown(data: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--combos", help="method:scheme:backend,... instead of every runnable combination")
     ap.add_argument("--requantize", action="store_true")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--markdown", action="store_true", help="print the table of --out as markdown and exit")
+    ap.add_argument("--from", dest="source", help="`quantmatch bench --json` output to summarise instead of running")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(Path(args.out).read_text(encoding="utf-8"))))
+        return 0
+    if args.source:
+        data = json.loads(Path(args.source).read_text(encoding="utf-8"))["bench"]
+        data["goals"] = goals(data["results"])
+        data["wall_seconds"] = data["seconds"]
+        data["python"] = platform.python_version()
+        data["command"] = "quantmatch bench smollm2-135m --all-runnable --json"
+        Path(args.out).write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+        print(markdown(data))
+        for name, g in data["goals"].items():
+            print(f"{name}: {json.dumps(g)}")
+        print(f"wall time {data['seconds'] / 60:.1f} min; wrote {args.out}")
         return 0
 
     from rich.console import Console
@@ -130,7 +145,7 @@ def main() -> int:
     data["wall_seconds"] = wall
     data["python"] = platform.python_version()
     data["command"] = "quantmatch bench smollm2-135m --all-runnable" + (f" --tokens {args.tokens}"
-                                                                         if args.tokens != 4096 else "")
+                                                                         if args.tokens != 2048 else "")
     for name, g in data["goals"].items():
         console.print(f"{name}: {json.dumps(g)}")
     console.print(f"wall time {wall / 60:.1f} min (goal < 15 min with cached artifacts)")

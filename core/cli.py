@@ -544,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
     sp.add_argument("--combos", help="comma-separated method:scheme:backend (none:fp32:torch for a baseline)")
     sp.add_argument("--all-runnable", action="store_true", help="every combination the registry marks runnable here")
-    sp.add_argument("--tokens", type=int, default=4096, help="perplexity tokens (default 4096)")
+    sp.add_argument("--tokens", type=int, default=2048, help="perplexity tokens (default 2048: two windows)")
     sp.add_argument("--window", type=int, default=1024, help="perplexity window (default 1024)")
     sp.add_argument("--prompt", type=int, default=128, help="prefill tokens (default 128)")
     sp.add_argument("--new-tokens", type=int, default=32, help="timed decode steps (default 32)")

@@ -89,8 +89,7 @@ def test_measure_reports_every_figure(tiny_llama_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["w4a16-g64-asym", "w2a16-g64-asym"])
-def test_quanto_packed_weights_run_in_the_runner(tiny_llama_dir: Path, tmp_path: Path, torch_runner,
-                                                 scheme: str) -> None:
+def test_quanto_packed_weights_run_in_the_runner(tiny_llama_dir: Path, tmp_path: Path, scheme: str) -> None:
     """quanto's packed int2/int4 weights fail under torch.inference_mode: the runner must not use it."""
     pytest.importorskip("optimum.quanto")
     from quantmatch.pipeline import quantize
@@ -99,10 +98,29 @@ def test_quanto_packed_weights_run_in_the_runner(tiny_llama_dir: Path, tmp_path:
     quantize(tiny_llama_dir, "quanto", scheme, out)
     r = measure(runner_for("optimum-quanto", 1), out, TEXT, SMALL, "float32", kv_layout=(2, 2, 16, 4),
                 flops_per_token=1e6)
-    ref = measure(torch_runner, tiny_llama_dir, TEXT, SMALL, "float32", kv_layout=(2, 2, 16, 4),
+    ref = measure(runner_for("torch", 1), tiny_llama_dir, TEXT, SMALL, "float32", kv_layout=(2, 2, 16, 4),
                   flops_per_token=1e6)
     assert r.decode_tps > 0 and math.isfinite(r.perplexity)
     assert abs(math.log(r.perplexity / ref.perplexity)) < 0.05
+
+
+def test_torch_runner_computes_w8a8_with_integer_kernels(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """A W8A8 int8 checkpoint runs through Int8Linear (an integer matmul), not compressed-tensors'
+    quantize-dequantize forward, and scores like that forward."""
+    from quantmatch.algorithms.int8_runtime import Int8Linear
+    from quantmatch.pipeline import load_artifact, quantize
+
+    out = tmp_path / "w8a8"
+    quantize(tiny_llama_dir, "rtn", "w8a8-int8", out)
+    r = runner_for("torch", 1)
+    r.load(out)
+    swapped = [m for m in r.model.modules() if isinstance(m, Int8Linear)]
+    assert len(swapped) == 2 * 7 and "int8" in r.compute
+    ids = token_ids(r.tokenize, TEXT, 150)
+    ppl, _, _ = perplexity(r, ids, 64)
+    ref, _, _ = eval_perplexity(load_artifact(out).model, ids, 64)
+    assert abs(math.log(ppl / ref)) < NEAR_FP32
+    r.close()
 
 
 def _model(path: Path):

@@ -84,7 +84,7 @@ class MeasureConfig:
     length (also the context decode starts from); ``new_tokens``: timed decode steps; ``batch``: the
     larger decode batch (runners that do not batch skip it); ``repeats``: best-of for prefill."""
 
-    tokens: int = 4096
+    tokens: int = 2048
     window: int = 1024
     prompt: int = 128
     new_tokens: int = 32

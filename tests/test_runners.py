@@ -123,6 +123,23 @@ def test_torch_runner_computes_w8a8_with_integer_kernels(tiny_llama_dir: Path, t
     r.close()
 
 
+def test_torch_runner_leaves_weight_only_checkpoints_to_compressed_tensors(tiny_llama_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    """No int8 layers to swap: the checkpoint still decompresses and scores like transformers' load."""
+    from quantmatch.pipeline import load_artifact, quantize
+
+    out = tmp_path / "w4"
+    quantize(tiny_llama_dir, "rtn", "w4a16-g32", out)
+    r = runner_for("torch", 1)
+    r.load(out)
+    assert "int8" not in r.compute
+    ids = token_ids(r.tokenize, TEXT, 150)
+    ppl, _, _ = perplexity(r, ids, 64)
+    ref, _, _ = eval_perplexity(load_artifact(out).model, ids, 64)
+    assert ppl == pytest.approx(ref, rel=1e-5)
+    r.close()
+
+
 def _model(path: Path):
     from transformers import AutoModelForCausalLM
 

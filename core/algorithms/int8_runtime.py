@@ -173,7 +173,8 @@ def convert_to_int8(model: nn.Module, threads: int | None = None, kernel: str | 
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, layer)
     hook = getattr(model, "ct_decompress_hook", None)
-    if hook is not None:  # nothing compressed is left for compressed-tensors to decompress
+    left = [n for n, m in model.named_modules() if getattr(m, "quantization_scheme", None) is not None]
+    if names and not left and hook is not None:  # nothing compressed is left for compressed-tensors
         hook.remove()
         delattr(model, "ct_decompress_hook")
     return len(names)

@@ -150,15 +150,17 @@ def _best(fn: Any, repeats: int) -> float:
 
 
 def _time_layer(m: int, k: int, n: int, threads: int, repeats: int) -> dict[str, Any]:
-    """One linear layer ``[m, k] x [k, n]``: fp32 torch, fp32 ONNX Runtime MatMul, int8 Int8Linear."""
+    """One linear layer ``[m, k] x [k, n]``: fp32 torch, fp32 ONNX Runtime MatMul, and Int8Linear with
+    each integer kernel (activation quantization and rescaling included)."""
     import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from quantmatch.algorithms.int8_runtime import Int8Linear
+    from quantmatch.algorithms.int8_runtime import KERNELS, Int8Linear
 
     x, w = torch.randn(m, k), torch.randn(n, k) * 0.02
-    lin = Int8Linear(torch.randint(-128, 128, (n, k), dtype=torch.int8), torch.full((n,), 0.01), None, None, threads)
+    codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    lins = {kernel: Int8Linear(codes, torch.full((n,), 0.01), None, None, threads, kernel) for kernel in KERNELS}
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "fp32",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
@@ -172,7 +174,7 @@ def _time_layer(m: int, k: int, n: int, threads: int, repeats: int) -> dict[str,
     with torch.inference_mode():
         return {"shape": f"{m}x{k} @ {k}x{n}", "fp32_torch_ms": _best(lambda: x @ w.t(), repeats) * 1e3,
                 "fp32_ort_ms": _best(lambda: sess.run(None, {"x": xn}), repeats) * 1e3,
-                "int8_ort_ms": _best(lambda: lin(x), repeats) * 1e3}
+                **{f"int8_{kernel}_ms": _best(lambda lin=lin: lin(x), repeats) * 1e3 for kernel, lin in lins.items()}}
 
 
 def worker_int8_speed(target: str, threads: int, repeats: int = 3) -> dict[str, Any]:
@@ -182,14 +184,15 @@ def worker_int8_speed(target: str, threads: int, repeats: int = 3) -> dict[str, 
     """
     import torch
 
-    from quantmatch.algorithms.int8_runtime import convert_to_int8
+    from quantmatch.algorithms.int8_runtime import convert_to_int8, fastest_int8_kernel
     from quantmatch.models import resolve_model
     from quantmatch.plugins.methods._compressed import load_compressed
 
     torch.set_num_threads(threads)
     fp32, _ = resolve_model("smollm2-135m").load("float32")
     q, _ = load_compressed(target, "float32")
-    convert_to_int8(q, threads)
+    kernel = fastest_int8_kernel(threads)
+    convert_to_int8(q, threads, kernel)
     ids = torch.randint(0, 49152, (1, 512), generator=torch.Generator().manual_seed(0))
     fp_t, q_t = [], []
     with torch.inference_mode():
@@ -199,7 +202,8 @@ def worker_int8_speed(target: str, threads: int, repeats: int = 3) -> dict[str, 
             fp_t.append(_once(lambda: fp32.model(input_ids=ids)))
             q_t.append(_once(lambda: q.model(input_ids=ids)))
     layers = [_time_layer(512, k, n, threads, repeats) for k, n in ((576, 576), (576, 1536), (1536, 576))]
-    return {"prefill_512": {"fp32_torch_s": min(fp_t), "int8_ort_s": min(q_t)}, "layers": layers, "threads": threads}
+    return {"prefill_512": {"fp32_torch_s": min(fp_t), "int8_s": min(q_t), "int8_kernel": kernel}, "layers": layers,
+            "threads": threads}
 
 
 # ---- driver ------------------------------------------------------------------------------------------

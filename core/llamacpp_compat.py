@@ -19,15 +19,21 @@ from typing import Any
 
 from quantmatch.hostcpu import cpu_flags
 
-__all__ = ["extra_buffer_types_enabled", "model_params", "safe_model_defaults"]
+__all__ = ["extra_buffer_types_enabled", "extra_buffer_types_enabled_for", "model_params", "safe_model_defaults"]
+
+
+def extra_buffer_types_enabled_for(flags: set[str] | frozenset[str]) -> bool:
+    """Whether quantmatch loads llama.cpp with its extra buffer types on a CPU with these ISA ``flags``
+    (the same rule as :func:`extra_buffer_types_enabled`, for a CPU that is not this one)."""
+    env = os.environ.get("QUANTMATCH_LLAMA_EXTRA_BUFTS", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    return not set(flags) & {"amx_int8", "amx_tile"}
 
 
 def extra_buffer_types_enabled() -> bool:
     """Whether llama.cpp may use its extra (weight-repacking) buffer types on this machine."""
-    env = os.environ.get("QUANTMATCH_LLAMA_EXTRA_BUFTS", "").strip()
-    if env in ("0", "1"):
-        return env == "1"
-    return not cpu_flags() & {"amx_int8", "amx_tile"}
+    return extra_buffer_types_enabled_for(cpu_flags())
 
 
 def model_params(llama_cpp: Any) -> Any:

@@ -718,3 +718,18 @@ def test_several_devices_get_a_comparison_and_repeats_are_planned_once(capsys) -
         assert row["best"]["scheme"] == p["plans"][0]["scheme"] and row["status"] == p["status"]
     code, out, _ = run(capsys, "plan", "llama-3.1-8b", "--device", "h100", "--json")
     assert "comparison" not in json.loads(out)
+
+
+def test_llama_cpp_on_amx_cpus_has_no_repacked_copy_and_vnni_rate(reg: Registry, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """quantmatch loads llama.cpp without its extra buffer types on AMX CPUs (llamacpp_compat), so
+    Q4_0 is not repacked (no second copy, no faster kernel) and its int8 math runs on AVX512-VNNI."""
+    monkeypatch.delenv("QUANTMATCH_LLAMA_EXTRA_BUFTS", raising=False)
+    model = "llama-3.1-8b"
+    spr = find(everything(model, "intel_sapphire_rapids", reg), "gguf-q4_0", "gguf", "llama.cpp")[0]
+    icx = find(everything(model, "intel_ice_lake_sp", reg), "gguf-q4_0", "gguf", "llama.cpp")[0]
+    q8 = find(everything(model, "intel_sapphire_rapids", reg), "gguf-q8_0", "gguf", "llama.cpp")[0]
+    assert "x0.037" in spr.decode.note and "x0.6" in icx.decode.note  # 0.3 x 4/32 against the repacked 0.6
+    assert spr.memory.weights_gib < q8.memory.weights_gib
+    monkeypatch.setenv("QUANTMATCH_LLAMA_EXTRA_BUFTS", "1")
+    forced = find(everything(model, "intel_sapphire_rapids", reg), "gguf-q4_0", "gguf", "llama.cpp")[0]
+    assert "x0.6" in forced.decode.note and forced.memory.total_gib > spr.memory.total_gib

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from quantmatch.llamacpp_compat import extra_buffer_types_enabled_for
 from quantmatch.model_info import ModelInfo
 from quantmatch.profile import HardwareProfile
 from quantmatch.scheme import Scheme
@@ -123,7 +124,16 @@ class _Builder:
         s: Scheme = self.reg.scheme(v.scheme)
         runtime = runtime_profile(v.backend, v.target)
         path = compute_path(v, s, spec)
-        scale = _format_scale(runtime.format_compute_eff, info, s, path.dtype)
+        llama_cpu = s.is_gguf and v.backend == "llama.cpp" and v.target == "cpu"
+        flags = spec.profile.features_for("cpu")
+        repack = llama_cpu and extra_buffer_types_enabled_for(flags)
+        table = runtime.format_compute_eff
+        if llama_cpu and not repack:  # no repacked Q4_0/IQ4_NL kernels without the extra buffer types
+            table = {k: x for k, x in table.items() if k[5:] not in _CPU_REPACKED}
+        scale = _format_scale(table, info, s, path.dtype)
+        if llama_cpu and path.dtype == "int8" and "amx_int8" in flags and not repack:
+            # the int8 peak of an AMX CPU is AMX's; llama.cpp's vec_dot runs on AVX512-VNNI (4x fp32, not 32x)
+            scale *= 4 / 32
         if scale != 1.0:
             path = replace(path, compute_scale=scale, note=(path.note + "; " if path.note else "")
                            + f"{v.backend}'s kernels for {s}: x{scale:.2g} compute efficiency")
@@ -137,7 +147,7 @@ class _Builder:
         else:
             kv_bytes = act_bytes
         expanded = self.largest_linear * (4.0 if path.dtype == "fp32" else 2.0) if dq == "materialize" else 0.0
-        if s.is_gguf and v.backend == "llama.cpp" and v.target == "cpu":
+        if repack:
             # ggml-cpu repacks Q4_0/IQ4_NL tensors into new buffers; the mmapped originals were read once
             repacked = sum(f for t, f in gguf_type_fractions(info, s.weight_format[5:]).items()
                            if t in _CPU_REPACKED)

@@ -147,6 +147,8 @@ class _Builder:
         else:
             kv_bytes = act_bytes
         expanded = self.largest_linear * (4.0 if path.dtype == "fp32" else 2.0) if dq == "materialize" else 0.0
+        if dq == "load":  # the whole expanded copy is resident (the packed one is freed after the load)
+            expanded = layout.quantized_params * (4.0 if path.dtype == "fp32" else 2.0) - layout.quantized_bytes
         if repack:
             # ggml-cpu repacks Q4_0/IQ4_NL tensors into new buffers; the mmapped originals were read once
             repacked = sum(f for t, f in gguf_type_fractions(info, s.weight_format[5:]).items()

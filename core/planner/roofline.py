@@ -175,10 +175,14 @@ def compute_path(verdict: Verdict, scheme: Scheme, spec: DeviceSpec) -> ComputeP
 
 
 def dequant_mode(runtime: RuntimeProfile, verdict: Verdict, scheme: Scheme) -> str:
-    """``none`` (the math reads the stored format), ``fused`` or ``materialize`` (see runtime.py)."""
+    """``none`` (the math reads the stored format), ``fused`` or ``materialize`` (see runtime.py), or
+    ``load``: the weights are expanded once when the model loads (transformers decompressing a
+    compressed-tensors checkpoint) and the running model holds and reads the expanded copy."""
     if scheme.is_baseline or (verdict.level is Level.NATIVE and (not scheme.weight_only or scheme.is_gguf)):
         return "none"
     text = (verdict.runs_as or "").lower()
+    if verdict.level is Level.EMULATED and runtime.name == "torch" and "decompressed to" in text:
+        return "load"
     if verdict.level is Level.EMULATED:
         return "materialize"
     if runtime.name not in _MIXED_RUNTIMES:
@@ -269,7 +273,10 @@ def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayou
     w_read = layout.dense_read_bytes + layout.expert_bytes * touched
     if dequant == "materialize":
         expanded = (layout.quantized_params - (params.moe_experts * (1 - touched))) * expand
-        w_read += 2 * expanded
+        w_read += 2 * expanded * runtime.dequant_passes
+    elif dequant == "load":
+        w_read += (layout.quantized_params * expand - layout.quantized_bytes) * (1 if not layout.expert_bytes
+                                                                                 else touched)
     d_bytes = w_read + B * kv_bytes_per_token(info, c, kv_bytes) + B * info.hidden_size * act_bytes * 2 * L
     decode = _phase("decode", B, d_flops, d_bytes, path, spec, runtime, 1, L)
 
@@ -281,7 +288,9 @@ def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayou
     touched_p = _experts_touched(params, min(tokens, chunk))
     w_pass = layout.dense_read_bytes + layout.expert_bytes * touched_p
     if dequant == "materialize":
-        w_pass += 2 * layout.quantized_params * expand
+        w_pass += 2 * layout.quantized_params * expand * runtime.dequant_passes
+    elif dequant == "load":
+        w_pass += layout.quantized_params * expand - layout.quantized_bytes
     inter = info.moe_intermediate_size * max(1, info.experts_per_token) if info.is_moe else info.intermediate_size
     act_traffic = tokens * L * (10 * info.hidden_size + 3 * inter) * act_bytes
     p_bytes = passes * w_pass + B * kv_bytes_per_token(info, P, kv_bytes) + act_traffic

@@ -38,6 +38,9 @@ class RuntimeProfile:
       scores array), beyond the last position's logits every runtime needs.
     - ``format_compute_eff``: extra compute-efficiency factor for an artifact format whose kernels
       are slower than the runtime's main path (vLLM's GGUF kernels).
+    - ``dequant_passes``: full passes over the expanded weights a ``materialize`` runtime makes per
+      forward (unpack, subtract the zero point, scale, cast: each an elementwise op that writes and
+      reads a 16/32-bit copy).
     - ``source``: why these numbers.
     """
 
@@ -52,6 +55,7 @@ class RuntimeProfile:
     source: str = "quantmatch prior"
     logits_rows: int = 0
     format_compute_eff: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    dequant_passes: float = 1.0
 
 
 _GPU = {
@@ -98,14 +102,21 @@ _CPU = {
                             "reads at ~40% of the copy-test rate; python + torch + transformers + generate "
                             "~0.4 GiB resident"),
     "optimum-quanto": RuntimeProfile("optimum-quanto", 0.6, 0.5, 3e-4, 3e-3, 0.45, "materialize", None,
-                                     "no CPU kernels: weights dequantized per forward"),
+                                     "no CPU kernels: weights dequantized per forward in ~3 elementwise passes "
+                                     "(benchmarks/bench_planner.py, 2026-12-05: one pass predicted 2.4-3.4x "
+                                     "the measured decode on one Sapphire Rapids core)", dequant_passes=3.0),
     "hqq": RuntimeProfile("hqq", 0.6, 0.5, 3e-4, 3e-3, 0.45, "materialize", None,
-                          "PyTorch backend on CPU: dequantize then matmul"),
+                          "PyTorch backend on CPU: dequantize (unpack, zero point, scale: ~4 elementwise "
+                          "passes; benchmarks/bench_planner.py, 2026-12-05: one pass predicted 3.2x the "
+                          "measured decode) then matmul", dequant_passes=4.0),
     "bitsandbytes": RuntimeProfile("bitsandbytes", 0.6, 0.5, 3e-4, 3e-3, 0.45, "materialize", None,
                                    "bnb CPU backend"),
     "torchao": RuntimeProfile("torchao", 0.65, 0.55, 1e-4, 2e-3, 0.5, "fused", None, "torchao CPU kernels"),
-    "onnxruntime": RuntimeProfile("onnxruntime", 0.7, 0.6, 2e-5, 0.5e-3, 0.15, "fused", None,
-                                  "ORT CPU EP, MatMulNBits"),
+    "onnxruntime": RuntimeProfile("onnxruntime", 0.7, 0.6, 2e-5, 0.5e-3, 0.6, "fused", None,
+                                  "ORT CPU EP, MatMulNBits; the session, its arena and the tokenizer stack hold "
+                                  "~0.6 GiB beyond the weights (benchmarks/bench_planner.py, 2026-12-05: "
+                                  "0.39-0.55 GiB more than a 0.15 GiB prior predicted for fp32, int8 and "
+                                  "4-bit graphs)"),
     "vllm": RuntimeProfile("vllm", 0.7, 0.6, 5e-5, 2e-3, 1.0, "fused", 4096, "vLLM CPU backend (oneDNN)"),
     "mlx": RuntimeProfile("mlx", 0.7, 0.55, 2e-5, 1e-3, 0.3, "fused", 2048, "mlx-lm"),
 }

@@ -96,6 +96,20 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def finish(data: dict[str, Any], wall: float, command: str, out: Path) -> None:
+    """Add the goals and the run's wall time to a bench report, print them and write ``out``."""
+    data["goals"] = goals(data["results"])
+    data["wall_seconds"] = wall
+    data["python"] = platform.python_version()
+    data["command"] = command
+    for name, g in data["goals"].items():
+        print(f"{name}: {json.dumps(g)}")
+    print(f"wall time {wall / 60:.1f} min (goal < 15 min with cached artifacts)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=2048)
@@ -111,15 +125,8 @@ def main() -> int:
         return 0
     if args.source:
         data = json.loads(Path(args.source).read_text(encoding="utf-8"))["bench"]
-        data["goals"] = goals(data["results"])
-        data["wall_seconds"] = data["seconds"]
-        data["python"] = platform.python_version()
-        data["command"] = "quantmatch bench smollm2-135m --all-runnable --json"
-        Path(args.out).write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
         print(markdown(data))
-        for name, g in data["goals"].items():
-            print(f"{name}: {json.dumps(g)}")
-        print(f"wall time {data['seconds'] / 60:.1f} min; wrote {args.out}")
+        finish(data, data["seconds"], "quantmatch bench smollm2-135m --all-runnable --json", Path(args.out))
         return 0
 
     from rich.console import Console
@@ -140,19 +147,8 @@ def main() -> int:
     wall = time.perf_counter() - started
     console = Console(highlight=False, width=200)
     bench_table(report, console)
-    data = report.to_dict()
-    data["goals"] = goals(data["results"])
-    data["wall_seconds"] = wall
-    data["python"] = platform.python_version()
-    data["command"] = "quantmatch bench smollm2-135m --all-runnable" + (f" --tokens {args.tokens}"
-                                                                         if args.tokens != 2048 else "")
-    for name, g in data["goals"].items():
-        console.print(f"{name}: {json.dumps(g)}")
-    console.print(f"wall time {wall / 60:.1f} min (goal < 15 min with cached artifacts)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-    console.print(f"wrote {out}")
+    finish(report.to_dict(), wall, "quantmatch bench smollm2-135m --all-runnable"
+           + (f" --tokens {args.tokens}" if args.tokens != 2048 else ""), Path(args.out))
     return report.exit_code
 
 

@@ -125,7 +125,7 @@ class _Builder:
         runtime = runtime_profile(v.backend, v.target)
         path = compute_path(v, s, spec)
         llama_cpu = s.is_gguf and v.backend == "llama.cpp" and v.target == "cpu"
-        flags = spec.profile.features_for("cpu")
+        flags = spec.profile.features_for("cpu") if llama_cpu else frozenset()
         repack = llama_cpu and extra_buffer_types_enabled_for(flags)
         table = runtime.format_compute_eff
         if llama_cpu and not repack:  # no repacked Q4_0/IQ4_NL kernels without the extra buffer types

@@ -76,7 +76,7 @@ def production(method: str | None, registry: Any, model: str = "MODEL", scheme: 
         return Production(False, False,
                           f"quantmatch has no {method} quantization implementation in this version",
                           external_route(method, model, getattr(cls, "source", "")))
-    unmade = cls.not_produced(scheme) if scheme is not None and hasattr(cls, "not_produced") else []
+    unmade = cls.not_produced(scheme) if scheme is not None else []
     if unmade:
         return Production(False, False, unmade[0], external_route(method, model, getattr(cls, "source", "")))
     missing = missing_requirements(getattr(cls, "requires", ()))

@@ -240,7 +240,7 @@ class Bench:
             q = self.registry.method(c.method)
             if not _can_quantize(q):
                 return f"quantizing with {c.method} is not implemented in this version", ""
-            unmade = q.not_produced(c.scheme) if c.backend != "onnxruntime" else []
+            unmade = q.not_produced(c.scheme)
             if unmade:
                 return unmade[0], ""
             missing = q().missing()

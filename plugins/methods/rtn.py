@@ -31,8 +31,7 @@ class RTNQuantizer(Quantizer):
         activations=("int8", "int4", "nvfp4", "mxfp4"),
         group_sizes=(0, 32, 64, 128),
     )
-    produces = SchemeSupport(weights=("int2", "int3", "int4", "int8"), activations=("int8",),
-                             group_sizes=(0, 32, 64, 128))
+    produces = SchemeSupport(weights=("int2", "int3", "int4", "int8"), activations=("int8",))
     schemes = ("w8a16", "w4a16-g128", "w4a16-g64", "w8a8-int8", "w4a8-int8-g128", "w4a4-int4",
                "w4a16-nvfp4", "w4a4-nvfp4", "w4a4-mxfp4")
     layer_precisions = ("int8", "int4", "int3", "int2")

@@ -733,3 +733,55 @@ def test_llama_cpp_on_amx_cpus_has_no_repacked_copy_and_vnni_rate(reg: Registry,
     monkeypatch.setenv("QUANTMATCH_LLAMA_EXTRA_BUFTS", "1")
     forced = find(everything(model, "intel_sapphire_rapids", reg), "gguf-q4_0", "gguf", "llama.cpp")[0]
     assert "x0.6" in forced.decode.note and forced.memory.total_gib > spr.memory.total_gib
+
+
+def _one_core(reg: Registry):  # type: ignore[no-untyped-def]
+    """A Sapphire Rapids core as bench_planner measures one: its fp32 GEMM rate and copy bandwidth."""
+    from quantmatch.planner import device_spec, with_measurements
+
+    return with_measurements(device_spec(reg.device("intel_sapphire_rapids")), bandwidth_gbs=21.9,
+                             peaks_tflops={"fp32": 0.163}, memory_gib=23.5)
+
+
+def test_cpu_quantized_decode_is_bound_by_the_gemv_kernel_and_scales_with_batch(reg: Registry) -> None:
+    """On one CPU core ggml's quantized vec_dot, not the bandwidth, bounds decode: Q8_0 reads 1.6x the
+    bytes of Q4_0 and decodes about as fast; f32 stays memory-bound; more sequences per step reuse each
+    unpacked block, so batch 8 decodes far more tokens per second than batch 1."""
+    spec = _one_core(reg)
+    one = plan("smollm2-135m", spec, registry=reg, tolerance=1000)
+    eight = plan("smollm2-135m", spec, registry=reg, tolerance=1000, batch=8)
+    q4 = find(one, "gguf-q4_0", "gguf", "llama.cpp")[0]
+    q8 = find(one, "gguf-q8_0", "gguf", "llama.cpp")[0]
+    f32 = find(one, "gguf-f32", "gguf", "llama.cpp")[0]
+    assert q4.decode.bound == q8.decode.bound == "compute" and "decode GEMV" in q4.decode.note
+    assert q8.decode.bytes > 1.5 * q4.decode.bytes
+    assert q8.decode.tokens_per_s == pytest.approx(q4.decode.tokens_per_s, rel=0.1)
+    assert f32.decode.bound == "memory"
+    q4_8 = find(eight, "gguf-q4_0", "gguf", "llama.cpp")[0]
+    assert q4_8.decode.tokens_per_s > 3 * q4.decode.tokens_per_s
+
+
+def test_torch_runtimes_on_cpus_hold_fp32_and_peak_while_loading(reg: Registry) -> None:
+    """quantmatch's CPU runners load torch models in fp32: what is not quantized (the embeddings) is
+    held in fp32 and the math is fp32. optimum-quanto and compressed-tensors build the fp32 model
+    before the quantized weights replace it, so their peak is at load; llama.cpp has no such peak."""
+    p = plan("smollm2-135m", _one_core(reg), registry=reg, tolerance=1000)
+    pb = param_breakdown(resolve_model("smollm2-135m").info)
+    hqq = find(p, "w4a16-g64-asym", "hqq", "hqq")[0]
+    assert hqq.decode.compute_dtype == "fp32"
+    assert hqq.memory.kept_gib * 2**30 >= 4 * pb.embeddings
+    quanto = find(p, "w4a16-g64-asym", "quanto", "optimum-quanto")[0]
+    assert quanto.memory.load_peak_gib is not None and quanto.memory.load_peak_gib * 2**30 > 4 * pb.linear
+    assert quanto.memory.total_gib == pytest.approx(quanto.memory.load_peak_gib)
+    gguf = find(p, "gguf-q4_0", "gguf", "llama.cpp")[0]
+    assert gguf.memory.load_peak_gib is None
+
+
+def test_fp8_weights_on_x86_pay_for_the_conversion(reg: Registry) -> None:
+    """x86 has no fp8 conversion instructions: optimum-quanto's float8 weights, expanded per forward
+    like its int8 ones, decode several times slower than them."""
+    p = plan("smollm2-135m", _one_core(reg), registry=reg, tolerance=1000)
+    int8 = find(p, "w8a16", "quanto", "optimum-quanto")[0]
+    fp8 = find(p, "w8a16-fp8", "quanto", "optimum-quanto")[0]
+    assert "conversion" in fp8.decode.note and "conversion" not in int8.decode.note
+    assert int8.decode.tokens_per_s > 2.5 * fp8.decode.tokens_per_s

@@ -34,7 +34,7 @@ from quantmatch.scheme import Scheme
 from quantmatch.verdict import Level, Verdict
 
 from .footprint import gguf_type_fractions, weight_layout
-from .hardware import DeviceSpec, device_spec
+from .hardware import GIB, DeviceSpec, device_spec
 from .job import estimate_job
 from .measured import apply_measured
 from .memory import estimate_memory
@@ -124,6 +124,12 @@ class _Builder:
         s: Scheme = self.reg.scheme(v.scheme)
         runtime = runtime_profile(v.backend, v.target)
         path = compute_path(v, s, spec)
+        dense = 2.0
+        if runtime.float_dtype == "fp32" and v.target == "cpu" and not s.is_baseline:
+            dense = 4.0  # quantmatch's CPU runners load torch models in fp32 (the bf16 baseline aside)
+            if path.dtype in ("fp16", "bf16"):
+                note = (path.note + "; " if path.note else "") + f"{v.backend} computes in fp32 on the CPU"
+                path = replace(path, dtype="fp32", peak=spec.peak("fp32") if spec.is_cpu else path.peak, note=note)
         llama_cpu = s.is_gguf and v.backend == "llama.cpp" and v.target == "cpu"
         flags = spec.profile.features_for("cpu") if llama_cpu else frozenset()
         repack = llama_cpu and extra_buffer_types_enabled_for(flags)
@@ -131,32 +137,45 @@ class _Builder:
         if llama_cpu and not repack:  # no repacked Q4_0/IQ4_NL kernels without the extra buffer types
             table = {k: x for k, x in table.items() if k[5:] not in _CPU_REPACKED}
         scale = _format_scale(table, info, s, path.dtype)
-        if llama_cpu and path.dtype == "int8" and "amx_int8" in flags and not repack:
+        int8_peak = path.peak is None or path.peak.dtype == "int8"  # not a fallback to the fp32 peak
+        if llama_cpu and int8_peak and "amx_int8" in flags and not repack:
             # the int8 peak of an AMX CPU is AMX's; llama.cpp's vec_dot runs on AVX512-VNNI (4x fp32, not 32x)
             scale *= 4 / 32
         if scale != 1.0:
             path = replace(path, compute_scale=scale, note=(path.note + "; " if path.note else "")
                            + f"{v.backend}'s kernels for {s}: x{scale:.2g} compute efficiency")
         dq = dequant_mode(runtime, v, s)
-        layout = weight_layout(info, params, s, v.method)
-        act_bytes = 4.0 if path.dtype == "fp32" else 2.0
+        if v.target == "cpu":
+            gemv = runtime.gemv_eff
+            if llama_cpu and not repack:
+                gemv = {k: x for k, x in gemv.items() if k[5:] not in _CPU_REPACKED}
+            cast = runtime.cast_eff.get("fp8", 0.0) if "fp8" in (s.weight_format or "") else 0.0
+            path = replace(path, gemv_eff=_gemv_eff(gemv, info, s, path.dtype, dq), cast_eff=cast)
+        layout = weight_layout(info, params, s, v.method, dense)
+        act_bytes = 4.0 if path.dtype == "fp32" or dense == 4.0 else 2.0
         if s.kv_bits:
             kv_bytes = s.kv_bits / 8
         elif s.is_gguf or v.backend == "llama.cpp":
             kv_bytes = 2.0
         else:
             kv_bytes = act_bytes
-        expanded = self.largest_linear * (4.0 if path.dtype == "fp32" else 2.0) if dq == "materialize" else 0.0
-        if dq == "load":  # the whole expanded copy is resident (the packed one is freed after the load)
-            expanded = layout.quantized_params * (4.0 if path.dtype == "fp32" else 2.0) - layout.quantized_bytes
+        width = 4.0 if path.dtype == "fp32" else 2.0
+        expanded = self.largest_linear * width if dq == "materialize" else 0.0
+        if dq == "load":  # the whole expanded copy is resident next to the packed one
+            expanded = layout.quantized_params * width * (1.0 + runtime.decompress_retained)
         if repack:
             # ggml-cpu repacks Q4_0/IQ4_NL tensors into new buffers; the mmapped originals were read once
             repacked = sum(f for t, f in gguf_type_fractions(info, s.weight_format[5:]).items()
                            if t in _CPU_REPACKED)
             expanded += repacked * (layout.quantized_bytes - layout.expert_bytes)
+        load_peak = None
+        if v.method and runtime.load_copy_bytes and v.target == "cpu":
+            load_peak = runtime.import_gib + (layout.quantized_params * runtime.load_copy_bytes
+                                              + layout.total_bytes) / GIB
         mem = estimate_memory(info, layout, wl, runtime, kv_bytes, act_bytes, expanded,
-                              self.capacity, self.capacity_source)
-        prefill, decode = estimate_phases(info, params, layout, wl, path, spec, runtime, dq, kv_bytes, act_bytes)
+                              self.capacity, self.capacity_source, load_peak)
+        prefill, decode = estimate_phases(info, params, layout, wl, path, spec, runtime, dq, kv_bytes, act_bytes,
+                                          s.weight_bits)
         prefill, decode, mem = apply_measured(prefill, decode, mem, self._measured(v, s), wl)
         keys = _model_keys(self.src) if self.results_db is not None else ()
         quality = estimate_quality(s, v.method, params.total, info.hidden_size, keys, v.backend, self.results_db,
@@ -210,6 +229,24 @@ def _format_scale(table: Any, info: ModelInfo, s: Scheme, dtype: str) -> float:
 
     fractions = gguf_type_fractions(info, s.weight_format[5:])
     return 1.0 / sum(f / factor(t) for t, f in fractions.items())
+
+
+def _gemv_eff(table: Any, info: ModelInfo, s: Scheme, dtype: str, dq: str) -> float:
+    """The runtime's decode GEMV prior (``RuntimeProfile.gemv_eff``) for ``s``: ``quant`` for weights
+    the kernel reads packed (a GGUF type's own entry first, mixed over the types its layers end up
+    in), the compute dtype's for 16-bit weights; 0 when none applies."""
+    if not table:
+        return 0.0
+    packed = not s.is_baseline and dq in ("none", "fused") and not (s.is_gguf and dtype != "int8")
+    if not packed:
+        return float(table.get(dtype, 0.0))
+    if not s.is_gguf:
+        return float(table.get("quant", 0.0))
+    fractions = gguf_type_fractions(info, s.weight_format[5:])
+    effs = {t: float(table.get(f"gguf-{t}", table.get("quant", 0.0))) for t in fractions}
+    if any(e <= 0 for e in effs.values()):
+        return 0.0
+    return 1.0 / sum(f / effs[t] for t, f in fractions.items())
 
 
 def _sample_linears(info: ModelInfo) -> list[Any]:
@@ -295,6 +332,10 @@ def _summary(plan_top: Candidate | None, baseline: Candidate | None, evaluated: 
                  f"so it runs about {sp:.1f}x the decode speed (one of the two measured, one predicted)")
         out.append(f"{_pretty(plan_top.scheme)} ({plan_top.backend}) reads {max(br, 1 / br if br else 0):.1f}x "
                    f"{verb} bytes per decode step than {_pretty(ref.scheme)}, {speed}.")
+        if plan_top.decode.bound != ref.decode.bound:
+            why = (": the GEMV kernel's rate of unpacking blocks, not the bandwidth, sets its pace"
+                   if "decode GEMV" in plan_top.decode.note else "")
+            out.append(f"{_pretty(plan_top.scheme)} itself decodes {plan_top.decode.bound}-bound{why}.")
     p_ref = ref.prefill if ref else (plan_top.prefill if plan_top else None)
     if p_ref is not None:
         s = f"Prefill of {wl.batch} x {wl.prompt} tokens is {p_ref.bound}-bound"

@@ -108,8 +108,11 @@ def _gguf_linear_bits(info: ModelInfo, gtype: str) -> tuple[float, float]:
     return avg, (ex_tot / ex_w if ex_w else avg)
 
 
-def weight_layout(info: ModelInfo, params: ParamBreakdown, scheme: Scheme, method: str | None) -> WeightLayout:
-    """The stored bytes of ``info`` quantized to ``scheme`` by ``method`` (``None``: unquantized)."""
+def weight_layout(info: ModelInfo, params: ParamBreakdown, scheme: Scheme, method: str | None,
+                  dense_bytes: float = 2.0) -> WeightLayout:
+    """The bytes of ``info`` quantized to ``scheme`` by ``method`` (``None``: unquantized) as the runtime
+    holds them. ``dense_bytes``: the width of what is not quantized, and of the quantized layers once
+    expanded (2: stored 16-bit; 4 for runtimes that load the model in fp32)."""
     h = info.hidden_size
     if scheme.is_baseline:
         b = 4.0 if scheme.weight_format in ("fp32", "tf32") else 2.0
@@ -141,20 +144,20 @@ def weight_layout(info: ModelInfo, params: ParamBreakdown, scheme: Scheme, metho
         return WeightLayout(params.linear, lin_bytes, params.moe_experts * ex / 8, kept, out_bytes,
                             params.norms * 4, avg, 2.0)
     bpw = scheme.bits_per_weight
-    expand = 2.0
+    expand = dense_bytes
     q_params = params.linear
     q_bytes = q_params * bpw / 8
     kept_params = params.norms + params.moe_router + params.positions
     m = method or ""
     emb_q = m in _QUANTIZES_EMBEDDINGS
     out_q = m in _QUANTIZES_OUTPUT or (params.tied and emb_q)
-    kept = kept_params * 2.0
-    emb_bytes = params.embeddings * (bpw / 8 if emb_q else 2.0)
+    kept = kept_params * dense_bytes
+    emb_bytes = params.embeddings * (bpw / 8 if emb_q else dense_bytes)
     if params.tied:
         out_bytes = emb_bytes
         kept += emb_bytes
     else:
-        out_bytes = params.lm_head * (bpw / 8 if out_q else 2.0)
+        out_bytes = params.lm_head * (bpw / 8 if out_q else dense_bytes)
         kept += emb_bytes + out_bytes
-    return WeightLayout(q_params, q_bytes, params.moe_experts * bpw / 8, kept, out_bytes, params.norms * 2.0,
-                        bpw, expand)
+    return WeightLayout(q_params, q_bytes, params.moe_experts * bpw / 8, kept, out_bytes,
+                        params.norms * dense_bytes, bpw, expand)

@@ -17,7 +17,7 @@ from typing import Any
 
 from quantmatch.profile import Figure, HardwareProfile
 
-__all__ = ["GIB", "DeviceSpec", "Peak", "device_spec", "estimate_cpu_peaks", "with_measurements"]
+__all__ = ["GIB", "DeviceSpec", "Peak", "device_spec", "estimate_cpu_peaks", "vector_fp32_tflops", "with_measurements"]
 
 GIB = float(2**30)
 
@@ -159,6 +159,21 @@ def estimate_cpu_peaks(profile: HardwareProfile, mhz: float | None = None) -> di
     if "avx512_fp16" in f or "fphp" in f:
         out["fp16"] = Peak("fp16", base * 2, "estimate", "estimate", f"2x fp32 ({how})")
     return out
+
+
+def vector_fp32_tflops(spec: DeviceSpec) -> float | None:
+    """A CPU's fp32 FMA rate at 256-bit vectors, in TFLOPS: its fp32 peak, halved on AVX-512 CPUs.
+
+    The unit the planner states CPU kernel priors in: hand-written quantized kernels (ggml's vec_dot,
+    MLAS, oneDNN's small-M paths) are 256-bit code whose speed follows cores x clock, not the widest
+    vector the ISA has. ``None`` without an fp32 peak or on an accelerator."""
+    if not spec.is_cpu:
+        return None
+    p = spec.peak("fp32")
+    if p is None:
+        return None
+    wide = "avx512f" in (spec.profile.cpu_features or spec.profile.features)
+    return p.tflops * (0.5 if wide else 1.0)
 
 
 def _mem_gib(fig: Figure) -> float | None:

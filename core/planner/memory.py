@@ -54,6 +54,7 @@ class MemoryEstimate:
     bits_per_weight: float
     basis: str = "predicted"
     predicted: float | None = None
+    load_peak_gib: float | None = None
 
     @property
     def predicted_total_gib(self) -> float:
@@ -70,6 +71,7 @@ class MemoryEstimate:
         return {"weights_gib": round(self.weights_gib, r), "kept_16bit_gib": round(self.kept_gib, r),
                 "kv_cache_gib": round(self.kv_cache_gib, r), "activations_gib": round(self.activations_gib, r),
                 "runtime_gib": round(self.runtime_gib, r), "total_gib": round(self.total_gib, r),
+                "load_peak_gib": None if self.load_peak_gib is None else round(self.load_peak_gib, r),
                 "basis": self.basis, "predicted_total_gib": round(self.predicted_total_gib, r),
                 "capacity_gib": None if self.capacity_gib is None else round(self.capacity_gib, r),
                 "capacity_source": self.capacity_source, "fits": self.fits,
@@ -93,15 +95,20 @@ def activation_bytes(info: ModelInfo, workload: Workload, act_bytes: float, chun
 
 def estimate_memory(info: ModelInfo, layout: WeightLayout, workload: Workload, runtime: RuntimeProfile,
                     kv_bytes: float, act_bytes: float, expanded_layer_bytes: float,
-                    capacity_gib: float | None, capacity_source: str) -> MemoryEstimate:
-    """Peak memory of ``layout`` serving ``workload`` on ``runtime``; compared with ``capacity_gib``."""
+                    capacity_gib: float | None, capacity_source: str, load_peak_gib: float | None = None
+                    ) -> MemoryEstimate:
+    """Peak memory of ``layout`` serving ``workload`` on ``runtime``; compared with ``capacity_gib``.
+    ``load_peak_gib``: the process's peak while loading, when the loader has one of its own."""
     kv = workload.batch * kv_bytes_per_token(info, workload.ctx, kv_bytes)
     acts = activation_bytes(info, workload, act_bytes, runtime.prefill_chunk, runtime.logits_rows) \
         + expanded_layer_bytes
     weights = layout.quantized_bytes / GIB
     kept = layout.kept_bytes / GIB
     total = weights + kept + kv / GIB + acts / GIB + runtime.memory_gib
+    if load_peak_gib is not None:
+        total = max(total, load_peak_gib)
     fits = None if capacity_gib is None else total <= capacity_gib
     headroom = None if capacity_gib is None else capacity_gib - total
     return MemoryEstimate(weights, kept, kv / GIB, acts / GIB, runtime.memory_gib, total, capacity_gib,
-                          capacity_source, fits, headroom, kv_bytes, layout.bits_per_weight)
+                          capacity_source, fits, headroom, kv_bytes, layout.bits_per_weight,
+                          load_peak_gib=load_peak_gib)

@@ -27,7 +27,7 @@ from quantmatch.scheme import Scheme
 from quantmatch.verdict import Level, Verdict
 
 from .footprint import WeightLayout
-from .hardware import DeviceSpec, Peak
+from .hardware import DeviceSpec, Peak, vector_fp32_tflops
 from .runtime import RuntimeProfile
 from .shapes import ParamBreakdown, attention_windows, kv_bytes_per_token
 from .types import Workload
@@ -54,13 +54,20 @@ _MATERIALIZE_WORDS = ("decompressed to", "dequantized to", "dequantized, ", "con
 
 @dataclass(frozen=True)
 class ComputePath:
-    """The dtype whose peak bounds the math, the efficiency multiplier, and why."""
+    """The dtype whose peak bounds the math, the efficiency multiplier, and why.
+
+    ``gemv_eff`` and ``cast_eff`` are the runtime's CPU kernel priors that apply to this candidate
+    (:class:`~quantmatch.planner.runtime.RuntimeProfile`; 0: none): the decode GEMV rate per
+    sequence and the rate of converting a weight format without conversion instructions, both as
+    fractions of the cores' 256-bit fp32 rate."""
 
     dtype: str
     peak: Peak | None
     penalty: float
     note: str
     compute_scale: float = 1.0
+    gemv_eff: float = 0.0
+    cast_eff: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -221,7 +228,9 @@ def _experts_touched(params: ParamBreakdown, tokens: int) -> float:
 
 
 def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePath, spec: DeviceSpec,
-           runtime: RuntimeProfile, passes: int, layers: int) -> PhaseEstimate:
+           runtime: RuntimeProfile, passes: int, layers: int, rows: int = 0, cast_s: float = 0.0) -> PhaseEstimate:
+    """``rows``: sequences per decode step (the GEMV's M, for ``path.gemv_eff``); ``cast_s``: time
+    spent converting weights per pass (``path.cast_eff``), added to the compute time."""
     bw = spec.bandwidth_gbs
     be = runtime.bandwidth_eff  # of a catalog peak, or of the copy test (a memcpy, not a kernel)
     peak = path.peak
@@ -229,28 +238,43 @@ def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePat
     ce *= path.compute_scale
     bw_eff = (bw if bw is not None else NOMINAL_BANDWIDTH_GBS) * be * 1e9
     t_mem = nbytes / bw_eff
-    t_comp = flops / (peak.tflops * 1e12 * ce * path.penalty) if peak is not None else 0.0
+    peak_rate = peak.tflops * 1e12 * ce * path.penalty if peak is not None else None
+    rate = peak_rate
+    vec = vector_fp32_tflops(spec) if rows and path.gemv_eff else None
+    gemv_bound = False
+    if vec is not None:  # the GEMV kernel's own rate, per sequence, up to the GEMM rate
+        gemv = vec * 1e12 * path.gemv_eff * rows
+        gemv_bound = rate is None or gemv < rate
+        rate = gemv if gemv_bound else rate
+    t_comp = flops / rate if rate is not None else 0.0
+    t_cast = passes * cast_s  # on the same cores as the memory passes it feeds: adds, does not overlap
     overhead = passes * (layers * runtime.layer_overhead_s + runtime.step_overhead_s)
-    t = max(t_mem, t_comp) + overhead
-    if overhead > max(t_mem, t_comp):
+    t = max(t_mem, t_comp) + t_cast + overhead
+    if overhead > max(t_mem, t_comp, t_cast):
         bound = "overhead"
-    elif peak is None and bw is not None:
+    elif t_cast > max(t_mem, t_comp):
+        bound = "compute"
+    elif rate is None and bw is not None:
         bound = "memory" if name == "decode" else "unknown"
     else:
         bound = "memory" if t_mem >= t_comp else "compute"
     ridge = None
-    if peak is not None and bw is not None:
-        ridge = (peak.tflops * 1e12 * ce) / (bw * be * 1e9)
-    known = bw is not None and (peak is not None or bound == "memory")
+    if rate is not None and bw is not None:
+        ridge = rate / (bw * be * 1e9)
+    known = bw is not None and (rate is not None or bound == "memory")
     notes = [path.note] if path.note else []
-    if peak is None:
+    if gemv_bound:
+        notes.append(f"{runtime.name}'s decode GEMV: x{path.gemv_eff:g} of the 256-bit fp32 rate per sequence")
+    if cast_s:
+        notes.append(f"weights converted without conversion instructions: {cast_s * 1e3:.3g} ms per pass")
+    if rate is None:
         notes.append(f"no {path.dtype} compute peak known: {'bandwidth-only bound' if bw else 'relative only'}")
     if bw is None:
         notes.append("bandwidth unknown: tokens/s not predicted")
     return PhaseEstimate(
         phase=name, tokens=tokens, flops=flops, bytes=nbytes, intensity=flops / nbytes if nbytes else math.inf,
         ridge=ridge, bound=bound, compute_dtype=path.dtype,
-        peak_tflops=None if peak is None else peak.tflops * ce * path.penalty,
+        peak_tflops=None if rate is None else rate / 1e12,
         bandwidth_gbs=None if bw is None else bw * be,
         time_s=t if known else None, tokens_per_s=tokens / t if known and t > 0 else None,
         rank_time_s=t, note="; ".join(notes),
@@ -259,12 +283,13 @@ def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePat
 
 def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayout, workload: Workload,
                     path: ComputePath, spec: DeviceSpec, runtime: RuntimeProfile, dequant: str,
-                    kv_bytes: float, act_bytes: float) -> tuple[PhaseEstimate, PhaseEstimate]:
-    """(prefill, decode) estimates for one candidate."""
+                    kv_bytes: float, act_bytes: float, weight_bits: int = 16) -> tuple[PhaseEstimate, PhaseEstimate]:
+    """(prefill, decode) estimates for one candidate (``weight_bits``: the scheme's weight bit width)."""
     B, P = workload.batch, workload.prompt
     L = info.num_layers
     expand = 4.0 if path.dtype == "fp32" else 2.0
     lin_flops = 2.0 * (params.active_linear + params.moe_router + params.output_params)
+    passes_dq = runtime.dequant_passes + runtime.extra_passes.get(weight_bits, 0.0)
 
     # ---- decode: one step generates one token for each of the B sequences ----------------------
     c = workload.mean_decode_context
@@ -273,12 +298,16 @@ def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayou
     w_read = layout.dense_read_bytes + layout.expert_bytes * touched
     if dequant == "materialize":
         expanded = (layout.quantized_params - (params.moe_experts * (1 - touched))) * expand
-        w_read += 2 * expanded * runtime.dequant_passes
+        w_read += 2 * expanded * passes_dq
     elif dequant == "load":
         w_read += (layout.quantized_params * expand - layout.quantized_bytes) * (1 if not layout.expert_bytes
                                                                                  else touched)
     d_bytes = w_read + B * kv_bytes_per_token(info, c, kv_bytes) + B * info.hidden_size * act_bytes * 2 * L
-    decode = _phase("decode", B, d_flops, d_bytes, path, spec, runtime, 1, L)
+    cast_s = 0.0
+    vec = vector_fp32_tflops(spec)
+    if dequant == "materialize" and path.cast_eff and vec:
+        cast_s = layout.quantized_params / (vec * 1e12 * path.cast_eff)
+    decode = _phase("decode", B, d_flops, d_bytes, path, spec, runtime, 1, L, rows=B, cast_s=cast_s)
 
     # ---- prefill: B prompts of P tokens, in chunks of the runtime's prefill size ----------------
     tokens = B * P
@@ -288,11 +317,11 @@ def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayou
     touched_p = _experts_touched(params, min(tokens, chunk))
     w_pass = layout.dense_read_bytes + layout.expert_bytes * touched_p
     if dequant == "materialize":
-        w_pass += 2 * layout.quantized_params * expand * runtime.dequant_passes
+        w_pass += 2 * layout.quantized_params * expand * passes_dq
     elif dequant == "load":
         w_pass += layout.quantized_params * expand - layout.quantized_bytes
     inter = info.moe_intermediate_size * max(1, info.experts_per_token) if info.is_moe else info.intermediate_size
     act_traffic = tokens * L * (10 * info.hidden_size + 3 * inter) * act_bytes
     p_bytes = passes * w_pass + B * kv_bytes_per_token(info, P, kv_bytes) + act_traffic
-    prefill = _phase("prefill", tokens, p_flops, p_bytes, path, spec, runtime, passes, L)
+    prefill = _phase("prefill", tokens, p_flops, p_bytes, path, spec, runtime, passes, L, cast_s=cast_s)
     return prefill, decode

@@ -164,8 +164,9 @@ _CPU = {
                           f"the allocator keeps add ~0.05 GiB to the torch runtime ({_MEASURED_SPR})",
                           dequant_passes=2.5, extra_passes=MappingProxyType({3: 1.0}),
                           float_dtype="fp32", import_gib=0.22),
-    "bitsandbytes": RuntimeProfile("bitsandbytes", 0.6, 0.5, 3e-4, 3e-3, 0.45, "materialize", None,
-                                   "bnb CPU backend"),
+    "bitsandbytes": RuntimeProfile("bitsandbytes", 0.55, 0.5, 3e-4, 3e-3, 0.45, "materialize", None,
+                                   "bnb CPU backend; not measured here: ggml's decode GEMV figures",
+                                   gemv_eff=_CPU_GEMV_PRIOR),
     "torchao": RuntimeProfile("torchao", 0.55, 0.55, 1e-4, 2e-3, 0.5, "fused", None,
                               "torchao CPU kernels; not measured here: ggml's decode GEMV figures",
                               gemv_eff=_CPU_GEMV_PRIOR),
@@ -182,7 +183,7 @@ _CPU = {
                            "figures (ggml's CPU kernels are the most tuned for batch-1 decode; vLLM's CPU path "
                            "targets batched serving)",
                            gemv_eff=MappingProxyType({"quant": 0.13})),
-    "mlx": RuntimeProfile("mlx", 0.7, 0.55, 2e-5, 1e-3, 0.3, "fused", 2048, "mlx-lm"),
+    "mlx": RuntimeProfile("mlx", 0.7, 0.55, 2e-5, 1e-3, 0.3, "fused", 2048, "mlx-lm", gemv_eff=_CPU_GEMV_PRIOR),
 }
 
 _METAL = {

@@ -133,9 +133,9 @@ class _Builder:
         llama_cpu = s.is_gguf and v.backend == "llama.cpp" and v.target == "cpu"
         flags = spec.profile.features_for("cpu") if llama_cpu else frozenset()
         repack = llama_cpu and extra_buffer_types_enabled_for(flags)
-        table = runtime.format_compute_eff
+        table, gemv = runtime.format_compute_eff, runtime.gemv_eff
         if llama_cpu and not repack:  # no repacked Q4_0/IQ4_NL kernels without the extra buffer types
-            table = {k: x for k, x in table.items() if k[5:] not in _CPU_REPACKED}
+            table, gemv = _without_repacked(table), _without_repacked(gemv)
         scale = _format_scale(table, info, s, path.dtype)
         int8_peak = path.peak is None or path.peak.dtype == "int8"  # not a fallback to the fp32 peak
         if llama_cpu and int8_peak and "amx_int8" in flags and not repack:
@@ -146,9 +146,6 @@ class _Builder:
                            + f"{v.backend}'s kernels for {s}: x{scale:.2g} compute efficiency")
         dq = dequant_mode(runtime, v, s)
         if v.target == "cpu":
-            gemv = runtime.gemv_eff
-            if llama_cpu and not repack:
-                gemv = {k: x for k, x in gemv.items() if k[5:] not in _CPU_REPACKED}
             cast = runtime.cast_eff.get("fp8", 0.0) if "fp8" in (s.weight_format or "") else 0.0
             path = replace(path, gemv_eff=_gemv_eff(gemv, info, s, path.dtype, dq), cast_eff=cast)
         layout = weight_layout(info, params, s, v.method, dense)
@@ -214,10 +211,24 @@ def _runs_as_scheme(s: Scheme, v: Verdict) -> Scheme | None:
     return replace(s, activation_format=None, activation_bits=16, static_activations=False)
 
 
+def _without_repacked(table: Any) -> dict[str, float]:
+    """``table`` without the entries of GGUF types ggml-cpu repacks (``gguf-q4_0``, ``gguf-iq4_nl``)."""
+    return {k: x for k, x in table.items() if k[5:] not in _CPU_REPACKED}
+
+
+def _mixed_over_types(info: ModelInfo, s: Scheme, factor: Any) -> float:
+    """A per-GGUF-type factor mixed over the types the layers of ``s`` end up in, weighted by time
+    (harmonic); 0 when a type has none."""
+    fractions = gguf_type_fractions(info, s.weight_format[5:])
+    factors = {t: float(factor(t)) for t in fractions}
+    if any(x <= 0 for x in factors.values()):
+        return 0.0
+    return 1.0 / sum(f / factors[t] for t, f in fractions.items())
+
+
 def _format_scale(table: Any, info: ModelInfo, s: Scheme, dtype: str) -> float:
     """The runtime's extra compute-efficiency factor for a GGUF scheme: per stored type
-    (``gguf-q4_0``), else for quantized types (``gguf-quant``), else for any GGUF (``gguf``); mixed
-    over the types the layers end up in, weighted by time (harmonic)."""
+    (``gguf-q4_0``), else for quantized types (``gguf-quant``), else for any GGUF (``gguf``)."""
     if not s.is_gguf or not table:
         return 1.0
 
@@ -227,14 +238,13 @@ def _format_scale(table: Any, info: ModelInfo, s: Scheme, dtype: str) -> float:
                 return float(table[key])
         return 1.0
 
-    fractions = gguf_type_fractions(info, s.weight_format[5:])
-    return 1.0 / sum(f / factor(t) for t, f in fractions.items())
+    return _mixed_over_types(info, s, factor)
 
 
 def _gemv_eff(table: Any, info: ModelInfo, s: Scheme, dtype: str, dq: str) -> float:
     """The runtime's decode GEMV prior (``RuntimeProfile.gemv_eff``) for ``s``: ``quant`` for weights
-    the kernel reads packed (a GGUF type's own entry first, mixed over the types its layers end up
-    in), the compute dtype's for 16-bit weights; 0 when none applies."""
+    the kernel reads packed (a GGUF type's own entry first), the compute dtype's for 16-bit weights;
+    0 when none applies."""
     if not table:
         return 0.0
     packed = not s.is_baseline and dq in ("none", "fused") and not (s.is_gguf and dtype != "int8")
@@ -242,11 +252,7 @@ def _gemv_eff(table: Any, info: ModelInfo, s: Scheme, dtype: str, dq: str) -> fl
         return float(table.get(dtype, 0.0))
     if not s.is_gguf:
         return float(table.get("quant", 0.0))
-    fractions = gguf_type_fractions(info, s.weight_format[5:])
-    effs = {t: float(table.get(f"gguf-{t}", table.get("quant", 0.0))) for t in fractions}
-    if any(e <= 0 for e in effs.values()):
-        return 0.0
-    return 1.0 / sum(f / effs[t] for t, f in fractions.items())
+    return _mixed_over_types(info, s, lambda t: table.get(f"gguf-{t}", table.get("quant", 0.0)))
 
 
 def _sample_linears(info: ModelInfo) -> list[Any]:

@@ -228,9 +228,11 @@ def _experts_touched(params: ParamBreakdown, tokens: int) -> float:
 
 
 def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePath, spec: DeviceSpec,
-           runtime: RuntimeProfile, passes: int, layers: int, rows: int = 0, cast_s: float = 0.0) -> PhaseEstimate:
+           runtime: RuntimeProfile, passes: int, layers: int, rows: int = 0, cast_s: float = 0.0,
+           vec: float | None = None) -> PhaseEstimate:
     """``rows``: sequences per decode step (the GEMV's M, for ``path.gemv_eff``); ``cast_s``: time
-    spent converting weights per pass (``path.cast_eff``), added to the compute time."""
+    spent converting weights per pass (``path.cast_eff``), added to the compute time; ``vec``: the
+    cores' 256-bit fp32 rate in TFLOPS (:func:`vector_fp32_tflops`)."""
     bw = spec.bandwidth_gbs
     be = runtime.bandwidth_eff  # of a catalog peak, or of the copy test (a memcpy, not a kernel)
     peak = path.peak
@@ -240,9 +242,8 @@ def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePat
     t_mem = nbytes / bw_eff
     peak_rate = peak.tflops * 1e12 * ce * path.penalty if peak is not None else None
     rate = peak_rate
-    vec = vector_fp32_tflops(spec) if rows and path.gemv_eff else None
     gemv_bound = False
-    if vec is not None:  # the GEMV kernel's own rate, per sequence, up to the GEMM rate
+    if vec is not None and rows and path.gemv_eff:  # the GEMV kernel's own rate, per sequence, up to the GEMM rate
         gemv = vec * 1e12 * path.gemv_eff * rows
         gemv_bound = rate is None or gemv < rate
         rate = gemv if gemv_bound else rate
@@ -307,7 +308,7 @@ def estimate_phases(info: ModelInfo, params: ParamBreakdown, layout: WeightLayou
     vec = vector_fp32_tflops(spec)
     if dequant == "materialize" and path.cast_eff and vec:
         cast_s = layout.quantized_params / (vec * 1e12 * path.cast_eff)
-    decode = _phase("decode", B, d_flops, d_bytes, path, spec, runtime, 1, L, rows=B, cast_s=cast_s)
+    decode = _phase("decode", B, d_flops, d_bytes, path, spec, runtime, 1, L, rows=B, cast_s=cast_s, vec=vec)
 
     # ---- prefill: B prompts of P tokens, in chunks of the runtime's prefill size ----------------
     tokens = B * P

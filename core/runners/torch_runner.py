@@ -98,16 +98,18 @@ class TorchRunner(Runner):
                                   "its own backend")
             self.model, self.tokenizer = loaded.model, loaded.tokenizer
             if loaded.manifest.artifact_format == "compressed-tensors":
-                note = self._int8_kernels()
+                note = self._prepare_compressed()
         else:
             from quantmatch.models import resolve_model
 
             self.model, self.tokenizer = resolve_model(str(target)).load(dtype or "float32")
         self.compute = str(next(self.model.parameters()).dtype).removeprefix("torch.") + note
 
-    def _int8_kernels(self) -> str:
-        """W8A8 int8 layers compute with integer kernels (compressed-tensors' own forward quantizes the
-        activations, dequantizes and multiplies in float: slower than fp32, not what the verdict claims)."""
+    def _prepare_compressed(self) -> str:
+        """A compressed-tensors checkpoint as it should run: W8A8 int8 layers compute with integer
+        kernels (compressed-tensors' own forward quantizes the activations, dequantizes and multiplies
+        in float: slower than fp32, not what the verdict claims), and weight-only layers become plain
+        linear layers now (see ``decompress_weight_only``). Returns the note for ``compute``."""
         from quantmatch.algorithms.int8_runtime import convert_to_int8, decompress_weight_only, fastest_int8_kernel
 
         swapped = convert_to_int8(self.model, self.threads)

@@ -132,9 +132,9 @@ def main() -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from quantmatch.runners.base import MeasureConfig
-    from quantmatch.runners.bench import Bench, parse_combos
-    from quantmatch.runners.tables import bench_table
+    from quantmatch.cli.measure_view import bench_table
+    from quantmatch.measure.bench import Bench, parse_combos
+    from quantmatch.sdk.runner import MeasureConfig
 
     bench = Bench(MODEL, config=MeasureConfig(tokens=args.tokens), threads=args.threads, requantize=args.requantize)
     started = time.perf_counter()

@@ -56,7 +56,7 @@ def method_schemes(methods: list[str]) -> list[tuple[str, str]]:
     """Every (method, scheme) of the methods' menus: 8-bit first, then 4-bit, then the rest, so that an
     interrupted run has the headline figures."""
     from quantmatch.registry import Registry
-    from quantmatch.scheme import parse_scheme
+    from quantmatch.sdk.scheme import parse_scheme
 
     reg = Registry()
     pairs = [(m, s) for m in methods for s in reg.method(m).schemes]
@@ -72,7 +72,7 @@ def method_schemes(methods: list[str]) -> list[tuple[str, str]]:
 
 
 def pruned_reason(method: str, scheme: str) -> str | None:
-    from quantmatch.pipeline import plan_quantization
+    from quantmatch.sdk.pipeline import plan_quantization
 
     plan = plan_quantization(MODEL, method, scheme)
     return "; ".join(p.text for p in plan.fatal) or None

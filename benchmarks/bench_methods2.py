@@ -3,7 +3,7 @@
 Every run quantizes in its own process (so its peak memory is its own), writes a compressed-tensors
 checkpoint, and a second process reloads it with transformers and measures perplexity with the
 ``quantmatch eval`` protocol. W8A8 checkpoints are also run with real int8 matrix products
-(:mod:`quantmatch.algorithms.int8_runtime`) and timed against fp32.
+(:mod:`quantmatch.plugins.backends.int8_runtime`) and timed against fp32.
 
 Defaults follow the issue: 128 calibration samples of 512 tokens from ``../shared/data/tiny-shakespeare.txt``
 (seed 0), perplexity on the first 20,000 tokens of ``../shared/data/wikitext-2-raw-test.txt`` in
@@ -88,8 +88,8 @@ def _peak_rss() -> int:
 def worker_quantize(label: str, out: Path, samples: int, seq_len: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.pipeline import quantize
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.pipeline import quantize
 
     torch.set_num_threads(threads)
     method, scheme, extra = RUNS[label]
@@ -119,13 +119,13 @@ def worker_quantize(label: str, out: Path, samples: int, seq_len: int, threads: 
 def worker_eval(target: str, tokens: int, threads: int, int8: bool) -> dict[str, Any]:
     import torch
 
-    from quantmatch.evaluate import evaluate, perplexity, token_ids
+    from quantmatch.sdk.evaluate import evaluate, perplexity, token_ids
 
     torch.set_num_threads(threads)
     ev = evaluate(target, text=EVAL, tokens=tokens, window=1024, dtype="float32")
     out: dict[str, Any] = {"ppl": round(ev.perplexity, 4), "eval_s": round(ev.seconds, 1), "tokens": ev.tokens}
     if int8:
-        from quantmatch.algorithms.int8_runtime import convert_to_int8
+        from quantmatch.plugins.backends.int8_runtime import convert_to_int8
         from quantmatch.plugins.methods._compressed import load_compressed
 
         model, tok = load_compressed(target, "float32")
@@ -156,7 +156,7 @@ def _time_layer(m: int, k: int, n: int, threads: int, repeats: int) -> dict[str,
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
-    from quantmatch.algorithms.int8_runtime import KERNELS, Int8Linear
+    from quantmatch.plugins.backends.int8_runtime import KERNELS, Int8Linear
 
     x, w = torch.randn(m, k), torch.randn(n, k) * 0.02
     codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
@@ -184,9 +184,9 @@ def worker_int8_speed(target: str, threads: int, repeats: int = 3) -> dict[str, 
     """
     import torch
 
-    from quantmatch.algorithms.int8_runtime import convert_to_int8, fastest_int8_kernel
-    from quantmatch.models import resolve_model
+    from quantmatch.plugins.backends.int8_runtime import convert_to_int8, fastest_int8_kernel
     from quantmatch.plugins.methods._compressed import load_compressed
+    from quantmatch.sdk.models import resolve_model
 
     torch.set_num_threads(threads)
     fp32, _ = resolve_model("smollm2-135m").load("float32")
@@ -219,8 +219,8 @@ def _write_samples(path: Path, samples: int, seq_len: int) -> Path:
     """The calibration token ids quantmatch uses, for the llm-compressor run to read."""
     from safetensors.torch import save_file
 
-    from quantmatch.calibration import CalibrationSpec, calibration_samples
-    from quantmatch.models import resolve_model
+    from quantmatch.sdk.calibration import CalibrationSpec, calibration_samples
+    from quantmatch.sdk.models import resolve_model
 
     tok = resolve_model("smollm2-135m").load_tokenizer()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +231,8 @@ def _write_samples(path: Path, samples: int, seq_len: int) -> Path:
 
 def run_anchor(recipe: str, args: argparse.Namespace, common: list[str]) -> dict[str, Any]:
     """llm-compressor's run of ``recipe`` in its own venv, then our evaluation of its checkpoint."""
-    from quantmatch.algorithms.export import mark_packed_zero_points
-    from quantmatch.models import resolve_model
+    from quantmatch.plugins.methods.algorithms.export import mark_packed_zero_points
+    from quantmatch.sdk.models import resolve_model
 
     samples = _write_samples(args.work / f"samples-{args.samples}x{args.seq_len}.safetensors", args.samples,
                              args.seq_len)
@@ -338,7 +338,7 @@ def main() -> int:
     results: dict[str, Any] = {}
     _save({"machine": _machine(args)}, args.results)
     if not args.no_fp32 and args.runs.strip():
-        from quantmatch.models import resolve_model
+        from quantmatch.sdk.models import resolve_model
 
         results["fp32"] = _child(["--worker", "eval", str(resolve_model("smollm2-135m").hf_dir), *common])
         print("fp32", results["fp32"], flush=True)

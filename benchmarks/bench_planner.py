@@ -27,7 +27,7 @@ package (see /work/shared/reference/models.md), converted once to safetensors in
    - llama.cpp: GGUF files requantized from the bundled Q4_1 file (``allow_requantize``: speed and
      memory are what matter here, not quality); a type llama.cpp will not requantize to uses the
      GGUF artifact ``quantmatch bench`` caches;
-   - every other combination with a runner in :data:`quantmatch.runners.RUNNERS` (ONNX Runtime,
+   - every other combination with a runner in :data:`quantmatch.measure.RUNNERS` (ONNX Runtime,
      optimum-quanto, HQQ, torch artifacts of GPTQ/AWQ/RTN/SmoothQuant, ...): the artifact ``quantmatch
      bench`` caches (``Bench.artifact_dir``; prepared by bench's own ``prepare`` job in a subprocess
      when it is missing), loaded by that runner in the dtype ``quantmatch bench`` uses, and timed
@@ -185,7 +185,7 @@ def worker_llama(path: str, prompt: int, gen: int) -> dict[str, Any]:
 
     from llama_cpp import Llama
 
-    from quantmatch.llamacpp_compat import safe_model_defaults
+    from quantmatch.plugins.backends.llama_cpp_compat import safe_model_defaults
 
     with safe_model_defaults():
         llm = Llama(model_path=path, n_ctx=prompt + gen + 8, n_threads=THREADS, n_batch=512, verbose=False)
@@ -214,7 +214,7 @@ def worker_runner(backend: str, target: str, dtype: str, prompt: int, gen: int) 
     runner's ``prefill``/``step`` primitives, timed with :func:`now`."""
     import random
 
-    from quantmatch.runners import MeasureConfig, runner_for
+    from quantmatch.measure import MeasureConfig, runner_for
 
     runner = runner_for(backend, THREADS)
     runner.configure(MeasureConfig(prompt=prompt, new_tokens=gen, batch=1, warmup=0))
@@ -404,7 +404,7 @@ def _bench_artifact(bench: Any, combo: Any) -> Path:
 def how_to_measure(c: Any, bench: Any, why_not: dict[str, str]) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The worker arguments (before prompt and gen) that measure candidate ``c``, and what the row
     records about it; raises :class:`Skip` when it cannot run here."""
-    from quantmatch.runners.bench import Combo
+    from quantmatch.measure.bench import Combo
 
     method, scheme, backend, target = c.key
     combo = Combo(c.method, scheme, backend)
@@ -436,9 +436,9 @@ def _wanted(label: str, key: tuple[str, str, str, str], only: set[str] | None) -
 
 
 def main(reuse_path: Path | None = None, only: set[str] | None = None, out: Path = OUT) -> None:
+    from quantmatch.measure.bench import Bench, Combo
     from quantmatch.planner.hardware import device_spec
     from quantmatch.registry import Registry
-    from quantmatch.runners.bench import Bench, Combo
 
     if reuse_path is not None:
         machine, rows = reuse(reuse_path)

@@ -32,8 +32,8 @@ def wall(cmd: list[str], runs: int = RUNS) -> list[float]:
 
 
 def enumerate_all(runs: int = RUNS) -> tuple[list[float], int]:
-    from quantmatch.pluginhost import get_host
     from quantmatch.registry import Registry
+    from quantmatch.sdk.pluginhost import get_host
 
     host = get_host()
     times, count = [], 0

@@ -1,7 +1,7 @@
 """Generate the documentation pages that must never drift from the code.
 
 - ``docs/cli.md``: the ``--help`` of ``quantmatch`` and of every command (from the argparse parser).
-- ``docs/hooks.md``: the hook reference, from the docstrings of :mod:`quantmatch.hookspecs`.
+- ``docs/hooks.md``: the hook reference, from the docstrings of :mod:`quantmatch.sdk.hookspecs`.
 - ``docs/api.md``: the Python API reference, from signatures and docstrings (:data:`API`).
 - ``docs/matrix/``: the capability matrix of every catalog device, from the registry itself (built-in
   plugins only, so the pages do not depend on what else is installed).
@@ -68,10 +68,10 @@ def cli_reference() -> str:
 
 
 def hooks_reference() -> str:
-    """``docs/hooks.md``: the contract of every hook, from :mod:`quantmatch.hookspecs`."""
-    from quantmatch import hookspecs
+    """``docs/hooks.md``: the contract of every hook, from :mod:`quantmatch.sdk.hookspecs`."""
+    from quantmatch.sdk import hookspecs
 
-    parts = [HEADER.format(what="quantmatch/hookspecs.py"), "# Hook reference\n\n",
+    parts = [HEADER.format(what="sdk/hookspecs.py"), "# Hook reference\n\n",
              inspect.cleandoc(hookspecs.__doc__ or ""), "\n"]
     for name in hookspecs.__all__:
         if not name.startswith("register_"):
@@ -83,30 +83,43 @@ def hooks_reference() -> str:
 
 
 API: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Registry", ("quantmatch.registry.registry:Registry", "quantmatch.registry.registry:UnknownChoiceError")),
-    ("Verdicts", ("quantmatch.verdict:Level", "quantmatch.verdict:Verdict", "quantmatch.verdict:Reason")),
-    ("Schemes", ("quantmatch.scheme:parse_scheme", "quantmatch.scheme:Scheme")),
-    ("Hardware profiles", ("quantmatch.profile:HardwareProfile", "quantmatch.profile:Figure",
-                           "quantmatch.profile:Provenance")),
-    ("Plugin interfaces", ("quantmatch.quantizer:Quantizer", "quantmatch.quantizer:SchemeSupport",
-                           "quantmatch.quantizer:Problem", "quantmatch.backend:Backend",
-                           "quantmatch.capability:Capability", "quantmatch.capability:Requires",
-                           "quantmatch.capability:validate_capability", "quantmatch.device:DeviceFamily",
-                           "quantmatch.device:Detection")),
-    ("Plugin host", ("quantmatch.pluginhost:PluginHost", "quantmatch.pluginhost:PluginInfo",
-                     "quantmatch.pluginhost:get_host", "quantmatch.pluginhost:reset_host",
-                     "quantmatch.pluginhost:module_plugin")),
-    ("Model shapes", ("quantmatch.model_info:ModelInfo",)),
-    ("Quantize and evaluate", ("quantmatch.pipeline:quantize", "quantmatch.pipeline:load_artifact",
-                               "quantmatch.pipeline:plan_quantization", "quantmatch.pipeline:QuantizeResult",
-                               "quantmatch.models:resolve_model", "quantmatch.models:ModelSource",
-                               "quantmatch.evaluate:evaluate", "quantmatch.evaluate:EvalResult",
-                               "quantmatch.calibration:CalibrationSpec", "quantmatch.layerwise:LayerRule",
-                               "quantmatch.layerwise:get_preset", "quantmatch.artifact:Manifest")),
+    ("Top level", ("quantmatch:get_registry", "quantmatch:plan", "quantmatch:explain", "quantmatch:detect",
+                   "quantmatch:list_plugins")),
+    ("Registry", ("quantmatch.registry.registry:Registry",)),
+    ("Errors", ("quantmatch.sdk.errors:QuantmatchError", "quantmatch.sdk.errors:InputError",
+                "quantmatch.sdk.errors:UnknownChoiceError", "quantmatch.sdk.errors:PluginError",
+                "quantmatch.sdk.errors:RunError")),
+    ("Verdicts", ("quantmatch.sdk.verdict:Level", "quantmatch.sdk.verdict:Verdict", "quantmatch.sdk.verdict:Reason")),
+    ("Schemes", ("quantmatch.sdk.scheme:parse_scheme", "quantmatch.sdk.scheme:Scheme")),
+    ("Hardware profiles", ("quantmatch.sdk.profile:HardwareProfile", "quantmatch.sdk.profile:Figure",
+                           "quantmatch.sdk.profile:Provenance")),
+    ("Plugin interfaces", ("quantmatch.sdk.quantizer:Quantizer", "quantmatch.sdk.quantizer:SchemeSupport",
+                           "quantmatch.sdk.quantizer:Problem", "quantmatch.sdk.options:MethodOptions",
+                           "quantmatch.sdk.options:option", "quantmatch.sdk.options:OptionsError",
+                           "quantmatch.sdk.backend:Backend",
+                           "quantmatch.sdk.capability:Capability", "quantmatch.sdk.capability:Requires",
+                           "quantmatch.sdk.capability:validate_capability", "quantmatch.sdk.device:DeviceFamily",
+                           "quantmatch.sdk.device:Detection")),
+    ("Runners (the runner contract)", ("quantmatch.sdk.runner:Runner", "quantmatch.sdk.runner:MeasureConfig",
+                                       "quantmatch.sdk.runner:Probe", "quantmatch.sdk.runner:RunnerError")),
+    ("Plugin host", ("quantmatch.sdk.pluginhost:PluginHost", "quantmatch.sdk.pluginhost:PluginInfo",
+                     "quantmatch.sdk.pluginhost:get_host", "quantmatch.sdk.pluginhost:reset_host",
+                     "quantmatch.sdk.pluginhost:module_plugin")),
+    ("Model shapes", ("quantmatch.sdk.model_info:ModelInfo",)),
+    ("Quantize and evaluate", ("quantmatch.sdk.pipeline:quantize", "quantmatch.sdk.pipeline:load_artifact",
+                               "quantmatch.sdk.pipeline:plan_quantization", "quantmatch.sdk.pipeline:QuantizeResult",
+                               "quantmatch.sdk.models:resolve_model", "quantmatch.sdk.models:ModelSource",
+                               "quantmatch.sdk.evaluate:evaluate", "quantmatch.sdk.evaluate:EvalResult",
+                               "quantmatch.sdk.calibration:CalibrationSpec", "quantmatch.sdk.layerwise:LayerRule",
+                               "quantmatch.sdk.layerwise:get_preset", "quantmatch.sdk.artifact:Manifest")),
+    ("Measurement (quantmatch.measure)", ("quantmatch.measure.bench:Bench", "quantmatch.measure.bench:BenchReport",
+                                          "quantmatch.measure.run:measure", "quantmatch.measure.verify:verify",
+                                          "quantmatch.measure.verify:VerifyReport")),
     ("Testing kit (quantmatch.testing)", (
         "quantmatch.testing.host:registered_plugin", "quantmatch.testing.host:plugin_from",
         "quantmatch.testing.host:PluginRegistrationError", "quantmatch.testing.contracts:QuantizerContract",
-        "quantmatch.testing.contracts:BackendContract", "quantmatch.testing.contracts:DeviceFamilyContract",
+        "quantmatch.testing.contracts:BackendContract", "quantmatch.testing.contracts:RunnerContract",
+        "quantmatch.testing.contracts:DeviceFamilyContract",
         "quantmatch.testing.contracts:blocked_imports", "quantmatch.testing.models:tiny_model_info",
         "quantmatch.testing.models:write_tiny_model", "quantmatch.testing.models:write_tiny_config",
         "quantmatch.testing.models:tiny_config")),
@@ -168,6 +181,7 @@ def api_reference() -> str:
             modname, _, qual = ref.partition(":")
             obj = getattr(importlib.import_module(modname), qual)
             public = modname.replace(".registry.registry", ".registry").replace(".testing.host", ".testing")
+            public = public.replace("quantmatch.sdk.errors", "quantmatch.sdk")
             public = re.sub(r"\.testing\.(contracts|models)$", ".testing", public)
             if inspect.isclass(obj):
                 sig = "" if dataclasses.is_dataclass(obj) or issubclass(obj, BaseException) else _signature(obj)
@@ -183,11 +197,32 @@ def api_reference() -> str:
                         parts.append(f"\n- **`{name}{_signature(fn)}`**" + (f"\n\n  {doc}" if doc else "") + "\n")
             else:
                 parts.append(f"\n### `{public}.{qual}{_signature(obj)}`\n\n{_doc(obj)}\n")
+    return "".join(parts) + method_options_reference()
+
+
+def method_options_reference() -> str:
+    """The options of every built-in method (``Quantizer.options``), as ``--option KEY=VALUE`` takes them."""
+    from quantmatch.sdk.pluginhost import PluginHost
+
+    parts = ["\n## Method options\n\n",
+             "What `quantize(..., **options)` and `quantmatch quantize --option KEY=VALUE` take, per built-in "
+             "method (`quantmatch plugins --json` lists every loaded method's, third-party ones included). A "
+             "key not listed, or a value of another type, is refused before anything loads. Values on the "
+             "command line are read as JSON when they parse (`0.05`, `false`, `null`, `[]`), else as text; "
+             "a list also takes one comma-separated string.\n"]
+    for name, entry in PluginHost(autoload=False).quantizers.items():
+        specs = entry.obj.options.specs()
+        if not specs:
+            continue
+        parts.append(f"\n### `{name}` (`{entry.obj.options.__name__}`)\n\n| key | type | default | meaning |\n"
+                     "|---|---|---|---|\n")
+        parts += [f"| `{s.key}` | `{s.type_text().replace('|', ' or ')}` | `{s.default_text()}` | {s.help} |\n"
+                  for s in specs]
     return "".join(parts)
 
 
 def _cell(level: str) -> str:
-    from quantmatch.verdict import Level
+    from quantmatch.sdk.verdict import Level
 
     lv = Level(level)
     return f"{lv.symbol} {lv.value}"
@@ -195,9 +230,9 @@ def _cell(level: str) -> str:
 
 def matrix_pages() -> dict[str, str]:
     """``docs/matrix/<device id>.md`` for every catalog device, plus ``docs/matrix/index.md``."""
-    from quantmatch.pluginhost import PluginHost
     from quantmatch.registry import Registry
-    from quantmatch.verdict import Level
+    from quantmatch.sdk.pluginhost import PluginHost
+    from quantmatch.sdk.verdict import Level
 
     reg = Registry(PluginHost(autoload=False))
     header = HEADER.format(what="the capability registry (built-in plugins)")

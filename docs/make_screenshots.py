@@ -17,12 +17,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability
-from quantmatch.pluginhost import PluginHost, module_plugin
 from quantmatch.registry import Registry
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability
+from quantmatch.sdk.pluginhost import PluginHost, module_plugin
+from quantmatch.sdk.verdict import Level
 from quantmatch.tui.scenarios import SCENARIOS, Scenario, play
-from quantmatch.verdict import Level
 
 OUT = Path(__file__).with_name("screenshots")
 

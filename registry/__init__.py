@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 import types
 
-from .conformance import ConformanceReport, run_conformance, scheme_from_types
-from .detection import detect_all
-from .registry import Registry, UnknownChoiceError
+from quantmatch.registry.conformance import ConformanceReport, run_conformance, scheme_from_types
+from quantmatch.registry.detection import detect_all
+from quantmatch.registry.registry import Registry, UnknownChoiceError
 
 __all__ = [
     "ConformanceReport",
@@ -21,11 +21,14 @@ __all__ = [
 
 
 class _CallableModule(types.ModuleType):
-    """``quantmatch.registry`` is both this package and the documented ``quantmatch.registry()``
-    call: importing the package rebinds the parent's attribute to the module, so the module itself
-    answers the call."""
+    """``quantmatch.registry()`` (deprecated: use ``quantmatch.get_registry()``) keeps working although
+    importing this package rebinds the parent's attribute to the package: the package answers the call."""
 
     def __call__(self) -> Registry:
+        import warnings
+
+        warnings.warn("quantmatch.registry() is deprecated and will be removed in quantmatch 0.3; use "
+                      "quantmatch.get_registry()", DeprecationWarning, stacklevel=2)
         return Registry()
 
 

@@ -1,11 +1,11 @@
-"""What a verdict that cites the device's catalog (:data:`~quantmatch.capability.CATALOG_SOURCE`) rests on:
+"""What a verdict that cites the device's catalog (:data:`~quantmatch.sdk.capability.CATALOG_SOURCE`) rests on:
 the sources the catalog records for the figures and features involved, and the caveats that go with them
 (disputed or derived figures, FP8 that is the FNUZ variant, the CPU unit that does the math)."""
 
 from __future__ import annotations
 
-from quantmatch.features import CPU_UNITS
-from quantmatch.profile import Figure, HardwareProfile
+from quantmatch.sdk.features import CPU_UNITS
+from quantmatch.sdk.profile import Figure, HardwareProfile
 
 __all__ = ["catalog_caveats", "catalog_sources"]
 

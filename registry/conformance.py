@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantmatch.scheme import BASELINES, Scheme, SchemeError, parse_scheme
-from quantmatch.verdict import LAYERS, Level, Verdict
-
-from .registry import Registry, UnknownChoiceError
+from quantmatch.registry.registry import Registry, UnknownChoiceError
+from quantmatch.sdk.errors import InputError
+from quantmatch.sdk.scheme import BASELINES, Scheme, SchemeError, parse_scheme
+from quantmatch.sdk.verdict import LAYERS, Level, Verdict
 
 __all__ = ["REQUIRED_FIELDS", "CaseResult", "ConformanceFormatError", "ConformanceReport", "run_conformance",
            "scheme_from_types"]
@@ -23,7 +23,7 @@ EXPECTED_FORMAT = ('{"cases": [{"id", "weights", "activations", "layer", "device
                    '"expected", "why", "source"}, ...]} where each case needs ' + ", ".join(REQUIRED_FIELDS))
 
 
-class ConformanceFormatError(ValueError):
+class ConformanceFormatError(InputError):
     """A conformance file whose shape is not ``quantmatch conformance cases v1``."""
 
 _FLOAT = {"fp16", "bf16", "fp32"}

@@ -6,8 +6,8 @@ import inspect
 from dataclasses import replace
 from functools import lru_cache
 
-from quantmatch.device import Detection
-from quantmatch.pluginhost import PluginHost, get_host
+from quantmatch.sdk.device import Detection
+from quantmatch.sdk.pluginhost import PluginHost, get_host
 
 __all__ = ["detect_all"]
 

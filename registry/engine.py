@@ -12,11 +12,10 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
-from quantmatch.capability import CATALOG_SOURCE, Capability, Requires
-from quantmatch.profile import HardwareProfile, Provenance
-from quantmatch.verdict import Level, Reason
-
-from .citations import catalog_caveats, catalog_sources
+from quantmatch.registry.citations import catalog_caveats, catalog_sources
+from quantmatch.sdk.capability import CATALOG_SOURCE, Capability, Requires
+from quantmatch.sdk.profile import HardwareProfile, Provenance
+from quantmatch.sdk.verdict import Level, Reason
 
 __all__ = ["Decision", "PluginFailure", "Query", "decide", "native_type", "unmet"]
 

@@ -3,36 +3,21 @@ before anything runs."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from quantmatch.backend import Backend
-from quantmatch.model_info import ModelInfo
-from quantmatch.pluginhost import Entry, PluginHost, get_host
-from quantmatch.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
-from quantmatch.quantizer import Quantizer
-from quantmatch.scheme import Scheme, parse_scheme
-from quantmatch.text import plural
-from quantmatch.verdict import LAYERS, Evidence, Level, Reason, Verdict
-
-from .engine import Decision, PluginFailure, Query, Rows, candidate_rows, decide, reasons_for, render
+from quantmatch.registry.engine import Decision, PluginFailure, Query, Rows, candidate_rows, decide, reasons_for, render
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.errors import UnknownChoiceError
+from quantmatch.sdk.model_info import ModelInfo
+from quantmatch.sdk.pluginhost import Entry, PluginHost, get_host
+from quantmatch.sdk.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
+from quantmatch.sdk.quantizer import Quantizer
+from quantmatch.sdk.scheme import Scheme, parse_scheme
+from quantmatch.sdk.verdict import LAYERS, Evidence, Level, Reason, Verdict
 
 __all__ = ["Registry", "UnknownChoiceError"]
-
-
-class UnknownChoiceError(ValueError):
-    """An unknown device, method, backend, level or target; carries the valid choices."""
-
-    def __init__(self, kind: str, value: str, choices: Iterable[str]) -> None:
-        self.kind, self.value = kind, value
-        self.choices = sorted(set(choices))
-        close = difflib.get_close_matches(value.lower(), self.choices, n=5, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        shown = self.choices if len(self.choices) <= 60 else [*self.choices[:60], "..."]
-        super().__init__(f"unknown {kind} {value!r}.{hint}\nValid {plural(kind)}: {', '.join(shown)}")
-        self.close = close
 
 
 _FAMILY_ORDER = {f: i for i, f in enumerate(DEVICE_FAMILIES)}
@@ -45,7 +30,7 @@ def _loads(backend: type[Backend], quantizer: type[Quantizer]) -> bool:
 class Registry:
     """Answers, before anything runs, what executes where and at which level, and why.
 
-    Built from what the plugins registered (see :mod:`quantmatch.hookspecs`). Results are
+    Built from what the plugins registered (see :mod:`quantmatch.sdk.hookspecs`). Results are
     deterministic: combinations sort by level (native first), then method, scheme, backend, target.
     """
 
@@ -91,7 +76,7 @@ class Registry:
     def local(self) -> HardwareProfile:
         """The machine quantmatch runs on: its first detected GPU, else its CPU."""
         if self._local is None:
-            from .detection import detect_all
+            from quantmatch.registry.detection import detect_all
 
             found = [d for det in detect_all(self.host) for d in det.devices]
             found.sort(key=lambda d: d.is_cpu)
@@ -213,7 +198,7 @@ class Registry:
         if not (self._local_detected and dev is self._local):
             return v
         if self._evidence is None:
-            from quantmatch.runners.store import read_evidence
+            from quantmatch.sdk.store import read_evidence
 
             self._evidence = read_evidence(dev.id)
         found = self._evidence.get((v.method or "none", v.scheme, v.backend))
@@ -312,7 +297,7 @@ class Registry:
     def hardware(self, device: str | HardwareProfile, weights: str, activations: str | None = None,
                  target: str | None = None) -> Verdict:
         """Does the device's matrix/vector engine compute this type natively?"""
-        from .conformance import scheme_from_types
+        from quantmatch.registry.conformance import scheme_from_types
 
         sch = scheme_from_types(weights, activations or weights)
         return self.verdict(None, sch, "hardware", device, target)

@@ -64,7 +64,7 @@ def logits_mse(model: Any, reference: Any, ids: Any) -> float:
 @torch.no_grad()
 def quantize_all_rtn(model: Any, grid: Any) -> Any:
     """A copy of ``model`` with every decoder linear layer rounded to ``grid``."""
-    from quantmatch.algorithms.rtn import rtn
+    from quantmatch.plugins.methods.algorithms.rtn import rtn
 
     out = copy.deepcopy(model)
     for name, m in out.named_modules():
@@ -78,7 +78,7 @@ def real_model() -> tuple[Any, Any]:
     """``(fp32 model, tokenizer)`` of smollm2-135m; skips where the bundled model or data are missing."""
     if not (CALIB_TEXT.is_file() and EVAL_TEXT.is_file()):
         pytest.skip(f"needs {CALIB_TEXT} and {EVAL_TEXT}")
-    from quantmatch.models import ModelSourceError, resolve_model
+    from quantmatch.sdk.models import ModelSourceError, resolve_model
 
     try:
         return resolve_model("smollm2-135m").load("float32")  # type: ignore[no-any-return]
@@ -87,14 +87,14 @@ def real_model() -> tuple[Any, Any]:
 
 
 def real_samples(tokenizer: Any, samples: int, seq_len: int) -> Any:
-    from quantmatch.calibration import CalibrationSpec, calibration_samples
+    from quantmatch.sdk.calibration import CalibrationSpec, calibration_samples
 
     return calibration_samples(tokenizer, CalibrationSpec(str(CALIB_TEXT), samples, seq_len, seed=0))
 
 
 def real_ppl(model: Any, tokenizer: Any, tokens: int = 4096) -> float:
     """Perplexity on the first ``tokens`` WikiText-2 test tokens, 1024-token windows."""
-    from quantmatch.evaluate import perplexity, token_ids
+    from quantmatch.sdk.evaluate import perplexity, token_ids
 
     ids = token_ids(lambda t: tokenizer(t, add_special_tokens=False)["input_ids"],
                     EVAL_TEXT.read_text(encoding="utf-8"), tokens)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from quantmatch.pluginhost import PluginHost, reset_host
+from quantmatch.sdk.pluginhost import PluginHost, reset_host
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from quantmatch.artifact import (
+from quantmatch.sdk.artifact import (
     MANIFEST_NAME,
     ArtifactError,
     Manifest,

@@ -1,4 +1,4 @@
-"""AWQ (quantmatch.algorithms.awq): folded scales, scale and clipping searches, the plugin, the real model."""
+"""AWQ (plugins/methods/algorithms/awq.py): folded scales, scale and clipping searches, the plugin, the real model."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from calibrated_support import (
     token_batch,
 )
 
-from quantmatch.algorithms.awq import AWQConfig, awq_model, search_clip
-from quantmatch.algorithms.blockwise import capture_block_inputs, decoder_blocks, run_block
-from quantmatch.algorithms.rtn import IntGrid, rtn
-from quantmatch.algorithms.scaling import fold_scales, llama_scale_groups
+from quantmatch.plugins.methods.algorithms.awq import AWQConfig, awq_model, search_clip
+from quantmatch.plugins.methods.algorithms.blockwise import capture_block_inputs, decoder_blocks, run_block
+from quantmatch.plugins.methods.algorithms.rtn import IntGrid, rtn
+from quantmatch.plugins.methods.algorithms.scaling import fold_scales, llama_scale_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GRID = IntGrid(3, 32, False)
@@ -94,8 +94,8 @@ def test_clip_search_never_worsens_the_layer_output() -> None:
 
 
 def test_awq_plugin_checkpoint_reloads_with_zero_points(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.pipeline import QuantizeError, load_artifact, quantize
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.pipeline import QuantizeError, load_artifact, quantize
 
     res = quantize(tiny_llama_dir, "awq", "w4a16-g32-asym", tmp_path / "out",
                    calibration=CalibrationSpec(samples=4, seq_len=32))

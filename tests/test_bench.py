@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from quantmatch.runners import RUNNERS
-from quantmatch.runners.base import MeasureConfig
-from quantmatch.runners.bench import BASELINE, Bench, Combo, model_key, parse_combos
-from quantmatch.runners.llamacpp_runner import LlamaCppRunner
+from quantmatch.measure import RUNNERS
+from quantmatch.measure.bench import BASELINE, Bench, Combo, model_key, parse_combos
+from quantmatch.plugins.backends.llama_cpp_runner import LlamaCppRunner
+from quantmatch.sdk.runner import MeasureConfig
 
 pytest.importorskip("torch")
 
 
 def _has_bundled_model() -> bool:
-    from quantmatch.models import BUNDLED_MODELS, ModelSourceError
+    from quantmatch.sdk.models import BUNDLED_MODELS, ModelSourceError
 
     try:
         BUNDLED_MODELS["smollm2-135m"].gguf_path()
@@ -75,7 +75,7 @@ def _crashing_worker(tmp_path: Path, backend: str) -> list[str]:
         job = json.load(open(sys.argv[1]))
         if job["kind"] == "run" and job["backend"] == {backend!r}:
             os.kill(os.getpid(), signal.SIGSEGV)
-        from quantmatch.runners.bench import worker_main
+        from quantmatch.measure.bench import worker_main
         sys.exit(worker_main(sys.argv[1], sys.argv[2]))
     """), encoding="utf-8")
     return [sys.executable, str(script)]
@@ -121,7 +121,7 @@ def test_bench_runs_skips_and_survives_a_crash(tiny_llama_dir: Path, tmp_path: P
 
 @pytest.mark.skipif(RUNNERS["llama.cpp"].missing() != [], reason="llama-cpp-python not installed")
 def test_corrupt_artifact_is_a_clear_failure(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from quantmatch.artifact import Manifest, write_manifest
+    from quantmatch.sdk.artifact import Manifest, write_manifest
 
     bench = Bench(str(tiny_llama_dir), config=CONFIG, threads=1, work_dir=tmp_path / "work", save=False,
                   quick_machine=True, timeout=600)
@@ -165,8 +165,8 @@ def test_bench_smollm2_gguf_beats_fp32(tmp_path: Path) -> None:
 
 
 def test_roofline_is_the_smaller_limit_and_never_exceeded() -> None:
-    from quantmatch.runners.machine import MachineFigures
-    from quantmatch.runners.roofline import decode_roofline
+    from quantmatch.measure.machine import MachineFigures
+    from quantmatch.measure.roofline import decode_roofline
 
     machine = MachineFigures("local-cpu", "test", 1, 10.0, 20.0, {"fp32": 4e9, "bf16": 1e8})
     # 100 MB of weights at 20 GB/s: 200 tok/s; 4 GFLOP/s over 2e7 FLOPs per token: 200 tok/s

@@ -164,8 +164,8 @@ def test_conformance_file_of_the_wrong_shape(tmp_path: Path, capsys) -> None:
 
 
 def test_detect_labels_how_each_figure_was_obtained(capsys) -> None:
-    from quantmatch.profile import Figure
-    from quantmatch.render import _provenance_label
+    from quantmatch.cli.tables import _provenance_label
+    from quantmatch.sdk.profile import Figure
 
     measured = Figure(22.8, "GB/s", "measured", "measured", "single-thread memcpy of 256 MiB")
     assert _provenance_label(measured) == "22.8 GB/s (measured: single-thread memcpy of 256 MiB)"
@@ -185,7 +185,7 @@ def test_bench_progress_shows_an_eta_like_the_quantize_bar() -> None:
     from rich.console import Console
     from rich.progress import TimeRemainingColumn
 
-    from quantmatch.cli import _bench_progress
+    from quantmatch.cli.main import _bench_progress
 
     progress = _bench_progress()
     assert any(isinstance(c, TimeRemainingColumn) for c in progress.columns)

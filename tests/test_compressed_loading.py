@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tiny_models import tiny_llama  # noqa: F401  (fixture)
 
-from quantmatch.artifact import ArtifactError
+from quantmatch.sdk.artifact import ArtifactError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

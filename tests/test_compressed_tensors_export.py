@@ -1,4 +1,4 @@
-"""compressed-tensors checkpoints (quantmatch.algorithms.export) and the quantize/eval path around them."""
+"""compressed-tensors checkpoints (plugins/methods/algorithms/export.py) and the quantize/eval path around them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from calibrated_support import logits, one_thread, outlier_llama, token_batch  # noqa: F401  (fixture)
 
-from quantmatch.algorithms.export import attach, round_scales, save_compressed
-from quantmatch.algorithms.rtn import IntGrid, QuantizedWeight, rtn, static_activation_scale
+from quantmatch.plugins.methods.algorithms.export import attach, round_scales, save_compressed
+from quantmatch.plugins.methods.algorithms.rtn import IntGrid, QuantizedWeight, rtn, static_activation_scale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -106,9 +106,9 @@ PLUGIN_RUNS = [("gptq", "w4a16-g32"), ("awq", "w3a16-g32-asym"), ("smoothquant",
 
 @pytest.mark.parametrize(("method", "scheme"), PLUGIN_RUNS, ids=[f"{m}-{s}" for m, s in PLUGIN_RUNS])
 def test_quantize_eval_and_determinism(method: str, scheme: str, tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.evaluate import evaluate
-    from quantmatch.pipeline import quantize
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.evaluate import evaluate
+    from quantmatch.sdk.pipeline import quantize
 
     cal = CalibrationSpec(samples=4, seq_len=32, seed=3)
     digests = []
@@ -125,9 +125,9 @@ def test_quantize_eval_and_determinism(method: str, scheme: str, tiny_llama_dir:
 
 def test_interrupted_quantization_leaves_nothing(tiny_llama_dir: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import quantmatch.algorithms.gptq as gptq
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.pipeline import quantize
+    import quantmatch.plugins.methods.algorithms.gptq as gptq
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.pipeline import quantize
 
     real = gptq.gptq_block
     calls = []
@@ -184,7 +184,7 @@ def test_model_copy_is_untouched_by_attach() -> None:
 def test_static_checkpoint_with_per_token_down_proj_reloads(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from quantmatch.algorithms.int8_runtime import convert_to_int8
+    from quantmatch.plugins.backends.int8_runtime import convert_to_int8
 
     model = outlier_llama()
     weights = _quantized(model, IntGrid(8, 0, True))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from quantmatch.registry import Registry, run_conformance
-from quantmatch.verdict import Level, Verdict
+from quantmatch.sdk.verdict import Level, Verdict
 
 PUBLIC = Path(__file__).resolve().parents[2] / "shared" / "reference" / "conformance_public.json"
 

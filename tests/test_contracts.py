@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from quantmatch.backend import Backend
-from quantmatch.device import DeviceFamily
-from quantmatch.pluginhost import PluginHost
-from quantmatch.quantizer import Quantizer
-from quantmatch.testing import BackendContract, DeviceFamilyContract, QuantizerContract
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.device import DeviceFamily
+from quantmatch.sdk.pluginhost import PluginHost
+from quantmatch.sdk.quantizer import Quantizer
+from quantmatch.testing import BackendContract, DeviceFamilyContract, QuantizerContract, RunnerContract
 
 BUILTIN = PluginHost(autoload=False)
 QUANTIZERS = [BUILTIN.quantizers[k].obj for k in sorted(BUILTIN.quantizers)]
 BACKENDS = [BUILTIN.backends[k].obj for k in sorted(BUILTIN.backends)]
 FAMILIES = [BUILTIN.families[k].obj for k in sorted(BUILTIN.families)]
+RUNNABLE = [b for b in BACKENDS if b.runner]
 
 VENDOR_MODULES = {
     "nvidia": ("pynvml",),
@@ -59,6 +60,22 @@ class TestBuiltinBackends(BackendContract):
         return request.param  # type: ignore[no-any-return]
 
 
+class TestBuiltinRunners(RunnerContract):
+    @pytest.fixture(params=RUNNABLE, ids=lambda b: b.name)
+    def backend_class(self, request: pytest.FixtureRequest) -> type[Backend]:
+        return request.param  # type: ignore[no-any-return]
+
+    @pytest.fixture(autouse=True)
+    def _quick_method(self, backend_class: type[Backend], monkeypatch: pytest.MonkeyPatch) -> None:
+        # compressed-tensors checkpoints: round-to-nearest writes them quickest (no calibration)
+        if "compressed-tensors" in backend_class.formats:
+            monkeypatch.setattr(self, "method", "rtn")
+
+
+def test_every_executable_builtin_names_its_runner() -> None:
+    assert {b.name for b in RUNNABLE} == {"torch", "optimum-quanto", "hqq", "onnxruntime", "llama.cpp"}
+
+
 class TestBuiltinDeviceFamilies(DeviceFamilyContract):
     @pytest.fixture(params=FAMILIES, ids=lambda f: f.name)
     def family_class(self, request: pytest.FixtureRequest) -> type[DeviceFamily]:
@@ -86,9 +103,9 @@ def test_the_suite_catches_a_check_that_reaches_for_torch() -> None:
 
 
 def test_the_suite_catches_an_undeclared_combination() -> None:
-    from quantmatch.capability import Capability
+    from quantmatch.sdk.capability import Capability
+    from quantmatch.sdk.verdict import Level
     from quantmatch.testing.contracts import _host_for
-    from quantmatch.verdict import Level
 
     class Partial(Backend):
         name = "partial-rt"
@@ -120,11 +137,11 @@ def test_blocked_imports_hides_and_restores() -> None:
 
 @pytest.mark.hook("register_backends")
 def test_registered_plugin_installs_and_restores_the_host(quantmatch_plugin: Any) -> None:
-    from quantmatch import pluginhost
-    from quantmatch.capability import Capability
     from quantmatch.registry import Registry
+    from quantmatch.sdk import pluginhost
+    from quantmatch.sdk.capability import Capability
+    from quantmatch.sdk.verdict import Level
     from quantmatch.testing import PluginRegistrationError, registered_plugin
-    from quantmatch.verdict import Level
 
     class Turbo(Backend):
         name = "turbo-rt"
@@ -150,7 +167,7 @@ def test_registered_plugin_installs_and_restores_the_host(quantmatch_plugin: Any
 
 def test_tiny_models(tiny_llama_dir: Path, tiny_gpt2_dir: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    from quantmatch.model_info import ModelInfo
+    from quantmatch.sdk.model_info import ModelInfo
     from quantmatch.testing import TINY_LLAMA_CONFIG, tiny_model_info
 
     saved = ModelInfo.from_path(tiny_llama_dir)
@@ -167,12 +184,12 @@ def test_tiny_models(tiny_llama_dir: Path, tiny_gpt2_dir: Path) -> None:
 @pytest.mark.hook("register_quantizers")
 @pytest.mark.hook("register_capabilities")
 def test_a_family_adds_a_target_and_a_refinement_teaches_a_builtin_backend_to_use_it() -> None:
-    from quantmatch.capability import Capability, Requires
-    from quantmatch.pluginhost import module_plugin
-    from quantmatch.profile import Figure, HardwareProfile
-    from quantmatch.quantizer import SchemeSupport
     from quantmatch.registry import Registry
-    from quantmatch.verdict import Level
+    from quantmatch.sdk.capability import Capability, Requires
+    from quantmatch.sdk.pluginhost import module_plugin
+    from quantmatch.sdk.profile import Figure, HardwareProfile
+    from quantmatch.sdk.quantizer import SchemeSupport
+    from quantmatch.sdk.verdict import Level
 
     chip = HardwareProfile(id="acme_npu1", name="ACME NPU 1", vendor="acme", family="acme-npu", arch="npu1",
                            targets=("npu",), features=frozenset({"bf16", "int8"}),

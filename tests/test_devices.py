@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from quantmatch.device import Detection, DeviceFamily
 from quantmatch.plugins.devices import _common, amd_rocm, apple_metal, arm_cpu, nvidia, x86_cpu
-from quantmatch.profile import CONFIDENCES, DEVICE_FAMILIES, TARGETS, HardwareProfile
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.profile import CONFIDENCES, DEVICE_FAMILIES, TARGETS, HardwareProfile
 
 FAMILIES: list[type[DeviceFamily]] = [
     nvidia.NvidiaFamily,

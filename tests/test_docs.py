@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from quantmatch import hookspecs
-from quantmatch.pluginhost import HOOKS
+from quantmatch.sdk import hookspecs
+from quantmatch.sdk.pluginhost import HOOKS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -11,10 +11,10 @@ import pytest
 from tiny_models import tiny_llama  # noqa: F401  (fixture)
 
 import quantmatch
-from quantmatch.calibration import CalibrationError, CalibrationSpec, calibration_samples, packaged_text
 from quantmatch.cli import main
-from quantmatch.evaluate import evaluate, perplexity, token_ids
-from quantmatch.models import resolve_model
+from quantmatch.sdk.calibration import CalibrationError, CalibrationSpec, calibration_samples, packaged_text
+from quantmatch.sdk.evaluate import evaluate, perplexity, token_ids
+from quantmatch.sdk.models import resolve_model
 
 torch = pytest.importorskip("torch")
 
@@ -105,7 +105,7 @@ def test_calibration_samples_are_seeded_windows(tiny_llama: Path, tmp_path: Path
 
 
 def test_dataset_name_without_datasets_or_network_is_a_clear_error() -> None:
-    from quantmatch.calibration import load_text
+    from quantmatch.sdk.calibration import load_text
 
     with pytest.raises(CalibrationError, match=r"datasets|cache"):
         load_text("wikitext:wikitext-2-raw-v1:train")

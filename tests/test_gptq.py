@@ -1,4 +1,4 @@
-"""GPTQ (quantmatch.algorithms.gptq): layer solve, blockwise calibration, the plugin, the real model."""
+"""GPTQ (quantmatch.plugins.methods.algorithms.gptq): layer solve, blockwise calibration, the plugin, the real model."""
 
 from __future__ import annotations
 
@@ -19,9 +19,16 @@ from calibrated_support import (
     token_batch,
 )
 
-from quantmatch.algorithms.blockwise import capture_block_inputs, decoder_blocks
-from quantmatch.algorithms.gptq import GPTQConfig, Hessian, gptq_model, gptq_quantize, output_error, sequential_stages
-from quantmatch.algorithms.rtn import IntGrid, rtn
+from quantmatch.plugins.methods.algorithms.blockwise import capture_block_inputs, decoder_blocks
+from quantmatch.plugins.methods.algorithms.gptq import (
+    GPTQConfig,
+    Hessian,
+    gptq_model,
+    gptq_quantize,
+    output_error,
+    sequential_stages,
+)
+from quantmatch.plugins.methods.algorithms.rtn import IntGrid, rtn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,8 +156,8 @@ def test_grid_function_can_leave_layers_in_float() -> None:
 
 
 def test_gptq_plugin_writes_a_checkpoint_and_refuses_group_128(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.pipeline import QuantizeError, load_artifact, quantize
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.pipeline import QuantizeError, load_artifact, quantize
 
     cal = CalibrationSpec(samples=4, seq_len=32)
     res = quantize(tiny_llama_dir, "gptq", "w4a16-g32", tmp_path / "out", calibration=cal)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tiny_models import tiny_gpt2, tiny_llama  # noqa: F401  (fixtures)
 
-from quantmatch.layerwise import (
+from quantmatch.sdk.layerwise import (
     PRESETS,
     LayerRule,
     LayerwiseError,
@@ -19,7 +19,7 @@ from quantmatch.layerwise import (
     rules_from,
     summarize,
 )
-from quantmatch.model_info import ModelInfo
+from quantmatch.sdk.model_info import ModelInfo
 from tests_support import SMOLLM2_CONFIG
 
 SMOLLM2 = ModelInfo.from_config(SMOLLM2_CONFIG, name="smollm2")
@@ -87,7 +87,7 @@ def test_unknown_preset_lists_valid_ones() -> None:
 
 
 def test_plan_flags_precisions_the_method_cannot_produce(tiny_llama: Path) -> None:  # noqa: F811
-    from quantmatch.pipeline import plan_quantization
+    from quantmatch.sdk.pipeline import plan_quantization
 
     ok = plan_quantization(tiny_llama, "hqq", "w4a16-g32-asym", preset="typical")
     assert not ok.fatal and [len(h.hits) for h in ok.rule_hits] == [1, 6, 2, 6, 5, 1]

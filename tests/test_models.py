@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from tiny_models import tiny_gpt2, tiny_llama  # noqa: F401  (fixtures)
 
-from quantmatch import models
-from quantmatch.model_info import ModelInfoError
-from quantmatch.models import BundledModel, ModelSourceError, resolve_model
+from quantmatch.sdk import models
+from quantmatch.sdk.model_info import ModelInfoError
+from quantmatch.sdk.models import BundledModel, ModelSourceError, resolve_model
 
 torch = pytest.importorskip("torch")
 

@@ -29,9 +29,12 @@ def test_wheel_has_one_import_name(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"quantmatch"}
-    for expected in ("quantmatch/py.typed", "quantmatch/hookspecs.py", "quantmatch/cli.py",
+    # each top-level folder is one sub-package (README, "Layout"); the SDK carries the hooks and the data
+    for expected in ("quantmatch/py.typed", "quantmatch/sdk/hookspecs.py", "quantmatch/cli/main.py",
                      "quantmatch/plugins/devices/data/nvidia.json", "quantmatch/registry/registry.py",
-                     "quantmatch/plugins/backends/vllm.py", "quantmatch/tui/__init__.py"):
+                     "quantmatch/plugins/backends/vllm.py", "quantmatch/tui/__init__.py",
+                     "quantmatch/sdk/runner.py", "quantmatch/planner/engine.py", "quantmatch/measure/bench.py",
+                     "quantmatch/testing/contracts.py", "quantmatch/sdk/data/model_shapes.json"):
         assert expected in names, expected
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from quantmatch.cli import main
-from quantmatch.model_info import ModelInfoError
 from quantmatch.planner import (
     RESULTS_SCHEMA,
     Plan,
@@ -24,9 +23,10 @@ from quantmatch.planner import (
     resolve_model,
 )
 from quantmatch.planner.quality import prior_quality, size_factor
-from quantmatch.pluginhost import PluginHost
 from quantmatch.registry import Registry, UnknownChoiceError
-from quantmatch.scheme import parse_scheme
+from quantmatch.sdk.model_info import ModelInfoError
+from quantmatch.sdk.pluginhost import PluginHost
+from quantmatch.sdk.scheme import parse_scheme
 
 GB = 1e9
 
@@ -298,14 +298,14 @@ def test_printed_command_names_what_quantize_understands(reg: Registry) -> None:
 
 
 def _implemented(reg: Registry, method: str, scheme: str) -> bool:
-    from quantmatch.quantizer import Quantizer
+    from quantmatch.sdk.quantizer import Quantizer
 
     cls = reg.method(method)
     return cls.quantize is not Quantizer.quantize and not cls.not_produced(scheme)
 
 
 def test_no_command_for_what_quantmatch_cannot_produce(reg: Registry) -> None:
-    from quantmatch.quantizer import missing_requirements
+    from quantmatch.sdk.quantizer import missing_requirements
 
     p = everything("llama-3.1-8b", "h100", reg, batch=16, prompt=2048)
     for c in p.candidates:
@@ -432,7 +432,7 @@ def local_cpu(reg: Registry):  # type: ignore[no-untyped-def]
 
 def _bench_row(db: Path, device: str, method: str, scheme: str, backend: str) -> None:
     """A row as ``quantmatch bench`` writes it: prompt 128, 4 + 32 decode steps, a batch of 4."""
-    from quantmatch.runners.store import ResultRow, ResultsStore
+    from quantmatch.sdk.store import ResultRow, ResultsStore
 
     run = {"config": {"prompt": 128, "warmup": 4, "new_tokens": 32, "batch": 4}, "batch": 4,
            "decode_batch_tps": 200.0}
@@ -490,7 +490,7 @@ def test_plan_output_labels_measured_figures(reg: Registry, local_cpu, tmp_path:
 
     from rich.console import Console
 
-    from quantmatch.planner.render import print_plan
+    from quantmatch.cli.plan_view import print_plan
 
     db = tmp_path / "results.sqlite"
     _bench_row(db, local_cpu.id, "none", "fp32", "torch")

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from quantmatch.pluginhost import BUILTIN_PLUGINS, PluginHost, module_plugin
 from quantmatch.registry import Registry
-from quantmatch.verdict import Level
+from quantmatch.sdk.pluginhost import BUILTIN_PLUGINS, PluginHost, module_plugin
+from quantmatch.sdk.verdict import Level
 
 BACKEND_SRC = """
-from quantmatch.pluginhost import hookimpl
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability
-from quantmatch.verdict import Level
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability
+from quantmatch.sdk.verdict import Level
 
 class Turbo(Backend):
     name = "turbo-rt"
@@ -60,16 +60,16 @@ def test_third_party_entry_point_contributes_with_provenance(fake_dist) -> None:
 @pytest.mark.parametrize(("source", "expected_error"), [
     ("raise ImportError('no module named turbo_kernels')", "import failed: ImportError"),
     ("""
-from quantmatch.pluginhost import hookimpl
+from quantmatch.sdk.pluginhost import hookimpl
 @hookimpl
 def register_backends(register):
     raise RuntimeError('boom')
 """, "register_backends raised RuntimeError: boom"),
     ("""
-from quantmatch.pluginhost import hookimpl
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability
-from quantmatch.verdict import Level
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability
+from quantmatch.sdk.verdict import Level
 class Bad(Backend):
     name = "bad-rt"
     targets = ("cuda",)
@@ -79,7 +79,7 @@ def register_backends(register):
     register(Bad)
 """, "invalid backend declaration"),
     ("""
-from quantmatch.pluginhost import hookimpl
+from quantmatch.sdk.pluginhost import hookimpl
 @hookimpl
 def register_quantiser(register):
     pass
@@ -132,8 +132,8 @@ def test_environment_switches(fake_dist, monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.hook("register_devices")
 @pytest.mark.hook("register_capabilities")
 def test_register_devices_and_capability_refinement() -> None:
-    from quantmatch.capability import Capability, Requires
-    from quantmatch.profile import Figure, HardwareProfile
+    from quantmatch.sdk.capability import Capability, Requires
+    from quantmatch.sdk.profile import Figure, HardwareProfile
 
     chip = HardwareProfile(
         id="acme_x1", name="ACME X1", vendor="acme", family="nvidia", arch="sm_90", compute_capability=9.0,
@@ -166,7 +166,7 @@ def test_register_devices_and_capability_refinement() -> None:
 
 @pytest.mark.hook("register_capabilities")
 def test_refining_an_unknown_backend_breaks_only_that_plugin() -> None:
-    from quantmatch.capability import Capability
+    from quantmatch.sdk.capability import Capability
 
     def register_capabilities(register):  # type: ignore[no-untyped-def]
         register("vllmm", Capability(Level.NATIVE, "x", "https://example.org", weights=("int8",)))
@@ -178,8 +178,8 @@ def test_refining_an_unknown_backend_breaks_only_that_plugin() -> None:
 
 
 FLAKY_METHOD_SRC = """
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 
 class Flaky(Quantizer):
     name = "flaky"
@@ -249,7 +249,7 @@ class _ExplodingSet(frozenset):  # type: ignore[type-arg]
 
 @pytest.mark.hook("register_capabilities")
 def test_capability_predicate_that_raises_is_isolated(capsys) -> None:
-    from quantmatch.capability import Capability, Requires
+    from quantmatch.sdk.capability import Capability, Requires
 
     def register_capabilities(register):  # type: ignore[no-untyped-def]
         register("vllm", Capability(Level.NATIVE, "odd", "https://example.org", weights=("int8",),
@@ -278,7 +278,7 @@ def test_capability_predicate_that_raises_is_isolated(capsys) -> None:
     ("a lone { brace", "not a valid template"),
 ])
 def test_reason_templates_are_validated_at_registration(capsys, reason: str, expected: str) -> None:
-    from quantmatch.capability import Capability
+    from quantmatch.sdk.capability import Capability
 
     def register_capabilities(register):  # type: ignore[no-untyped-def]
         register("vllm", Capability(Level.NATIVE, reason, "https://example.org", weights=("int8",)))
@@ -293,7 +293,7 @@ def test_reason_templates_are_validated_at_registration(capsys, reason: str, exp
 
 @pytest.mark.hook("register_capabilities")
 def test_refinements_are_listed_readably() -> None:
-    from quantmatch.capability import Capability, readable_template
+    from quantmatch.sdk.capability import Capability, readable_template
 
     long = ("keeps the KV cache in {weights} in its paged cache, which the vendor's runtime allocates per "
             "sequence on {device}")

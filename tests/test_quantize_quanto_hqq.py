@@ -12,15 +12,15 @@ import pytest
 from tiny_models import tiny_gpt2, tiny_llama  # noqa: F401  (fixtures)
 
 import quantmatch
-from quantmatch.artifact import OutputExistsError
-from quantmatch.calibration import CalibrationSpec
 from quantmatch.cli import main
-from quantmatch.models import resolve_model
-from quantmatch.pipeline import QuantizeError
 from quantmatch.plugins.methods import _torch_artifact as ta
 from quantmatch.plugins.methods.hqq import HQQQuantizer, load_hqq
 from quantmatch.plugins.methods.quanto import QuantoQuantizer, load_quanto, module_specs, quantize_model
-from quantmatch.scheme import parse_scheme
+from quantmatch.sdk.artifact import OutputExistsError
+from quantmatch.sdk.calibration import CalibrationSpec
+from quantmatch.sdk.models import resolve_model
+from quantmatch.sdk.pipeline import QuantizeError
+from quantmatch.sdk.scheme import parse_scheme
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("optimum.quanto")
@@ -261,8 +261,8 @@ def _has_smollm2() -> bool:
 ], ids=["quanto-int8", "hqq-4bit"])
 def test_smollm2_quantize_reload_and_perplexity(tmp_path: Path, quantizer: Any, loader: Any, scheme: str,
                                                 max_ratio: float) -> None:
-    from quantmatch.calibration import packaged_text
-    from quantmatch.evaluate import perplexity
+    from quantmatch.sdk.calibration import packaged_text
+    from quantmatch.sdk.evaluate import perplexity
 
     q = quantizer.quantize_in_memory("smollm2-135m", scheme)
     ta.save_artifact(q, tmp_path / "a", started=0.0)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from quantmatch.model_info import ModelInfo
 from quantmatch.registry import Registry, UnknownChoiceError
-from quantmatch.verdict import Level
+from quantmatch.sdk.model_info import ModelInfo
+from quantmatch.sdk.verdict import Level
 from tests_support import SMOLLM2_CONFIG
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from quantmatch.evaluate import perplexity as eval_perplexity
-from quantmatch.evaluate import token_ids
-from quantmatch.runners import RUNNERS, MeasureConfig, RunnerError, measure, runner_for
-from quantmatch.runners.base import perplexity, time_generation
+from quantmatch.measure import RUNNERS, MeasureConfig, RunnerError, measure, runner_for
+from quantmatch.measure.run import time_generation
+from quantmatch.sdk.evaluate import perplexity, token_ids
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -25,6 +24,20 @@ NEAR_FP32 = 3e-3
 (they measure under 1e-3). The random tiny model predicts almost uniformly, so even a collapsed
 quantization moves its NLL by only 1-2% (zeroed or shuffled int8 weights: -0.9%, -1.3%; activations
 read with a wrong zero point: +1.9%): a looser tolerance would not catch one."""
+
+
+def eval_perplexity(model, ids: list[int], window: int) -> tuple[float, int, int]:
+    """The protocol of ``quantmatch eval`` computed directly on a torch model (an independent reference)."""
+    nll, count, windows = 0.0, 0, 0
+    with torch.no_grad():
+        for s in range(0, len(ids), window):
+            chunk = ids[s: s + window]
+            if len(chunk) < 2:
+                continue
+            logits = model(input_ids=torch.tensor([chunk])).logits[0, :-1].double()
+            nll -= float(torch.log_softmax(logits, -1)[torch.arange(len(chunk) - 1), torch.tensor(chunk[1:])].sum())
+            count, windows = count + len(chunk) - 1, windows + 1
+    return math.exp(nll / count), count, windows
 
 
 def _greedy_full(model, prompt: list[int], steps: int) -> list[int]:
@@ -50,7 +63,14 @@ def torch_runner(tiny_llama_dir: Path):
 
 
 def test_runner_registry_names_backends() -> None:
-    assert set(RUNNERS) == {"torch", "optimum-quanto", "hqq", "onnxruntime", "llama.cpp"}
+    """Runners come from the backends that name one: the built-ins, and any plugin's (the example's
+    ``example-torch`` when it is installed)."""
+    from quantmatch.sdk.pluginhost import get_host
+
+    builtin = {"torch", "optimum-quanto", "hqq", "onnxruntime", "llama.cpp"}
+    assert builtin <= set(RUNNERS)
+    assert set(RUNNERS) - builtin == {n for n in get_host().runnable_backends() if n not in builtin}
+    assert all(runner_for(name, 1).backend == name for name in RUNNERS)
     with pytest.raises(KeyError, match="no runner for backend 'vllm'"):
         runner_for("vllm")
 
@@ -92,7 +112,7 @@ def test_measure_reports_every_figure(tiny_llama_dir: Path) -> None:
 def test_quanto_packed_weights_run_in_the_runner(tiny_llama_dir: Path, tmp_path: Path, scheme: str) -> None:
     """quanto's packed int2/int4 weights fail under torch.inference_mode: the runner must not use it."""
     pytest.importorskip("optimum.quanto")
-    from quantmatch.pipeline import quantize
+    from quantmatch.sdk.pipeline import quantize
 
     out = tmp_path / "q"
     quantize(tiny_llama_dir, "quanto", scheme, out)
@@ -107,8 +127,8 @@ def test_quanto_packed_weights_run_in_the_runner(tiny_llama_dir: Path, tmp_path:
 def test_torch_runner_computes_w8a8_with_integer_kernels(tiny_llama_dir: Path, tmp_path: Path) -> None:
     """A W8A8 int8 checkpoint runs through Int8Linear (an integer matmul), not compressed-tensors'
     quantize-dequantize forward, and scores like that forward."""
-    from quantmatch.algorithms.int8_runtime import Int8Linear
-    from quantmatch.pipeline import load_artifact, quantize
+    from quantmatch.plugins.backends.int8_runtime import Int8Linear
+    from quantmatch.sdk.pipeline import load_artifact, quantize
 
     out = tmp_path / "w8a8"
     quantize(tiny_llama_dir, "rtn", "w8a8-int8", out)
@@ -129,7 +149,7 @@ def test_torch_runner_decompresses_weight_only_checkpoints_into_plain_layers(tin
     """No int8 layers to swap: the checkpoint is decompressed at load into plain linear layers (no
     quantization wrapper left to run per forward, no first-forward hook) and scores like transformers'
     load, whose layers compressed-tensors decompresses on the first forward."""
-    from quantmatch.pipeline import load_artifact, quantize
+    from quantmatch.sdk.pipeline import load_artifact, quantize
 
     out = tmp_path / scheme
     quantize(tiny_llama_dir, "rtn", scheme, out)
@@ -158,7 +178,7 @@ onnx_needed = pytest.mark.skipif(RUNNERS["onnxruntime"].missing() != [], reason=
 @pytest.fixture(scope="module")
 def onnx_artifacts(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("onnxruntime")
-    from quantmatch.runners.onnx_runner import quantize_onnx
+    from quantmatch.plugins.backends.onnxruntime_runner import quantize_onnx
 
     root = tmp_path_factory.mktemp("onnx")
     return {s: quantize_onnx(tiny_llama_dir, s, root / s) for s in ("fp32", "w8a8-int8", "w4a32-g32",
@@ -185,8 +205,8 @@ def test_onnx_fp32_export_matches_torch(onnx_artifacts: dict[str, Path], torch_r
 def test_onnx_int8_dynamic_graph_runs_integer_kernels(onnx_artifacts: dict[str, Path], torch_runner) -> None:
     import onnxruntime as ort
 
-    from quantmatch.artifact import read_manifest
-    from quantmatch.runners.onnx_runner import op_counts
+    from quantmatch.plugins.backends.onnxruntime_runner import op_counts
+    from quantmatch.sdk.artifact import read_manifest
 
     path = onnx_artifacts["w8a8-int8"]
     ops = op_counts(path / "model.onnx")
@@ -236,7 +256,7 @@ def test_onnx_corrupt_artifact_says_to_recreate_it(onnx_artifacts: dict[str, Pat
 @onnx_needed
 def test_bench_records_a_corrupt_onnx_artifact_as_failed(onnx_artifacts: dict[str, Path], tiny_llama_dir: Path,
                                                           tmp_path: Path) -> None:
-    from quantmatch.runners.bench import Bench, Combo
+    from quantmatch.measure.bench import Bench, Combo
 
     bench = Bench(str(tiny_llama_dir), config=SMALL, threads=1, work_dir=tmp_path / "work", save=False,
                   quick_machine=True, timeout=600)
@@ -251,7 +271,7 @@ def test_bench_records_a_corrupt_onnx_artifact_as_failed(onnx_artifacts: dict[st
 
 
 def _fp32_bytes(arts: dict[str, Path]) -> int:
-    from quantmatch.artifact import read_manifest
+    from quantmatch.sdk.artifact import read_manifest
 
     return int(read_manifest(arts["fp32"]).details["weight_bytes_per_token"])
 
@@ -279,8 +299,8 @@ def test_onnx_matmulnbits_accuracy_levels(onnx_artifacts: dict[str, Path], torch
 
 @onnx_needed
 def test_onnx_static_qdq_with_smoothquant(tiny_llama_dir: Path, tmp_path: Path, torch_runner) -> None:
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.runners.onnx_runner import op_counts, quantize_onnx
+    from quantmatch.plugins.backends.onnxruntime_runner import op_counts, quantize_onnx
+    from quantmatch.sdk.calibration import CalibrationSpec
 
     out = quantize_onnx(tiny_llama_dir, "w8a8-int8-static", tmp_path / "static",
                         calibration=CalibrationSpec(samples=2, seq_len=32))
@@ -306,7 +326,7 @@ def test_onnx_static_qdq_with_smoothquant(tiny_llama_dir: Path, tmp_path: Path, 
 def test_smoothquant_folding_keeps_the_float_function(tiny_llama_dir: Path) -> None:
     import torch
 
-    from quantmatch.algorithms.smoothquant import smooth_model
+    from quantmatch.plugins.methods.algorithms.smoothquant import smooth_model
 
     model = _model(tiny_llama_dir).eval()
     ids = torch.randint(0, 320, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -376,8 +396,8 @@ def test_artifact_of_another_backend_is_refused(tmp_path: Path) -> None:
 def test_smollm2_runners_agree_on_perplexity(tmp_path: Path) -> None:
     """fp32 torch, the fp32 ONNX export and llama.cpp Q8_0 score SmolLM2 alike (same protocol)."""
     import quantmatch
-    from quantmatch.evaluate import _load_text
-    from quantmatch.runners.onnx_runner import quantize_onnx
+    from quantmatch.plugins.backends.onnxruntime_runner import quantize_onnx
+    from quantmatch.sdk.evaluate import _load_text
 
     text, _ = _load_text(None)
     cfg = MeasureConfig(tokens=1024, window=512, prompt=32, new_tokens=8, batch=2, repeats=1, warmup=1)

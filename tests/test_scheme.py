@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantmatch.scheme import EXAMPLES, GGUF_TYPES, Scheme, SchemeError, parse_scheme
+from quantmatch.sdk.scheme import EXAMPLES, GGUF_TYPES, Scheme, SchemeError, parse_scheme
 
 CANONICAL = [
     "w4a16-g128-asym", "w8a8-int8", "w8a8-fp8", "w4a8-fp8", "w4a4-int4", "w4a4-nvfp4", "gguf-q4_k_m",

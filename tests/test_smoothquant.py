@@ -1,4 +1,4 @@
-"""SmoothQuant W8A8 (quantmatch.algorithms.smoothquant) and its int8 execution (int8_runtime)."""
+"""SmoothQuant W8A8 (quantmatch.plugins.methods.algorithms.smoothquant) and its int8 execution (int8_runtime)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,21 @@ from calibrated_support import (
     token_batch,
 )
 
-from quantmatch.algorithms.blockwise import capture_block_inputs, decoder_blocks, run_block
-from quantmatch.algorithms.export import attach
-from quantmatch.algorithms.int8_runtime import KERNELS, Int8Linear, convert_to_int8, fastest_int8_kernel, int8_layers
-from quantmatch.algorithms.rtn import fake_quantize_per_token, fake_quantize_static, static_activation_scale
-from quantmatch.algorithms.smoothquant import SmoothQuantConfig, smooth_block, smoothquant_model
+from quantmatch.plugins.backends.int8_runtime import (
+    KERNELS,
+    Int8Linear,
+    convert_to_int8,
+    fastest_int8_kernel,
+    int8_layers,
+)
+from quantmatch.plugins.methods.algorithms.blockwise import capture_block_inputs, decoder_blocks, run_block
+from quantmatch.plugins.methods.algorithms.export import attach
+from quantmatch.plugins.methods.algorithms.rtn import (
+    fake_quantize_per_token,
+    fake_quantize_static,
+    static_activation_scale,
+)
+from quantmatch.plugins.methods.algorithms.smoothquant import SmoothQuantConfig, smooth_block, smoothquant_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,8 +156,8 @@ def test_int8_runtime_model_matches_the_fake_quantized_model(static: bool) -> No
 
 
 def test_int8_runtime_runs_a_reloaded_checkpoint(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from quantmatch.calibration import CalibrationSpec
-    from quantmatch.pipeline import load_artifact, quantize
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.pipeline import load_artifact, quantize
 
     res = quantize(tiny_llama_dir, "smoothquant", "w8a8-int8-static", tmp_path / "sq",
                    calibration=CalibrationSpec(samples=4, seq_len=32), dtype="float32")

@@ -10,10 +10,18 @@ import pytest
 
 from quantmatch.planner import RESULTS_SCHEMA, measured_quality
 from quantmatch.planner import results_path as planner_results_path
-from quantmatch.planner.results import MeasuredRun, measured_runs
 from quantmatch.registry import Registry
-from quantmatch.runners.store import RUNS_SCHEMA, EvidenceRow, ResultRow, ResultsStore, read_evidence, results_path
-from quantmatch.verdict import Evidence
+from quantmatch.sdk.store import (
+    RUNS_SCHEMA,
+    EvidenceRow,
+    MeasuredRun,
+    ResultRow,
+    ResultsStore,
+    measured_runs,
+    read_evidence,
+    results_path,
+)
+from quantmatch.sdk.verdict import Evidence
 
 DOCUMENTED = ["model", "method", "scheme", "backend", "device", "ppl", "ppl_delta_pct", "decode_tps", "prefill_tps",
               "peak_rss", "date", "prompt", "decode_context", "batch", "decode_batch_tps"]

@@ -27,12 +27,13 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, Static
 from textual.worker import Worker, WorkerState
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability
-from quantmatch.pluginhost import PluginHost, get_host, module_plugin, reset_host
-from quantmatch.profile import Figure, HardwareProfile
-from quantmatch.quantizer import Quantizer, SchemeSupport
 from quantmatch.registry import Registry
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability
+from quantmatch.sdk.pluginhost import PluginHost, get_host, module_plugin, reset_host
+from quantmatch.sdk.profile import Figure, HardwareProfile
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.verdict import Level
 from quantmatch.tui.app import QuantmatchApp
 from quantmatch.tui.layout import MatrixLayout, abbreviations, fit_columns, fit_flexible, matrix_layout, short_name
 from quantmatch.tui.matrix_model import MatrixFilters, build_matrix
@@ -46,7 +47,6 @@ from quantmatch.tui.screens.matrix import MatrixScreen
 from quantmatch.tui.screens.plan import PlanScreen, workload_for_context
 from quantmatch.tui.screens.plugins import PluginsScreen
 from quantmatch.tui.state import Selection
-from quantmatch.verdict import Level
 
 M = TypeVar("M", bound=Message)
 A100 = "nvidia_a100_80gb_sxm"
@@ -470,7 +470,7 @@ async def test_w4a4_int4_on_h100_is_pruned_with_reasons(registry: Registry) -> N
 @sync
 async def test_explain_shows_measured_evidence_when_present(registry: Registry,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from quantmatch.verdict import Evidence
+    from quantmatch.sdk.verdict import Evidence
 
     real = Registry.verdict
 
@@ -587,7 +587,7 @@ async def test_plan_from_a_model_path_runs_in_a_worker(registry: Registry, tmp_p
         await pilot.press("ctrl+r")
         await settle(pilot)
         plan = posted(messages, PlanFinished)[-1].plan
-        assert plan.model.kind == "config" and plan.status == "ok"
+        assert plan.model.kind == "local" and plan.status == "ok"
         done = [m.worker for m in messages if isinstance(m, Worker.StateChanged) and m.state is WorkerState.SUCCESS]
         assert any(w.name == "plan" and w.is_finished for w in done)  # the planner ran in a worker thread
 

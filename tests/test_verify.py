@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from quantmatch.measure import RUNNERS
+from quantmatch.measure.verify import COMPUTE_WIN, MEMORY_WIN, Probe, judge, observed_level, probe_key, verify
 from quantmatch.registry import Registry
-from quantmatch.runners import RUNNERS
-from quantmatch.runners.store import read_evidence
-from quantmatch.runners.verify import COMPUTE_WIN, MEMORY_WIN, Probe, judge, observed_level, probe_key, verify
+from quantmatch.sdk.store import read_evidence
 
 pytest.importorskip("torch")
 onnx_needed = pytest.mark.skipif(RUNNERS["onnxruntime"].missing() != [], reason="onnxruntime/onnx not installed")
@@ -56,8 +56,8 @@ def test_compressed_tensors_layer_is_packed_until_its_first_forward() -> None:
     pytest.importorskip("compressed_tensors")
     import torch
 
-    from quantmatch.runners.torch_runner import module_bytes
-    from quantmatch.runners.verify import compressed_linear
+    from quantmatch.plugins.backends.torch_probes import compressed_linear
+    from quantmatch.plugins.backends.torch_runner import module_bytes
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 128, bias=False).eval().requires_grad_(False)

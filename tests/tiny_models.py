@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from quantmatch.calibration import packaged_text
+from quantmatch.sdk.calibration import packaged_text
 
 VOCAB = 320
 """Model vocabulary; the tokenizer uses fewer ids (the 256 byte symbols, ``<eos>`` and merges)."""

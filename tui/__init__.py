@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quantmatch.pluginhost import PluginHost
     from quantmatch.registry import Registry
+    from quantmatch.sdk.pluginhost import PluginHost
 
 __all__ = ["run"]
 
@@ -28,7 +28,7 @@ def run(registry: Registry | None = None, host: PluginHost | None = None, **opti
     plugin host is loaded in a background worker. ``options`` go to
     :class:`~quantmatch.tui.app.QuantmatchApp` (``device``, ``compare``, ``mode``).
     """
-    from .app import QuantmatchApp
+    from quantmatch.tui.app import QuantmatchApp
 
     app = QuantmatchApp(registry=registry, host=host, **options)
     app.run()

@@ -12,16 +12,16 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from .messages import CellChosen, DeviceChosen, RegistryReady
-from .rendering import short_device_name
-from .screens.base import NARROW, QMScreen
-from .state import Selection
-from .widgets.nav import SCREENS
+from quantmatch.tui.messages import CellChosen, DeviceChosen, RegistryReady
+from quantmatch.tui.rendering import short_device_name
+from quantmatch.tui.screens.base import NARROW, QMScreen
+from quantmatch.tui.state import Selection
+from quantmatch.tui.widgets.nav import SCREENS
 
 if TYPE_CHECKING:
-    from quantmatch.pluginhost import PluginHost
-    from quantmatch.profile import HardwareProfile
     from quantmatch.registry import Registry
+    from quantmatch.sdk.pluginhost import PluginHost
+    from quantmatch.sdk.profile import HardwareProfile
 
 __all__ = ["QuantmatchApp"]
 
@@ -39,7 +39,7 @@ def _lazy(module: str, name: str) -> Callable[[], QMScreen]:
 class QuantmatchApp(App[None]):
     """``quantmatch tui``.
 
-    ``registry`` (or ``host``, a :class:`~quantmatch.pluginhost.PluginHost`) injects what to show;
+    ``registry`` (or ``host``, a :class:`~quantmatch.sdk.pluginhost.PluginHost`) injects what to show;
     without either, the process-wide plugin host is loaded in a worker thread. ``device`` is the
     device explored first (an id, alias or ``local``), ``compare`` a second device for the
     side-by-side matrix, ``mode`` the first screen, ``selection`` the combination Explain shows.
@@ -118,7 +118,8 @@ class QuantmatchApp(App[None]):
                 self.registry.device(key)
             except Exception as e:  # unknown id, or nothing detected for "local"
                 fallback = self.registry.devices()[0].id if which == "device" else None
-                self.notify(f"{str(e).splitlines()[0]}; showing {fallback or 'one device'}", severity="warning")
+                self.notify(f"{str(e).splitlines()[0]}; showing {fallback or 'one device'}", severity="warning",
+                            markup=False)
                 if which == "device":
                     self.device_id = fallback or key
                 else:
@@ -128,7 +129,7 @@ class QuantmatchApp(App[None]):
         if broken and self.current_mode != "plugins":  # the Plugins screen shows them anyway
             names = ", ".join(p.name for p in broken)
             self.notify(f"{len(broken)} broken plugin(s) skipped: {names}. See Plugins (5).",
-                        severity="warning", timeout=8)
+                        severity="warning", timeout=8, markup=False)
         self.sync_screen()
 
     @work(thread=True, exclusive=True, group="detect", name="detect the local device")
@@ -201,7 +202,7 @@ class QuantmatchApp(App[None]):
 
     def action_help(self) -> None:
         """Show the keys of the current screen, the level legend and a walk-through."""
-        from .screens.help import HelpScreen
+        from quantmatch.tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))

@@ -11,11 +11,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from quantmatch.verdict import Level, Verdict
+from quantmatch.sdk.verdict import Level, Verdict
 
 if TYPE_CHECKING:
-    from quantmatch.profile import HardwareProfile
     from quantmatch.registry import Registry
+    from quantmatch.sdk.profile import HardwareProfile
 
 __all__ = ["Column", "Matrix", "MatrixFilters", "Row", "build_matrix"]
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from .state import Selection
+from quantmatch.tui.state import Selection
 
 if TYPE_CHECKING:
     from quantmatch.registry import Registry

@@ -14,12 +14,13 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from quantmatch.verdict import Level, Verdict
+from quantmatch.sdk.verdict import Level, Verdict
 
 if TYPE_CHECKING:
-    from quantmatch.capability import Capability
-    from quantmatch.pluginhost import PluginInfo
-    from quantmatch.profile import Figure, HardwareProfile
+    from quantmatch.sdk.capability import Capability
+    from quantmatch.sdk.options import OptionSpec
+    from quantmatch.sdk.pluginhost import PluginInfo
+    from quantmatch.sdk.profile import Figure, HardwareProfile
 
 __all__ = [
     "LEVEL_MEANING",
@@ -31,6 +32,7 @@ __all__ = [
     "figure_text",
     "legend",
     "level_text",
+    "method_options_text",
     "plugin_detail",
     "readable_reason",
     "refinement_text",
@@ -39,16 +41,11 @@ __all__ = [
     "verdict_block",
 ]
 
-LEVEL_STYLE = {Level.NATIVE: "bold green", Level.WEIGHT_ONLY: "cyan", Level.EMULATED: "yellow",
-               Level.UNSUPPORTED: "red"}
-"""The same colours as the command line (``quantmatch.render``); every use also shows symbol and word."""
+LEVEL_STYLE = {lv: lv.style for lv in Level}
+"""The colours of :attr:`quantmatch.sdk.verdict.Level.style`, shared with the command line; every use also
+shows symbol and word."""
 
-LEVEL_MEANING = {
-    Level.NATIVE: "the device computes in the low precision: a real compute and memory win",
-    Level.WEIGHT_ONLY: "weights stored low-bit, expanded to 16/32-bit for the math: memory and bandwidth win only",
-    Level.EMULATED: "accepted, but through wider math or slow lowering: expect slower than 16-bit",
-    Level.UNSUPPORTED: "pruned: the runtime refuses it, has no kernel, or the hardware lacks the type",
-}
+LEVEL_MEANING = {lv: lv.meaning for lv in Level}
 
 NO_COMBINATION = "·"
 DIFFERS = "≠"
@@ -283,12 +280,30 @@ def _bullets(lines: Iterable[Text]) -> Table:
     return t
 
 
-def plugin_detail(p: PluginInfo, refinements: Sequence[tuple[str, Capability]] = ()) -> RenderableType:
+def method_options_text(method: str, specs: Sequence[OptionSpec]) -> Text:
+    """``method gptq``, then each option (``--option KEY=VALUE``) with its type, default and help."""
+    out = Text(f"method {method}")
+    if specs:
+        out.append(" - options (quantize --option KEY=VALUE):", style="dim")
+    for spec in specs:
+        out.append("\n  ")
+        out.append(spec.key, style="bold")
+        out.append(f" {spec.type_text()} = {spec.default_text()}", style="cyan")
+        if spec.help:
+            out.append(f"  {spec.help}")
+    return out
+
+
+def plugin_detail(p: PluginInfo, refinements: Sequence[tuple[str, Capability]] = (),
+                  options: Mapping[str, Sequence[OptionSpec]] | None = None) -> RenderableType:
     """A plugin's distribution, status, every contribution, and its errors with the way to block it.
 
     ``refinements`` are the plugin's capability rows (backend, row) as the host holds them; they
     replace the one-line summaries in ``p.contributed``, so that every reason is shown whole.
+    ``options`` maps the plugin's methods to their options (``Quantizer.options.specs()``), shown under
+    each method.
     """
+    options = options or {}
     parts: list[RenderableType] = [
         Text.assemble((p.name, "bold"), f"  {p.distribution} {p.version}  ", status_text(p.status),
                       ("  built-in" if p.builtin else "  third-party", "dim")),
@@ -305,7 +320,8 @@ def plugin_detail(p: PluginInfo, refinements: Sequence[tuple[str, Capability]] =
         for c in p.contributed:
             if refinements and _REFINEMENT.match(c):
                 continue
-            lines.append(readable_reason(c))
+            method = c.removeprefix("method ")
+            lines.append(method_options_text(method, options[method]) if method in options else readable_reason(c))
         lines.extend(refinement_text(b, cap) for b, cap in refinements)
         parts.append(Text(f"contributed ({contribution_summary(p.contributed)}):", style="bold"))
         parts.append(_bullets(lines))

@@ -6,14 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .state import Selection
+from quantmatch.tui.state import Selection
 
 if TYPE_CHECKING:
     from textual.pilot import Pilot
 
     from quantmatch.registry import Registry
-
-    from .app import QuantmatchApp
+    from quantmatch.tui.app import QuantmatchApp
 
 __all__ = ["SCENARIOS", "Scenario", "play", "settle"]
 
@@ -35,7 +34,7 @@ class Scenario:
     size: tuple[int, int] = (100, 30)
 
     def app(self, registry: Registry | None = None) -> QuantmatchApp:
-        from .app import QuantmatchApp
+        from quantmatch.tui.app import QuantmatchApp
 
         return QuantmatchApp(registry=registry, device=self.device, compare=self.compare, mode=self.mode,
                              selection=self.selection)

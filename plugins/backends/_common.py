@@ -6,8 +6,8 @@ Sources are written exactly as /work/shared/reference/hardware_facts.md gives th
 
 from __future__ import annotations
 
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.verdict import Level
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.verdict import Level
 
 # ---- layers ---------------------------------------------------------------------------------
 ALL_LAYERS = ("linear", "moe", "kv-cache")

@@ -8,12 +8,14 @@ dtype (CUDA CC >= 6.0). v0.48/v0.50 list AMD (ROCm wheel for CDNA/RDNA targets),
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.plugins.backends import _priors as p
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
 INT8 = ("int8",)
@@ -65,6 +67,19 @@ FOUR = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.45, layer_overhead_s=3e-4, step_overhead_s=3e-3, memory_gib=0.6,
+        dequant_follows_verdict=True,
+        source="eager PyTorch plus bnb gemv_4bit (decode) / dequantize + GEMM (prefill)"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.5, layer_overhead_s=3e-4, step_overhead_s=3e-3, memory_gib=0.45,
+        dequant="materialize", dequant_follows_verdict=True, gemv_eff=p.CPU_GEMV_PRIOR,
+        source="bnb CPU backend; not measured here: ggml's decode GEMV figures"),
+}
+"""Planning priors (quantmatch.sdk.priors). The weight-only path follows the kernel the verdict names."""
+
+
 class BitsAndBytesBackend(Backend):
     name = "bitsandbytes"
     description = "bitsandbytes LLM.int8() and NF4/FP4 layers (CUDA, ROCm, Apple Silicon, CPU)"
@@ -73,6 +88,7 @@ class BitsAndBytesBackend(Backend):
     requires = ("bitsandbytes>=0.45", "torch>=2.4")
     install_hint = "pip install bitsandbytes"
     source = c.BNB_INSTALL
+    priors = PRIORS
     capabilities = (
         *COMMON,
         *LLM_INT8,
@@ -82,5 +98,5 @@ class BitsAndBytesBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(BitsAndBytesBackend)

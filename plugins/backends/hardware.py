@@ -7,10 +7,11 @@ Ada, Hopper or newer.
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import CATALOG_SOURCE, Capability, Requires
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import CATALOG_SOURCE, Capability, Requires
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.verdict import Level
 
 ALL_LAYERS = ("linear", "moe", "kv-cache")
 SRC = CATALOG_SOURCE  # each verdict cites the catalog's sources for the device's figures and features
@@ -41,5 +42,5 @@ class HardwareBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(HardwareBackend)

@@ -8,12 +8,14 @@ configurations fall back to the PyTorch backend.
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.plugins.backends import _priors as p
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 W, E = Level.WEIGHT_ONLY, Level.EMULATED
 HQQ_WEIGHTS = ("int1", "int2", "int3", "int4", "int8")
@@ -43,6 +45,22 @@ ROWS = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.6, compute_eff=0.5, layer_overhead_s=2.5e-4, step_overhead_s=3e-3, memory_gib=0.6,
+        dequant_follows_verdict=True, source="eager PyTorch plus tinygemm/GemLite/BitBLAS kernels"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.5, layer_overhead_s=3e-4, step_overhead_s=3e-3, memory_gib=0.5,
+        dequant="materialize", dequant_follows_verdict=True, dequant_passes=2.5, extra_passes={3: 1.0},
+        float_dtype="fp32", import_gib=0.22,
+        source="PyTorch backend on CPU: dequantize to fp32 (unpack, then zero point and scale: 2-3 elementwise "
+               "passes; 3-bit weights, packed 10 per int32, unpack in 10 shift-and-mask slices: one pass more) then "
+               "matmul; the dequantization temporaries the allocator keeps add ~0.05 GiB to the torch runtime "
+               f"({p.MEASURED_SPR})"),
+}
+"""Planning priors (quantmatch.sdk.priors). The weight-only path follows the kernel the verdict names."""
+
+
 class HQQBackend(Backend):
     name = "hqq"
     description = "HQQ weight-only layers (PyTorch/ATen/torchao_int4/Marlin/BitBLAS/GemLite backends)"
@@ -50,8 +68,9 @@ class HQQBackend(Backend):
     formats = ("hqq",)
     requires = ("hqq>=0.2", "torch>=2.4")
     install_hint = "pip install hqq"
-    executable = True
+    runner = "quantmatch.plugins.backends.torch_runner:HQQRunner"
     source = c.HQQ_README
+    priors = PRIORS
     capabilities = (
         *ROWS,
         c.no_kernel("HQQ", "1-8 bit weight-only layers (activations stay 16/32-bit)", c.HQQ_README),
@@ -59,5 +78,5 @@ class HQQBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(HQQBackend)

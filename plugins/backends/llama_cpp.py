@@ -9,12 +9,15 @@ legacy quants where the device has integer dot products and dequant shaders othe
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.plugins.backends import _priors as p
+from quantmatch.plugins.backends import llama_cpp_compat as compat
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
 QUANT = c.GGUF_QUANT
@@ -117,6 +120,49 @@ VULKAN = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.7, compute_eff=0.35, layer_overhead_s=1e-5, step_overhead_s=0.5e-3, memory_gib=0.4,
+        prefill_chunk=512, kv_cache_bytes=2.0,
+        # the compute graph holds the logits of a whole ubatch, and llama-cpp-python keeps an n_batch x vocab
+        # scores array
+        logits_rows=512,
+        source="CUDA graphs for decode; ubatch 512; MMQ on mma.sync int8 (no wgmma/tcgen05), batched decode kernels "
+               "less tuned than vLLM's"),
+    # the Apple GPU, where its figures differ from the CUDA ones
+    "metal": RuntimePriors(
+        bandwidth_eff=0.7, compute_eff=0.6, layer_overhead_s=1e-5, step_overhead_s=0.5e-3, memory_gib=0.4,
+        prefill_chunk=512, kv_cache_bytes=2.0, logits_rows=512,
+        source="ggml Metal backend. Prefill efficiency from llama-bench runs of Llama-3-8B Q4_K_M "
+               "(XiongjieDai/GPU-Benchmarks-on-LLM-Inference README, May 2024): pp512 408 and 994 tok/s on M1 Max "
+               "32-core and M2 Ultra 76-core, 0.58-0.62 of their derived GPU peaks (in-sample). The same runs "
+               "decode at 0.44-0.60 of the memory bandwidth (tg512 35.7 / 78.8 / 49.0 on M1 Max / M2 Ultra / M3 "
+               "Max), below this 0.7 prior; it stays at the GPU figure because the SoC's CPU-target figures are "
+               "uncalibrated too and lowering Metal alone would rank the CPU cores first"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.5, layer_overhead_s=5e-5, step_overhead_s=0.5e-3, memory_gib=0.07,
+        prefill_chunk=512, kv_cache_bytes=2.0,
+        format_compute_eff={"gguf-*:int8": 0.3, "gguf-q4_0": 0.6, "gguf-iq4_nl": 0.6},
+        gemv_eff={"quant": 0.16, "gguf-q4_0": 0.32, "gguf-iq4_nl": 0.32},
+        # ggml-cpu repacks these at load time into interleaved blocks (ggml/src/ggml-cpu/repack.cpp), unless
+        # quantmatch loads it without its extra buffer types (llama_cpp_compat: the AMX crash workaround)
+        repacked_gguf_types=frozenset({"q4_0", "iq4_nl"}),
+        no_repack_on=Requires(features_any=compat.AMX_FLAGS), repack_switch=compat.EXTRA_BUFTS_ENV,
+        # the int8 peak of an AMX CPU is AMX's; without the extra buffer types the vec_dot kernels run on
+        # AVX512-VNNI (4x the fp32 rate, not 32x)
+        unused_int8_features={"amx_int8": 4 / 32},
+        source="ggml CPU backend. Decode GEMV reads f32/f16/bf16 weights at ~55% of the single-thread copy test "
+               "(f32 12.4 GB/s against 21.9). The quantized vec_dot kernels (ggml-cpu/arch/x86/quants.c) are built "
+               "on 256-bit AVX2 helpers (mul_sum_i8_pairs_float, hsum_float_8) and spend ~10-15 instructions per "
+               "32-weight block on unpacking and scales: ~0.16 of the 256-bit fp32 FMA rate per core (11-15 GFLOP/s "
+               "measured on one 2.6 GHz core for every type), twice that for Q4_0/IQ4_NL when ggml-cpu repacks them "
+               "into interleaved blocks (repack.cpp). Prefill: ~15% of the int8 SIMD rate (format_compute_eff). "
+               "python + numpy + llama-cpp-python ~40 MB resident, the reserved compute buffers stay untouched (not "
+               f"resident) on CPU ({p.MEASURED_SPR})"),
+}
+"""Planning priors (quantmatch.sdk.priors). Every target keeps an F16 KV cache unless the scheme sets one."""
+
+
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
     description = "llama.cpp / ggml: GGUF on CPU, CUDA, HIP, Metal and Vulkan"
@@ -124,8 +170,9 @@ class LlamaCppBackend(Backend):
     formats = ("gguf",)
     requires = ("llama-cpp-python>=0.3",)
     install_hint = "pip install llama-cpp-python"
-    executable = True
+    runner = "quantmatch.plugins.backends.llama_cpp_runner:LlamaCppRunner"
     source = c.LLAMA_CPU
+    priors = PRIORS
     capabilities = (
         *KV_CACHE,
         *FLOAT,
@@ -140,5 +187,5 @@ class LlamaCppBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(LlamaCppBackend)

@@ -7,12 +7,14 @@ quantized MLX scheme is weight-only. MLX does not quantize activations.
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.plugins.backends import _priors as p
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
 SRC = c.join(c.MLX_CONVERT, c.MLX_LEARNED)
@@ -33,6 +35,17 @@ ROWS = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.75, compute_eff=0.55, layer_overhead_s=2e-5, step_overhead_s=1e-3, memory_gib=0.3,
+        prefill_chunk=2048, source="mlx-lm, lazy graph evaluation"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.7, compute_eff=0.55, layer_overhead_s=2e-5, step_overhead_s=1e-3, memory_gib=0.3,
+        prefill_chunk=2048, gemv_eff=p.CPU_GEMV_PRIOR, source="mlx-lm"),
+}
+"""Planning priors (quantmatch.sdk.priors)."""
+
+
 class MLXBackend(Backend):
     name = "mlx"
     description = "MLX / mlx-lm on the Apple-silicon GPU (weight-only quantized_matmul)"
@@ -40,8 +53,9 @@ class MLXBackend(Backend):
     formats = ("mlx",)
     requires = ("mlx-lm>=0.20",)
     install_hint = "pip install mlx-lm  (macOS on Apple silicon)"
-    executable = False
     source = c.MLX_CONVERT
+    priors = PRIORS
+    serves_unquantized = True
     capabilities = (
         *ROWS,
         c.no_kernel("MLX", "float16/bfloat16/float32 and weight-only affine/MX quantization", SRC),
@@ -49,5 +63,5 @@ class MLXBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(MLXBackend)

@@ -9,12 +9,13 @@ graphs are not runnable on the CUDA EP (use the TensorRT EP).
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
 INT8 = ("int8",)
@@ -60,6 +61,22 @@ GPU_ROWS = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.65, compute_eff=0.5, layer_overhead_s=5e-5, step_overhead_s=1e-3, memory_gib=0.5,
+        source="ORT CUDA EP: MatMulNBits fused dequant GemV"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.6, layer_overhead_s=2e-5, step_overhead_s=0.5e-3, memory_gib=0.6,
+        gemv_eff={"quant": 0.15},
+        source="ORT CPU EP: the fp32 GEMV reads at ~55% of the single-thread copy test; MatMulNBits and "
+               "MatMulInteger at M=1 reach ~0.15 of the 256-bit fp32 rate (12 GFLOP/s on one 2.6 GHz core); the "
+               "session, its arena and the tokenizer stack hold ~0.6 GiB beyond the weights "
+               "(benchmarks/bench_planner.py, 2026-12-05: 0.39-0.55 GiB more than a 0.15 GiB prior predicted for "
+               "fp32, int8 and 4-bit graphs)"),
+}
+"""Planning priors (quantmatch.sdk.priors)."""
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime: int8 QLinear/MatMulInteger and MatMulNBits (CPU, CUDA, ROCm EPs)"
@@ -67,8 +84,10 @@ class OnnxRuntimeBackend(Backend):
     formats = ("onnx",)
     requires = ("onnxruntime>=1.18",)
     install_hint = "pip install onnxruntime  (onnxruntime-gpu for the CUDA EP)"
-    executable = True
+    runner = "quantmatch.plugins.backends.onnxruntime_runner:OnnxRunner"
     source = c.ORT_NBITS
+    priors = PRIORS
+    serves_unquantized = True
     capabilities = (
         *c.float_baselines("ONNX Runtime", c.FLOAT_TYPES),
         *CPU_ROWS,
@@ -79,5 +98,5 @@ class OnnxRuntimeBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(OnnxRuntimeBackend)

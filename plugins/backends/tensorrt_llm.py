@@ -7,12 +7,13 @@ weight-only fallback for FP8 or FP4 on older GPUs: those combinations are refuse
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.UNSUPPORTED
 FP8 = c.FP8
@@ -76,6 +77,14 @@ LINEAR = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.82, compute_eff=0.65, layer_overhead_s=5e-6, step_overhead_s=0.5e-3, memory_gib=1.2,
+        prefill_chunk=8192, source="compiled engine, CUDA graphs"),
+}
+"""Planning priors (quantmatch.sdk.priors)."""
+
+
 class TensorRTLLMBackend(Backend):
     name = "tensorrt-llm"
     description = "NVIDIA TensorRT-LLM with ModelOpt checkpoints (FP8, INT8 SQ, AWQ, NVFP4)"
@@ -83,8 +92,9 @@ class TensorRTLLMBackend(Backend):
     formats = ("compressed-tensors", "modelopt")
     requires = ("tensorrt-llm",)
     install_hint = "pip install tensorrt-llm  (Linux, NVIDIA GPU)"
-    executable = False
     source = c.TRTLLM_DOCS
+    priors = PRIORS
+    serves_unquantized = True
     capabilities = (
         *KV_CACHE,
         *LINEAR,
@@ -94,5 +104,5 @@ class TensorRTLLMBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(TensorRTLLMBackend)

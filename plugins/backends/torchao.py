@@ -8,12 +8,14 @@ configs are CPU-optimized. On Metal torchao offers int4 weight-only only.
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.plugins.backends import _priors as p
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
 INT8 = ("int8",)
@@ -93,6 +95,19 @@ WEIGHT_ONLY = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.7, compute_eff=0.6, layer_overhead_s=3e-5, step_overhead_s=1.5e-3, memory_gib=0.7,
+        dequant_follows_verdict=True,
+        source="torch.compile'd (mode max-autotune) model; tinygemm / _scaled_mm kernels"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.55, layer_overhead_s=1e-4, step_overhead_s=2e-3, memory_gib=0.5,
+        dequant_follows_verdict=True, gemv_eff=p.CPU_GEMV_PRIOR,
+        source="torchao CPU kernels; not measured here: ggml's decode GEMV figures"),
+}
+"""Planning priors (quantmatch.sdk.priors). The weight-only path follows the kernel the verdict names."""
+
+
 class TorchAOBackend(Backend):
     name = "torchao"
     description = "torchao quantize_() configs in PyTorch (CUDA, ROCm, MPS, CPU)"
@@ -100,8 +115,8 @@ class TorchAOBackend(Backend):
     formats = ("torchao",)
     requires = ("torchao>=0.10", "torch>=2.4")
     install_hint = "pip install torchao"
-    executable = True
     source = c.TORCHAO_DOCS
+    priors = PRIORS
     capabilities = (
         *c.float_baselines("torchao", c.FLOAT_TYPES),
         *METAL,
@@ -115,5 +130,5 @@ class TorchAOBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(TorchAOBackend)

@@ -9,12 +9,13 @@ keyed on the ``tcgen05`` feature, which the numerically higher sm_120 lacks.
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires, any_of
-from quantmatch.pluginhost import hookimpl
-from quantmatch.verdict import Level
-
-from . import _common as c
+from quantmatch.plugins.backends import _common as c
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires, any_of
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
+from quantmatch.sdk.verdict import Level
 
 N, W, E, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.EMULATED, Level.UNSUPPORTED
 
@@ -281,6 +282,23 @@ WNA16 = (
 )
 
 
+PRIORS = {
+    ACCELERATOR: RuntimePriors(
+        bandwidth_eff=0.80, compute_eff=0.60, layer_overhead_s=5e-6, step_overhead_s=1.0e-3, memory_gib=1.5,
+        prefill_chunk=8192,
+        format_compute_eff={"gguf-*": 0.2},  # its GGUF kernels are slower than its main path
+        source="CUDA graphs for decode; chunked prefill (max_num_batched_tokens 8192); context + graphs + sampler "
+               "~1.5 GiB; GGUF runs through dp4a MMQ / dequantize + GEMM kernels (vLLM docs: GGUF support is highly "
+               "experimental and under-optimized)"),
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.5, compute_eff=0.6, layer_overhead_s=5e-5, step_overhead_s=2e-3, memory_gib=1.0,
+        prefill_chunk=4096, gemv_eff={"quant": 0.13},
+        source="vLLM CPU backend (oneDNN/IPEX); not measured here: a little below ggml's decode figures (ggml's CPU "
+               "kernels are the most tuned for batch-1 decode; vLLM's CPU path targets batched serving)"),
+}
+"""Planning priors (quantmatch.sdk.priors)."""
+
+
 class VLLMBackend(Backend):
     name = "vllm"
     description = "vLLM serving engine (CUTLASS/Marlin/Machete/FlashInfer kernels; ROCm; CPU)"
@@ -288,8 +306,9 @@ class VLLMBackend(Backend):
     formats = ("compressed-tensors", "gguf", "bitsandbytes", "awq", "gptq")
     requires = ("vllm>=0.9",)
     install_hint = "pip install vllm  (Linux with a supported GPU)"
-    executable = False
     source = c.VLLM_DOCS
+    priors = PRIORS
+    serves_unquantized = True
     capabilities = (
         *KV_CACHE,
         *BASELINE,
@@ -307,5 +326,5 @@ class VLLMBackend(Backend):
 
 
 @hookimpl
-def register_backends(register):  # type: ignore[no-untyped-def]
+def register_backends(register: Register[type[Backend]]) -> None:
     register(VLLMBackend)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
-from quantmatch.device import load_catalog_file
-from quantmatch.profile import UNKNOWN_BW, Figure, HardwareProfile
+from quantmatch.sdk.bandwidth import measure_copy_bandwidth
+from quantmatch.sdk.device import load_catalog_file
+from quantmatch.sdk.profile import UNKNOWN_BW, Figure, HardwareProfile
 
 __all__ = [
     "GIB",
@@ -222,29 +222,6 @@ def detected_memory(total_bytes: int | None, what: str) -> Figure:
 def unmeasured_bandwidth() -> Figure:
     return Figure(None, "GB/s", "measured", "measured",
                   "not measured: detect(measure_bandwidth=True) runs a copy test")
-
-
-def measure_copy_bandwidth(size_mib: int = 256, repeats: int = 3) -> Figure:
-    """Copy ``size_mib`` MiB between two buffers; best of ``repeats`` in GB/s (bytes read + written).
-
-    A single Python thread doing ``memcpy`` underestimates what multi-threaded kernels reach, which is
-    why the figure says so.
-    """
-    n = size_mib * 2**20
-    try:
-        src = bytearray(b"\xa5" * n)  # written, so the pages are real and not the shared zero page
-        dst = bytearray(n)
-        s, d = memoryview(src), memoryview(dst)
-        best = float("inf")
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            d[:] = s
-            best = min(best, time.perf_counter() - t0)
-    except MemoryError as e:
-        return Figure(None, "GB/s", "measured", "measured", f"copy test failed: {e!r}")
-    gbps = 2 * n / best / 1e9 if best > 0 else None
-    return Figure(None if gbps is None else round(gbps, 1), "GB/s", "measured", "measured",
-                  f"single-thread memcpy of {size_mib} MiB, best of {repeats} (bytes read + written)")
 
 
 def catalog_copy(figure: Figure, entry: HardwareProfile) -> Figure:

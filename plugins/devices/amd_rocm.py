@@ -13,16 +13,22 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from functools import cache
 from types import ModuleType
 from typing import Any, NamedTuple
 
-from quantmatch.device import Detection, DeviceFamily
-from quantmatch.pluginhost import hookimpl
-from quantmatch.profile import Figure, HardwareProfile
-
-from ._common import as_str, detected_memory, error_text, gpu_profile, load_profiles, match_by_name
+from quantmatch.plugins.devices._common import (
+    as_str,
+    detected_memory,
+    error_text,
+    gpu_profile,
+    load_profiles,
+    match_by_name,
+)
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.profile import Figure, HardwareProfile
 
 __all__ = ["AmdRocmFamily", "normalize_gfx", "register_device_families"]
 
@@ -199,5 +205,5 @@ class AmdRocmFamily(DeviceFamily):
 
 
 @hookimpl
-def register_device_families(register: Callable[[type[Any]], None]) -> None:
+def register_device_families(register: Register[type[DeviceFamily]]) -> None:
     register(AmdRocmFamily)

@@ -9,16 +9,14 @@ from __future__ import annotations
 import platform
 import re
 import subprocess
-from collections.abc import Callable
 from functools import cache
 from types import MappingProxyType
-from typing import Any
 
-from quantmatch.device import Detection, DeviceFamily
-from quantmatch.pluginhost import hookimpl
-from quantmatch.profile import UNKNOWN_BW, HardwareProfile
-
-from ._common import catalog_copy, detected_memory, error_text, load_profiles
+from quantmatch.plugins.devices._common import catalog_copy, detected_memory, error_text, load_profiles
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.profile import UNKNOWN_BW, HardwareProfile
 
 __all__ = ["AppleMetalFamily", "catalog_id_for_brand", "register_device_families"]
 
@@ -143,5 +141,5 @@ class AppleMetalFamily(DeviceFamily):
 
 
 @hookimpl
-def register_device_families(register: Callable[[type[Any]], None]) -> None:
+def register_device_families(register: Register[type[DeviceFamily]]) -> None:
     register(AppleMetalFamily)

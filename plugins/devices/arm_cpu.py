@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from types import MappingProxyType
-from typing import Any
 
-from quantmatch.device import Detection, DeviceFamily
-from quantmatch.pluginhost import hookimpl
-from quantmatch.profile import HardwareProfile
-
-from ._common import (
+from quantmatch.plugins.devices._common import (
     cpu_blocks,
     detected_memory,
     error_text,
@@ -29,6 +24,10 @@ from ._common import (
     read_text,
     unmeasured_bandwidth,
 )
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.profile import HardwareProfile
 
 __all__ = ["ArmCpuFamily", "operand_types", "register_device_families"]
 
@@ -149,5 +148,5 @@ class ArmCpuFamily(DeviceFamily):
 
 
 @hookimpl
-def register_device_families(register: Callable[[type[Any]], None]) -> None:
+def register_device_families(register: Register[type[DeviceFamily]]) -> None:
     register(ArmCpuFamily)

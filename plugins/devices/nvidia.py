@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable
 from functools import cache
 from types import ModuleType
-from typing import Any
 
-from quantmatch.device import Detection, DeviceFamily
-from quantmatch.pluginhost import hookimpl
-from quantmatch.profile import HardwareProfile
-
-from ._common import as_str, detected_memory, error_text, gpu_profile, load_profiles
+from quantmatch.plugins.devices._common import as_str, detected_memory, error_text, gpu_profile, load_profiles
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.profile import HardwareProfile
 
 __all__ = ["NvidiaFamily", "register_device_families"]
 
@@ -118,5 +116,5 @@ class NvidiaFamily(DeviceFamily):
 
 
 @hookimpl
-def register_device_families(register: Callable[[type[Any]], None]) -> None:
+def register_device_families(register: Register[type[DeviceFamily]]) -> None:
     register(NvidiaFamily)

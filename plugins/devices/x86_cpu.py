@@ -10,16 +10,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from types import MappingProxyType
 from typing import Any
 
-from quantmatch.device import Detection, DeviceFamily
-from quantmatch.pluginhost import hookimpl
-from quantmatch.profile import Figure, HardwareProfile
-
-from ._common import (
+from quantmatch.plugins.devices._common import (
     catalog_copy,
     cpu_blocks,
     detected_memory,
@@ -32,6 +28,10 @@ from ._common import (
     read_text,
     unmeasured_bandwidth,
 )
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.profile import Figure, HardwareProfile
 
 __all__ = [
     "X86CpuFamily",
@@ -228,5 +228,5 @@ class X86CpuFamily(DeviceFamily):
 
 
 @hookimpl
-def register_device_families(register: Callable[[type[Any]], None]) -> None:
+def register_device_families(register: Register[type[DeviceFamily]]) -> None:
     register(X86CpuFamily)

@@ -1,6 +1,6 @@
 """What the compressed-tensors method plugins (GPTQ, AWQ, SmoothQuant, round-to-nearest) share.
 
-:func:`quantize_with` is the whole pipeline around an algorithm of :mod:`quantmatch.algorithms`:
+:func:`quantize_with` is the whole pipeline around an algorithm of :mod:`quantmatch.plugins.methods.algorithms`:
 resolve and load the model in fp32, draw the seeded calibration samples, give every linear layer its
 integer grid (scheme, layer rules, exclusions), run the algorithm, attach the result as a
 compressed-tensors model and write the checkpoint (config, safetensors, tokenizer) into the output
@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantmatch.artifact import ArtifactError, path_size
-from quantmatch.scheme import Scheme, parse_scheme
-
-from . import _torch_artifact as ta
+from quantmatch.plugins.methods import _torch_artifact as ta
+from quantmatch.plugins.methods._common import CompressedOptions
+from quantmatch.sdk.artifact import ArtifactError, path_size
+from quantmatch.sdk.scheme import Scheme, parse_scheme
 
 if TYPE_CHECKING:
-    from quantmatch.algorithms.rtn import IntGrid, QuantizedWeight
+    from quantmatch.plugins.methods.algorithms.rtn import IntGrid, QuantizedWeight
 
 __all__ = [
     "DENSE_LLAMA",
@@ -82,7 +82,7 @@ def grid_function(model: Any, scheme: Scheme, options: Mapping[str, Any], precis
     """Each linear layer's grid: the first matching layer rule's precision (float: left alone), else
     the scheme's weights; layers matching ``exclude`` (default: the LM head) stay float. Group size and
     symmetry always follow the scheme."""
-    from quantmatch.algorithms.rtn import IntGrid
+    from quantmatch.plugins.methods.algorithms.rtn import IntGrid
 
     table = ta.linear_precisions(model, scheme.weight_type, tuple(options.get("rules") or ()),
                                  options.get("exclude") or default_exclude)
@@ -106,7 +106,7 @@ def _own_memory(model: Any) -> None:
 
 
 def _samples(tokenizer: Any, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from quantmatch.calibration import CalibrationSpec, calibration_samples
+    from quantmatch.sdk.calibration import CalibrationSpec, calibration_samples
 
     spec = options.get("calibration") or CalibrationSpec(seed=int(options.get("seed", 0)))
     return calibration_samples(tokenizer, spec), spec.to_dict()
@@ -115,19 +115,22 @@ def _samples(tokenizer: Any, options: Mapping[str, Any]) -> tuple[Any, dict[str,
 def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, options: Mapping[str, Any],
                   algorithm: Algorithm, *, precisions: tuple[str, ...], calibrate: bool = True,
                   default_exclude: tuple[str, ...] = ("lm_head",),
-                  check: Callable[[Any, Scheme], list[Any]] | None = None) -> CompressedArtifact:
+                  check: Callable[[Any, Scheme], list[Any]] | None = None,
+                  settings: CompressedOptions | None = None) -> CompressedArtifact:
     """Load ``source``, run ``algorithm`` and write a compressed-tensors checkpoint into ``out``.
 
-    ``options``: ``calibration`` (a :class:`~quantmatch.calibration.CalibrationSpec`; default: the
-    shipped text, seeded by ``seed``), ``rules``, ``exclude``, ``dtype`` (the checkpoint's float type;
-    default from the scheme: fp16, bf16 for ``-bf16``, fp32 for ``a32``), ``progress``, ``threads``
-    (torch threads while quantizing). ``out`` is a fresh directory owned by the caller. ``check``
-    (the quantizer's) runs on the model's shapes first; a fatal problem raises ``ValueError``.
+    ``options``: the pipeline's ``calibration`` (a :class:`~quantmatch.sdk.calibration.CalibrationSpec`;
+    default: the shipped text, seeded by ``seed``), ``rules`` and ``progress``. ``settings``: the
+    method's typed options (a :class:`~quantmatch.plugins.methods._common.CompressedOptions`: ``exclude``,
+    ``dtype``, the checkpoint's float type, default from the scheme: fp16, bf16 for ``-bf16``, fp32 for
+    ``a32``; ``threads``, torch threads while quantizing); ``None`` parses them from ``options``.
+    ``out`` is a fresh directory owned by the caller. ``check`` (the quantizer's) runs on the model's
+    shapes first; a fatal problem raises ``ValueError``.
     """
     import torch
 
-    from quantmatch.algorithms.export import attach, round_scales, save_compressed
-    from quantmatch.models import torch_dtype
+    from quantmatch.plugins.methods.algorithms.export import attach, round_scales, save_compressed
+    from quantmatch.sdk.models import torch_dtype
 
     started = time.perf_counter()
     s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
@@ -135,8 +138,9 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
     fatal = [str(p) for p in (check(src.info, s) if check else []) if p.fatal]
     if fatal:
         raise ValueError(f"{method} cannot produce {s} for {src.spec}: " + "; ".join(fatal))
+    cfg = settings if settings is not None else CompressedOptions.of(options, method)
     progress: ProgressFn | None = options.get("progress")
-    threads = options.get("threads")
+    threads = cfg.threads
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -144,14 +148,15 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
         torch.manual_seed(int(options.get("seed", 0)))
         model, tokenizer = ta.load_float_model(src, "float32", progress)
         _own_memory(model)
-        grid_for = grid_function(model, s, options, precisions, default_exclude)
+        grid_for = grid_function(model, s, {"rules": options.get("rules"), "exclude": cfg.exclude}, precisions,
+                                 default_exclude)
         details: dict[str, Any] = {}
         samples = None
         if calibrate:
             samples, details["calibration"] = _samples(tokenizer, options)
         with torch.no_grad():
             result = algorithm(model, samples, grid_for, progress)
-        dtype = str(options.get("dtype") or ta.storage_dtype(s))
+        dtype = str(cfg.dtype or ta.storage_dtype(s))
         weights = round_scales(result.weights, torch_dtype(dtype))
         attach(model, weights, result.activations, result.input_scales)
         if progress:
@@ -170,7 +175,7 @@ def load_compressed(directory: str | Path, dtype: str | None = None) -> tuple[An
     """``(model, tokenizer)`` of a compressed-tensors checkpoint, in ``dtype`` (default: as stored)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from quantmatch.models import torch_dtype
+    from quantmatch.sdk.models import torch_dtype
 
     d = Path(directory)
     if not (d / "config.json").is_file():

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantmatch.artifact import ArtifactError, path_size
-from quantmatch.layerwise import FLOAT_PRECISIONS, LayerRule, assign
-from quantmatch.scheme import Scheme
+from quantmatch.sdk.artifact import ArtifactError, path_size
+from quantmatch.sdk.layerwise import FLOAT_PRECISIONS, LayerRule, assign
+from quantmatch.sdk.scheme import Scheme
 
 __all__ = [
     "LAYOUT_FILE",
@@ -77,10 +77,10 @@ def storage_dtype(scheme: Scheme) -> str:
 
 
 def resolve_source(model: Any) -> Any:
-    """A :class:`~quantmatch.models.ModelSource` for a source object or anything ``resolve_model`` takes."""
+    """A :class:`~quantmatch.sdk.models.ModelSource` for a source object or anything ``resolve_model`` takes."""
     if hasattr(model, "load") and hasattr(model, "info"):
         return model
-    from quantmatch.models import resolve_model
+    from quantmatch.sdk.models import resolve_model
 
     return resolve_model(model)
 

@@ -1,6 +1,6 @@
 """AWQ: activation-aware scaling folded into the previous op, then clipping search; compressed-tensors.
 
-The algorithm is :mod:`quantmatch.algorithms.awq` (own torch code, CPU), following AutoAWQ: per
+The algorithm is :mod:`quantmatch.plugins.methods.algorithms.awq` (own torch code, CPU), following AutoAWQ: per
 block, a grid search of the scaling exponent on the calibration activations, scales folded into the
 RMSNorm (or ``up_proj`` for ``down_proj``), a per-group clipping search, then asymmetric rounding.
 The artifact is a compressed-tensors ``pack-quantized`` checkpoint with zero points.
@@ -9,16 +9,50 @@ The artifact is a compressed-tensors ``pack-quantized`` checkpoint with zero poi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme
+from quantmatch.plugins.methods._citations import AWQ_TABLE4, TORCHAO_AWQ
+from quantmatch.plugins.methods._common import CompressedOptions
+from quantmatch.plugins.methods._compressed import (
+    DENSE_LLAMA,
+    CompressedArtifact,
+    Quantized,
+    load_compressed,
+    quantize_with,
+)
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.options import option
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import JobPriors, MethodPriors, QualityPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme
 
-from ._compressed import DENSE_LLAMA, CompressedArtifact, Quantized, load_compressed, quantize_with
+__all__ = ["AWQOptions", "AWQQuantizer"]
 
-__all__ = ["AWQQuantizer"]
+
+@dataclass(frozen=True)
+class AWQOptions(CompressedOptions):
+    """AWQ's options (``--option KEY=VALUE``), beside ``exclude``, ``dtype`` and ``threads``."""
+
+    n_grid: int = option(20, "scale exponents tried per layer group")
+    search_samples: int | None = option(4, "calibration samples that score each scale candidate (null: all of "
+                                           "them, which costs samples / 4 times more)")
+    duo_scaling: bool = option(True, "divide the scales by the weight magnitude too (AutoAWQ's default)")
+    clip: bool = option(True, "search a clipping range per weight group")
+    batch_size: int = option(4, "calibration samples per forward pass")
+
+
+PRIORS = MethodPriors(
+    job=JobPriors(calibration_samples=128, calibration_tokens=512, calibration_flops=24.0, mlp_activations=True,
+                  source="AWQ keeps one decoder layer's calibration activations (128 samples x 512 tokens) and its "
+                         "MLP intermediates, and repeats each block's forward pass for its ~20-point scale search"),
+    # 0.34 of RTN's loss on Llama-3-8B-Instruct (torchao: ln(11.409/10.936) / ln(12.380/10.936)), 0.36 on
+    # LLaMA-7B and 0.50 on Llama-2-7B (AWQ Table 4), mean 0.4
+    quality=QualityPriors(rtn_loss_fraction=0.4, source=f"{AWQ_TABLE4}; {TORCHAO_AWQ}"),
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class AWQQuantizer(Quantizer):
@@ -34,6 +68,8 @@ class AWQQuantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = DENSE_LLAMA
     source = "https://arxiv.org/abs/2306.00978"
+    priors = PRIORS
+    options = AWQOptions
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
@@ -47,27 +83,26 @@ class AWQQuantizer(Quantizer):
                  options: Mapping[str, Any] | None = None, **more: Any) -> CompressedArtifact:
         """Quantize ``model`` (a ``ModelSource`` or anything ``resolve_model`` takes) into ``out``.
 
-        ``options`` (or keyword arguments): those of
-        :func:`~quantmatch.plugins.methods._compressed.quantize_with`, plus ``n_grid`` (20),
-        ``search_samples`` (calibration samples that score each scale candidate, 4; all of them
-        cost ``samples / 4`` times more), ``duo_scaling`` (True), ``clip`` (True) and ``batch_size`` (4).
+        ``options`` (or keyword arguments): the pipeline's (``calibration``, ``seed``, ``rules``,
+        ``progress``; see :func:`~quantmatch.plugins.methods._compressed.quantize_with`) and those of
+        :class:`AWQOptions` (an unknown key raises :class:`~quantmatch.sdk.options.OptionsError`).
         """
-        from quantmatch.algorithms.awq import AWQConfig, awq_model
-
         opts = {**(options or {}), **more}
-        search = opts.get("search_samples", 4)
-        config = AWQConfig(n_grid=int(opts.get("n_grid", 20)), search_samples=None if search is None else int(search),
-                           duo_scaling=bool(opts.get("duo_scaling", True)), clip=bool(opts.get("clip", True)))
-        batch = int(opts.get("batch_size", 4))
+        cfg = AWQOptions.of(opts, self.name)  # refuses unknown keys before torch is imported
+        from quantmatch.plugins.methods.algorithms.awq import AWQConfig, awq_model
+
+        config = AWQConfig(n_grid=cfg.n_grid, search_samples=cfg.search_samples, duo_scaling=cfg.duo_scaling,
+                           clip=cfg.clip)
+        batch = cfg.batch_size
 
         def run(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
             weights = awq_model(hf_model, samples, grid_for, config, batch_size=batch, progress=progress)
             return Quantized(weights, details={"awq": {**config.__dict__}})
 
         return quantize_with(self.name, model, scheme, out, opts, run, precisions=self.layer_precisions,
-                             check=self.check)
+                             check=self.check, settings=cfg)
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(AWQQuantizer)

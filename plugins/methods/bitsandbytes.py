@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
+from quantmatch.plugins.methods._common import HF_CAUSAL_LM
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import JobPriors, MethodPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 
-from ._common import HF_CAUSAL_LM
+PRIORS = MethodPriors(
+    job=JobPriors(quantizes_at_load=True, source="bitsandbytes quantizes while the runtime loads the model: no "
+                                                 "separate artifact job"),
+    # from the bitsandbytes/transformers and vLLM docs
+    produce_with="no artifact needed: bitsandbytes quantizes while loading (pip install bitsandbytes): "
+                 "transformers from_pretrained('{model}', quantization_config=BitsAndBytesConfig("
+                 "load_in_4bit=True) or load_in_8bit=True), or `vllm serve {model} --quantization "
+                 "bitsandbytes`",
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class BitsAndBytesQuantizer(Quantizer):
@@ -19,8 +31,9 @@ class BitsAndBytesQuantizer(Quantizer):
     install_hint = "pip install bitsandbytes"
     architectures = HF_CAUSAL_LM
     source = "https://huggingface.co/docs/bitsandbytes/main/en/installation"
+    priors = PRIORS
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(BitsAndBytesQuantizer)

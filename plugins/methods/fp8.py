@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
+from quantmatch.plugins.methods._common import HF_CAUSAL_LM
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import MethodPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 
-from ._common import HF_CAUSAL_LM
+PRIORS = MethodPriors(
+    # from the vLLM FP8 docs and the llm-compressor examples
+    produce_with="llm-compressor (pip install llmcompressor): oneshot(model='{model}', recipe=QuantizationModifier("
+                 "targets='Linear', scheme='FP8_DYNAMIC', ignore=['lm_head'])) writes a compressed-tensors checkpoint "
+                 "vLLM and TensorRT-LLM load; or skip the artifact: `vllm serve {model} --quantization fp8` quantizes "
+                 "the 16-bit weights to FP8 at load time (docs.vllm.ai features/quantization/fp8)",
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class FP8Quantizer(Quantizer):
@@ -18,8 +28,9 @@ class FP8Quantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch]' compressed-tensors"
     architectures = HF_CAUSAL_LM
     source = "https://docs.vllm.ai/en/latest/features/quantization/fp8.html"
+    priors = PRIORS
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(FP8Quantizer)

@@ -14,7 +14,6 @@ inside the functions that need them, so the registry starts cheaply.
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import re
 import struct
@@ -24,14 +23,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from quantmatch.model_info import LLAMA_FAMILY, ModelInfo
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Problem, Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme, parse_scheme
-
-from .gguf_convert import (
+from quantmatch.plugins.methods.gguf_convert import (
     CONVERTIBLE_MODEL_TYPES,
     OUT_TYPES,
     TOKENIZER_FIX,
@@ -39,6 +33,14 @@ from .gguf_convert import (
     tokenizer_refusal,
     weight_layout,
 )
+from quantmatch.sdk.errors import InputError
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.model_info import LLAMA_FAMILY, ModelInfo
+from quantmatch.sdk.options import MethodOptions, option
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import JobPriors, MethodPriors
+from quantmatch.sdk.quantizer import Problem, Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme, parse_scheme
 
 __all__ = [
     "ARTIFACT_NAME",
@@ -46,6 +48,7 @@ __all__ = [
     "GGUFArtifact",
     "GGUFLoadError",
     "GGUFModel",
+    "GGUFOptions",
     "GGUFQuantizeError",
     "GGUFQuantizer",
     "load_for_eval",
@@ -81,11 +84,11 @@ _CONVERTER = "quantmatch.plugins.methods.gguf_convert"
 _IMATRIX_FIX = "pass a file written by llama.cpp's llama-imatrix for this model (or leave imatrix out)"
 
 
-class GGUFQuantizeError(RuntimeError):
+class GGUFQuantizeError(InputError, RuntimeError):
     """llama.cpp refused or failed a quantization, or an importance matrix is unreadable."""
 
 
-class GGUFLoadError(ValueError):
+class GGUFLoadError(InputError):
     """llama.cpp cannot load a GGUF file (truncated or corrupt); the message says how to re-create it."""
 
 
@@ -110,6 +113,29 @@ class GGUFArtifact:
                 "tokenizer_pre": self.tokenizer_pre, **self.details}
 
 
+@dataclass(frozen=True)
+class GGUFOptions(MethodOptions):
+    """GGUF's options (``--option KEY=VALUE``)."""
+
+    imatrix: str | None = option(None, "importance matrix file written by llama.cpp's llama-imatrix (GGUF or "
+                                       "legacy .dat); not for F32/F16/BF16")
+    threads: int | None = option(None, "threads for llama.cpp's quantizer (null: every core)")
+    intermediate: Literal["f16", "bf16", "f32"] | None = option(
+        None, "the file quantized from (null: f16, f32 for gguf-f32)")
+    tokenizer_pre: str | None = option(None, "llama.cpp pre-tokenizer name, when detection fails")
+    verbose: bool = option(False, "echo llama.cpp's quantization log to stderr")
+
+
+PRIORS = MethodPriors(
+    job=JobPriors(flops_per_weight=50.0, memory="per-tensor", scratch_bytes=2.0,
+                  steps="convert to an F16 GGUF (lazy, tensor by tensor), then llama-quantize it",
+                  source="GGUF converts to an F16 GGUF first (lazily, tensor by tensor) and quantizes that file "
+                         "with llama.cpp"),
+)
+"""Planning priors (quantmatch.sdk.priors). The layout (F32 norms, a Q6_K head, k-quant fallbacks) is the
+GGUF scheme's own, computed by the planner for every GGUF scheme."""
+
+
 class GGUFQuantizer(Quantizer):
     name = "gguf"
     description = "GGUF via the gguf writer and llama.cpp's quantizer (legacy and k-quants)"
@@ -121,11 +147,13 @@ class GGUFQuantizer(Quantizer):
     install_hint = "pip install 'quantmatch[gguf]'"
     architectures = LLAMA_FAMILY
     source = "ggml-org/llama.cpp tools/quantize/quantize.cpp (QUANT_OPTIONS)"
+    priors = PRIORS
+    options = GGUFOptions
 
     def check_model(self, model: ModelInfo, scheme: Scheme) -> list[Problem]:
         """The base checks plus the converter's own limits (architectures, mixture-of-experts and,
         for a local directory, the tokenizer: ``tokenizer.json`` is read, never a weight)."""
-        from quantmatch.models import model_dir
+        from quantmatch.sdk.models import model_dir
 
         problems = super().check_model(model, scheme)
         if model.model_type in self.architectures and model.model_type not in CONVERTIBLE_MODEL_TYPES:
@@ -149,41 +177,36 @@ class GGUFQuantizer(Quantizer):
         """``(model, None)`` for an artifact directory: the GGUF tokenizes itself (``dtype`` unused).
 
         A ``model.gguf`` whose size differs from the manifest's (a truncated copy) raises
-        :class:`~quantmatch.artifact.ArtifactError` naming the command that re-creates it.
+        :class:`~quantmatch.sdk.artifact.ArtifactError` naming the command that re-creates it.
         """
-        from quantmatch.artifact import ArtifactError, read_manifest
+        from quantmatch.sdk.artifact import check_files, remake_command
 
         d = Path(directory)
-        manifest = read_manifest(d)
-        remake = (f"re-create it with `quantmatch quantize {manifest.source_model} --method gguf "
-                  f"--scheme {manifest.scheme} --out {d} --force`")
-        path, expected = d / ARTIFACT_NAME, manifest.files.get(ARTIFACT_NAME)
-        size = path.stat().st_size if path.is_file() else None
-        if size is None or (expected is not None and size != expected):
-            found = "is missing" if size is None else f"has {size} bytes, the manifest records {expected}"
-            raise ArtifactError(f"{path} {found} (truncated or corrupt); {remake}")
-        return GGUFModel(path, n_ctx=1024, remake=remake), None
+        manifest = check_files(d)
+        return GGUFModel(d / ARTIFACT_NAME, n_ctx=1024, remake=f"re-create it with {remake_command(d, manifest)}"), None
 
     def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
                  options: Mapping[str, Any] | None = None, **more: Any) -> GGUFArtifact:
         """Convert ``model`` and quantize it into ``out/model.gguf``; return what was written.
 
-        ``model`` is an object with ``hf_dir`` (``quantmatch.models.ModelSource``), the path of a
-        Hugging Face model directory, or a spec ``quantmatch.models.resolve_model`` accepts. ``out``
+        ``model`` is an object with ``hf_dir`` (``quantmatch.sdk.models.ModelSource``), the path of a
+        Hugging Face model directory, or a spec ``quantmatch.sdk.models.resolve_model`` accepts. ``out``
         is an existing (fresh, temporary) directory owned by the caller, who renames it on success;
-        only ``model.gguf`` is left in it. ``options`` (or keyword arguments):
+        only ``model.gguf`` is left in it. ``options`` (or keyword arguments; :class:`GGUFOptions`
+        and the pipeline's ``rules`` and ``progress``):
 
         - ``imatrix``: path of an importance matrix (llama.cpp ``imatrix`` GGUF or legacy ``.dat``);
         - ``threads``: threads for llama.cpp's quantizer (default: all cores);
         - ``intermediate``: ``f16`` (default), ``bf16`` or ``f32``, the file quantized from;
         - ``tokenizer_pre``: llama.cpp pre-tokenizer name when detection fails;
-        - ``rules``: layer-wise precision rules (``quantmatch.layerwise.LayerRule``), applied as
+        - ``rules``: layer-wise precision rules (``quantmatch.sdk.layerwise.LayerRule``), applied as
           llama.cpp tensor-type overrides (see :func:`tensor_types_for_rules`);
         - ``progress``: ``progress(stage, done, total)`` with stages ``convert`` and ``quantize``
           (one call per tensor);
         - ``verbose``: echo llama.cpp's quantization log to stderr.
         """
         opts = {**(options or {}), **more}
+        cfg = GGUFOptions.of(opts, self.name)
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
         gtype = s.weight_format.removeprefix("gguf-")
         if not s.is_gguf or gtype not in GGUF_OUTPUTS:
@@ -193,25 +216,25 @@ class GGUFQuantizer(Quantizer):
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / ARTIFACT_NAME
         progress: ProgressFn | None = opts.get("progress")
-        imatrix = opts.get("imatrix")
+        imatrix = cfg.imatrix
         overrides = tensor_types_for_rules(hf_dir, opts.get("rules") or ())
         start = time.perf_counter()
         if gtype in OUT_TYPES and imatrix:
             raise ValueError(f"an importance matrix has no effect on {gtype.upper()}; leave it out")
         if gtype in OUT_TYPES and not overrides:
-            conv = convert_hf_to_gguf(hf_dir, target, gtype, tokenizer_pre=opts.get("tokenizer_pre"),
+            conv = convert_hf_to_gguf(hf_dir, target, gtype, tokenizer_pre=cfg.tokenizer_pre,
                                       progress=progress)
             return GGUFArtifact(target, str(s), gtype, conv.size_bytes, time.perf_counter() - start,
                                 tokenizer_pre=conv.tokenizer_pre, details=_type_counts(target))
-        base = str(opts.get("intermediate") or ("f32" if gtype == "f32" else "f16")).lower()
+        base = cfg.intermediate or ("f32" if gtype == "f32" else "f16")
         if base not in OUT_TYPES:
             raise ValueError(f"intermediate must be one of {', '.join(OUT_TYPES)}, not {base!r}")
         tmp = out_dir / f".intermediate-{base}.gguf"
         try:
-            conv = convert_hf_to_gguf(hf_dir, tmp, base, tokenizer_pre=opts.get("tokenizer_pre"),
+            conv = convert_hf_to_gguf(hf_dir, tmp, base, tokenizer_pre=cfg.tokenizer_pre,
                                       progress=progress)
-            quantize_gguf(tmp, target, gtype, imatrix=imatrix, threads=opts.get("threads"),
-                          tensor_types=overrides, progress=progress, verbose=bool(opts.get("verbose")))
+            quantize_gguf(tmp, target, gtype, imatrix=imatrix, threads=cfg.threads,
+                          tensor_types=overrides, progress=progress, verbose=cfg.verbose)
         finally:
             tmp.unlink(missing_ok=True)
         details = {"intermediate_size_bytes": conv.size_bytes, **_type_counts(target)}
@@ -229,7 +252,7 @@ def _hf_dir(model: Any) -> Path:
     path = Path(str(model)).expanduser()
     if path.is_dir():
         return path
-    from quantmatch.models import resolve_model
+    from quantmatch.sdk.models import resolve_model
 
     return Path(resolve_model(str(model)).hf_dir)
 
@@ -255,7 +278,7 @@ def tensor_types_for_rules(hf_dir: str | Path, rules: Sequence[Any]) -> dict[str
     """
     if not rules:
         return {}
-    from quantmatch.layerwise import assign
+    from quantmatch.sdk.layerwise import assign
 
     layout = weight_layout(hf_dir)
     out: dict[str, str] = {}
@@ -459,7 +482,7 @@ class GGUFModel:
         if self._llm is None or need > self.n_ctx:
             from llama_cpp import Llama
 
-            from quantmatch.llamacpp_compat import safe_model_defaults
+            from quantmatch.plugins.backends.llama_cpp_compat import safe_model_defaults
 
             self.close()
             self.n_ctx = max(self.n_ctx, need)
@@ -513,34 +536,21 @@ class GGUFModel:
         llm.eval(ids)
         return np.array(llm.scores[: len(ids)], dtype=np.float32, copy=True)
 
-    def perplexity(self, token_ids: Sequence[int], window: int, progress: ProgressFn | None = None) -> float:
-        """Perplexity over non-overlapping windows, each evaluated from an empty context.
+    def nll(self, token_ids: Sequence[int]) -> float:
+        """Summed negative log-likelihood of one window scored from a fresh context (the runner contract's
+        ``nll``, so :func:`quantmatch.sdk.evaluate.perplexity` scores this model like any runner)."""
+        chunk = [int(t) for t in token_ids]
+        llm = self._model(len(chunk))
+        llm.reset()
+        llm.eval(chunk)
+        return _sum_nll(llm.scores, chunk)
 
-        ``token_ids`` is cut into consecutive windows of ``window`` tokens (the last may be shorter;
-        one of a single token predicts nothing and is dropped). In each window the logits at
-        positions ``0..n-2`` predict tokens ``1..n-1``; the result is ``exp`` of the mean negative
-        log-likelihood over all predicted tokens of all windows (the protocol of
-        ``quantmatch.evaluate.perplexity``). ``progress("evaluate", i, n)`` is called per window.
-        """
-        if window < 2:
-            raise ValueError("window must be at least 2 tokens")
-        ids = [int(t) for t in token_ids]
-        starts = [s for s in range(0, len(ids), window) if len(ids) - s >= 2]
-        total, count = 0.0, 0
-        for i, start in enumerate(starts):
-            if progress is not None:
-                progress("evaluate", i, len(starts))
-            chunk = ids[start: start + window]
-            llm = self._model(len(chunk))
-            llm.reset()
-            llm.eval(chunk)
-            total += _sum_nll(llm.scores, chunk)
-            count += len(chunk) - 1
-        if count == 0:
-            raise ValueError("need at least 2 tokens to measure perplexity")
-        if progress is not None:
-            progress("evaluate", len(starts), len(starts))
-        return math.exp(total / count)
+    def perplexity(self, token_ids: Sequence[int], window: int, progress: ProgressFn | None = None) -> float:
+        """Perplexity over non-overlapping windows, each evaluated from an empty context: the one protocol of
+        :func:`quantmatch.sdk.evaluate.perplexity` (``progress("evaluate", i, n)`` per window)."""
+        from quantmatch.sdk.evaluate import perplexity
+
+        return perplexity(self, [int(t) for t in token_ids], window, progress)[0]
 
     def generate(self, prompt: str, max_tokens: int = 16) -> str:
         """Greedy continuation of ``prompt`` (the GGUF's BOS rule applies), without the prompt."""
@@ -583,5 +593,5 @@ def load_for_eval(path: str | Path, n_ctx: int = 1024, threads: int | None = Non
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(GGUFQuantizer)

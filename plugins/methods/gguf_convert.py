@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantmatch.sdk.errors import InputError
+
 __all__ = [
     "CONVERTIBLE_MODEL_TYPES",
     "OUT_TYPES",
@@ -54,7 +56,7 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: called once per tensor while converting."""
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """The directory cannot be converted; the message names what is missing and the fix."""
 
 

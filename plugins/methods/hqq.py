@@ -17,19 +17,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme, parse_scheme
+from quantmatch.plugins.methods import _torch_artifact as ta
+from quantmatch.plugins.methods._citations import TORCHAO_AWQ
+from quantmatch.plugins.methods._common import HF_CAUSAL_LM, TorchOptions
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.options import option
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import JobPriors, MethodPriors, QualityPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme, parse_scheme
 
-from . import _torch_artifact as ta
-from ._common import HF_CAUSAL_LM
-
-__all__ = ["HQQQuantizer", "load_hqq", "module_specs", "quantize_model"]
+__all__ = ["HQQOptions", "HQQQuantizer", "load_hqq", "module_specs", "quantize_model"]
 
 BITS = {"int8": 8, "int4": 4, "int3": 3, "int2": 2, "int1": 1}
+
+
+@dataclass(frozen=True)
+class HQQOptions(TorchOptions):
+    """HQQ's options (``--option KEY=VALUE``), beside ``exclude`` and ``dtype`` (which is also the
+    compute type while quantizing)."""
+
+    axis: Literal[0, 1] = option(1, "1: groups along the input dimension; 0: along the output dimension")
+
+
+PRIORS = MethodPriors(
+    job=JobPriors(flops_per_weight=200.0, source="quantmatch prior: data-free, an iterative solve per weight group"),
+    quality=QualityPriors(rtn_loss_fraction=0.7, source=TORCHAO_AWQ),  # 0.68 (torchao int4wo-hqq)
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class HQQQuantizer(Quantizer):
@@ -48,6 +67,8 @@ class HQQQuantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = HF_CAUSAL_LM
     source = "mobiusml/hqq @e0b1d00e Readme"
+    priors = PRIORS
+    options = HQQOptions
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
@@ -73,24 +94,23 @@ class HQQQuantizer(Quantizer):
                            options: Mapping[str, Any] | None = None) -> ta.QuantizedModel:
         """Load ``model`` and quantize it in memory (nothing written).
 
-        ``options``: ``rules`` (layer rules), ``exclude`` (glob patterns kept 16-bit; default: the LM
-        head), ``axis`` (1 or 0; default 1), ``dtype`` (compute and storage float type; default from
-        the scheme), ``progress(stage, done, total)``.
+        ``options``: the pipeline's ``rules`` (layer rules) and ``progress(stage, done, total)``, and
+        those of :class:`HQQOptions`: ``exclude`` (glob patterns kept 16-bit; default: the LM head),
+        ``axis`` (1 or 0; default 1), ``dtype`` (compute and storage float type; default from the scheme).
         """
         opts = dict(options or {})
+        cfg = HQQOptions.of(opts, self.name)
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
         source = ta.resolve_source(model)
         fatal = [str(p) for p in self.check(source.info, s) if p.fatal]
         if fatal:
             raise ValueError(f"hqq cannot produce {s} for {source.spec}: " + "; ".join(fatal))
-        axis = int(opts.get("axis", 1))
-        if axis not in (0, 1):
-            raise ValueError(f"HQQ axis must be 0 or 1, not {axis}")
-        dtype = str(opts.get("dtype") or ta.storage_dtype(s))
+        axis = cfg.axis
+        dtype = str(cfg.dtype or ta.storage_dtype(s))
         progress = opts.get("progress")
         hf_model, tokenizer = ta.load_float_model(source, dtype, progress)
         precisions = ta.linear_precisions(hf_model, s.weight_type, tuple(opts.get("rules") or ()),
-                                          opts.get("exclude") or self.default_exclude)
+                                          cfg.exclude or self.default_exclude)
         specs = module_specs(precisions, s, axis)
         quantize_model(hf_model, specs, progress)
         return ta.QuantizedModel(hf_model, tokenizer, self.name, s, dtype, specs, {"axis": axis})
@@ -145,7 +165,7 @@ def load_hqq(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]
     from hqq.core.quantize import HQQLinear
     from transformers import AutoTokenizer
 
-    from quantmatch.models import torch_dtype
+    from quantmatch.sdk.models import torch_dtype
 
     d = Path(directory)
     layout = ta.load_layout(d, "hqq")
@@ -161,5 +181,5 @@ def load_hqq(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(HQQQuantizer)

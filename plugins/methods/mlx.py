@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
+from quantmatch.plugins.methods._common import HF_CAUSAL_LM
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import MethodPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 
-from ._common import HF_CAUSAL_LM
+PRIORS = MethodPriors(
+    quantizes_output=True, quantizes_embeddings=True,  # mlx-lm quantizes the embedding and the output head too
+    # from mlx-lm convert.py
+    produce_with="mlx-lm on Apple silicon (pip install mlx-lm): `mlx_lm.convert --hf-path {model} -q --q-bits 4 "
+                 "--q-group-size 64`",
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class MLXQuantizer(Quantizer):
@@ -19,8 +28,9 @@ class MLXQuantizer(Quantizer):
     install_hint = "pip install mlx-lm  (macOS on Apple silicon)"
     architectures = HF_CAUSAL_LM
     source = "ml-explore/mlx-lm mlx_lm/convert.py"
+    priors = PRIORS
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(MLXQuantizer)

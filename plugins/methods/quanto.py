@@ -23,23 +23,28 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from quantmatch.model_info import ModelInfo
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Problem, Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme, SchemeError, parse_scheme
+from quantmatch.plugins.methods import _torch_artifact as ta
+from quantmatch.plugins.methods._common import HF_CAUSAL_LM, TorchOptions
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.model_info import ModelInfo
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.quantizer import Problem, Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme, SchemeError, parse_scheme
 
-from . import _torch_artifact as ta
-from ._common import HF_CAUSAL_LM
-
-__all__ = ["QuantoQuantizer", "load_quanto", "module_specs", "quantize_model"]
+__all__ = ["QuantoOptions", "QuantoQuantizer", "load_quanto", "module_specs", "quantize_model"]
 
 QTYPES = {"int8": "qint8", "int4": "qint4", "int2": "qint2", "fp8": "qfloat8_e4m3fn",
           "fp8-e4m3": "qfloat8_e4m3fn"}
 """quantmatch weight/activation type -> quanto qtype name."""
+
+
+@dataclass(frozen=True)
+class QuantoOptions(TorchOptions):
+    """quanto's options (``--option KEY=VALUE``): ``exclude`` and ``dtype``."""
 
 
 class QuantoQuantizer(Quantizer):
@@ -59,6 +64,7 @@ class QuantoQuantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = HF_CAUSAL_LM
     source = "huggingface/optimum-quanto @e33f8202 README"
+    options = QuantoOptions
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
@@ -105,27 +111,29 @@ class QuantoQuantizer(Quantizer):
                            options: Mapping[str, Any] | None = None) -> ta.QuantizedModel:
         """Load ``model`` and quantize it in memory (nothing written).
 
-        ``options``: ``rules`` (layer rules, first match wins), ``exclude`` (glob patterns kept
-        unquantized; default: the LM head), ``calibration`` (a
-        :class:`~quantmatch.calibration.CalibrationSpec`, for activation schemes), ``seed``, ``dtype``
-        (``float16``/``bfloat16``/``float32``; default from the scheme), ``progress(stage, done, total)``.
+        ``options``: the pipeline's ``rules`` (layer rules, first match wins), ``calibration`` (a
+        :class:`~quantmatch.sdk.calibration.CalibrationSpec`, for activation schemes), ``seed`` and
+        ``progress(stage, done, total)``, and those of :class:`QuantoOptions`: ``exclude`` (glob
+        patterns kept unquantized; default: the LM head) and ``dtype`` (``float16``/``bfloat16``/
+        ``float32``; default from the scheme).
         """
         opts = dict(options or {})
+        cfg = QuantoOptions.of(opts, self.name)
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
         source = ta.resolve_source(model)
         fatal = [str(p) for p in self.check(source.info, s) if p.fatal]
         if fatal:
             raise ValueError(f"quanto cannot produce {s} for {source.spec}: " + "; ".join(fatal))
-        dtype = str(opts.get("dtype") or ta.storage_dtype(s))
+        dtype = str(cfg.dtype or ta.storage_dtype(s))
         progress = opts.get("progress")
         hf_model, tokenizer = ta.load_float_model(source, dtype, progress)
         precisions = ta.linear_precisions(hf_model, _precision_of(s), tuple(opts.get("rules") or ()),
-                                          opts.get("exclude") or self.default_exclude)
+                                          cfg.exclude or self.default_exclude)
         specs = module_specs(precisions, s)
         samples = None
         details: dict[str, Any] = {}
         if not s.weight_only:
-            from quantmatch.calibration import CalibrationSpec, calibration_samples
+            from quantmatch.sdk.calibration import CalibrationSpec, calibration_samples
 
             cal = opts.get("calibration") or CalibrationSpec(seed=int(opts.get("seed", 0)))
             samples = calibration_samples(tokenizer, cal)
@@ -255,7 +263,7 @@ def load_quanto(directory: str | Path, dtype: str | None = None) -> tuple[Any, A
     """
     from transformers import AutoTokenizer
 
-    from quantmatch.models import torch_dtype
+    from quantmatch.sdk.models import torch_dtype
 
     d = Path(directory)
     layout = ta.load_layout(d, "quanto")
@@ -268,5 +276,5 @@ def load_quanto(directory: str | Path, dtype: str | None = None) -> tuple[Any, A
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(QuantoQuantizer)

@@ -1,7 +1,7 @@
 """Round-to-nearest: the calibration-free baseline every other method is measured against.
 
 Integer weights (2-8 bits, per channel or in groups, symmetric or with zero points) are rounded by
-:func:`quantmatch.algorithms.rtn.rtn` on the same grid GPTQ and AWQ use; ``a8`` schemes add int8
+:func:`quantmatch.plugins.methods.algorithms.rtn.rtn` on the same grid GPTQ and AWQ use; ``a8`` schemes add int8
 activations (per token, or static per tensor calibrated without smoothing: naive W8A8). The artifact
 is a compressed-tensors checkpoint. The registry also judges RTN's NVFP4/MXFP4 and 4-bit-activation
 schemes; quantizing to those is not implemented here.
@@ -10,17 +10,35 @@ schemes; quantizing to those is not implemented here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme, parse_scheme
+from quantmatch.plugins.methods._common import CompressedOptions
+from quantmatch.plugins.methods._compressed import (
+    DENSE_LLAMA,
+    CompressedArtifact,
+    Quantized,
+    load_compressed,
+    quantize_with,
+)
+from quantmatch.plugins.methods.smoothquant import DYNAMIC_LAYERS_HELP, smoothquant_algorithm
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.options import option
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme, parse_scheme
 
-from ._compressed import DENSE_LLAMA, CompressedArtifact, Quantized, load_compressed, quantize_with
-from .smoothquant import dynamic_layer_patterns, smoothquant_algorithm
+__all__ = ["RTNOptions", "RTNQuantizer"]
 
-__all__ = ["RTNQuantizer"]
+
+@dataclass(frozen=True)
+class RTNOptions(CompressedOptions):
+    """Round-to-nearest's options (``--option KEY=VALUE``), beside ``exclude``, ``dtype`` and ``threads``;
+    both only matter for static int8 activations (``w8a8-int8-static``), which calibrate."""
+
+    batch_size: int = option(8, "calibration samples per forward pass (static activation schemes)")
+    dynamic_layers: tuple[str, ...] = option(("mlp.down_proj",), DYNAMIC_LAYERS_HELP)
 
 
 class RTNQuantizer(Quantizer):
@@ -40,6 +58,7 @@ class RTNQuantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = DENSE_LLAMA
     source = "https://github.com/vllm-project/compressed-tensors"
+    options = RTNOptions
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
@@ -53,24 +72,25 @@ class RTNQuantizer(Quantizer):
                  options: Mapping[str, Any] | None = None, **more: Any) -> CompressedArtifact:
         """Round ``model``'s linear layers to the scheme's integer grid and write ``out``.
 
-        ``options`` (or keyword arguments): those of
-        :func:`~quantmatch.plugins.methods._compressed.quantize_with`; static activation schemes
-        calibrate (``calibration``, ``seed``, ``batch_size``).
+        ``options`` (or keyword arguments): the pipeline's (see
+        :func:`~quantmatch.plugins.methods._compressed.quantize_with`) and those of :class:`RTNOptions`;
+        static activation schemes calibrate (``calibration``, ``seed``, ``batch_size``).
         """
         opts = {**(options or {}), **more}
+        cfg = RTNOptions.of(opts, self.name)
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
         why = self.not_produced(s)
         if why:
             raise NotImplementedError(why[0])
         if s.activation_type == "int8" and s.static_activations:
-            run = smoothquant_algorithm(static=True, smooth=False, batch_size=int(opts.get("batch_size", 8)),
-                                        dynamic_layers=dynamic_layer_patterns(opts.get("dynamic_layers")))
+            run = smoothquant_algorithm(static=True, smooth=False, batch_size=cfg.batch_size,
+                                        dynamic_layers=cfg.dynamic_layers)
             return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
-                                 check=self.check)
+                                 check=self.check, settings=cfg)
         activations = "dynamic" if s.activation_type == "int8" else None
 
         def run_rtn(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
-            from quantmatch.algorithms.rtn import rtn, store
+            from quantmatch.plugins.methods.algorithms.rtn import rtn, store
 
             names = [n for n, _ in hf_model.named_modules() if grid_for(n) is not None]
             weights = {}
@@ -82,9 +102,9 @@ class RTNQuantizer(Quantizer):
             return Quantized(weights, activations)
 
         return quantize_with(self.name, model, s, out, opts, run_rtn, precisions=self.layer_precisions,
-                             calibrate=False, check=self.check)
+                             calibrate=False, check=self.check, settings=cfg)
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(RTNQuantizer)

@@ -1,33 +1,58 @@
 """SmoothQuant: migrate activation outliers into the weights, then W8A8 int8.
 
-The algorithm is :mod:`quantmatch.algorithms.smoothquant` (own torch code, CPU): per block,
+The algorithm is :mod:`quantmatch.plugins.methods.algorithms.smoothquant` (own torch code, CPU): per block,
 ``s = max|X|^alpha / max|W|^(1-alpha)`` folded into the RMSNorms and ``up_proj`` (``alpha`` searched
 per group by default), int8 per-channel weights, and int8 activations per token (``w8a8-int8``) or
 with calibrated static per-tensor scales (``w8a8-int8-static``). The artifact is a compressed-tensors
-``int-quantized`` checkpoint; :mod:`quantmatch.algorithms.int8_runtime` runs it with integer matrix
+``int-quantized`` checkpoint; :mod:`quantmatch.plugins.backends.int8_runtime` runs it with integer matrix
 products on a CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme, parse_scheme
+from quantmatch.plugins.methods._common import CompressedOptions
+from quantmatch.plugins.methods._compressed import (
+    DENSE_LLAMA,
+    CompressedArtifact,
+    Quantized,
+    load_compressed,
+    quantize_with,
+)
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.options import option
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import JobPriors, MethodPriors, QualityPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme, parse_scheme
 
-from ._compressed import DENSE_LLAMA, CompressedArtifact, Quantized, load_compressed, quantize_with
+__all__ = ["SmoothQuantOptions", "SmoothQuantQuantizer", "smoothquant_algorithm"]
 
-__all__ = ["SmoothQuantQuantizer", "smoothquant_algorithm"]
+DYNAMIC_LAYERS_HELP = ("with -static: layer-name patterns, relative to a decoder block, that keep per-token "
+                       "dynamic activations ([]: every layer static)")
+
+
+@dataclass(frozen=True)
+class SmoothQuantOptions(CompressedOptions):
+    """SmoothQuant's options (``--option KEY=VALUE``), beside ``exclude``, ``dtype`` and ``threads``."""
+
+    alpha: float | None = option(None, "migration strength, 0 to 1 (null: searched per scale group among "
+                                       "0.3-0.95)")
+    smooth: bool = option(True, "fold smoothing scales at all (false: naive W8A8)")
+    clip: bool = option(False, "static scales from a clipped range where that lowers the output error")
+    dynamic_layers: tuple[str, ...] = option(("mlp.down_proj",), DYNAMIC_LAYERS_HELP)
+    batch_size: int = option(8, "calibration samples per forward pass")
 
 
 def smoothquant_algorithm(static: bool, alpha: float | None = None, smooth: bool = True, clip: bool = False,
                           batch_size: int = 8, dynamic_layers: tuple[str, ...] | None = None) -> Any:
     """The W8A8 algorithm for :func:`~._compressed.quantize_with`; ``smooth=False`` is naive W8A8.
     ``dynamic_layers`` (default: ``down_proj``) keep per-token activations under a static scheme."""
-    from quantmatch.algorithms.smoothquant import SmoothQuantConfig, smoothquant_model
+    from quantmatch.plugins.methods.algorithms.smoothquant import SmoothQuantConfig, smoothquant_model
 
     config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip)
     if dynamic_layers is not None:
@@ -50,12 +75,15 @@ def smoothquant_algorithm(static: bool, alpha: float | None = None, smooth: bool
     return run
 
 
-def dynamic_layer_patterns(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return tuple(p for p in value.split(",") if p)
-    return tuple(str(p) for p in value)
+PRIORS = MethodPriors(
+    job=JobPriors(calibration_samples=512, calibration_tokens=512, calibration_flops=2.0,
+                  source="SmoothQuant keeps one decoder layer's calibration activations (512 samples x 512 "
+                         "tokens) to collect per-channel activation maxima"),
+    quality=QualityPriors(int8_activation_loss=0.75, int8_static_activation_loss=0.5,
+                          source="quantmatch estimate: smoothing moves activation outliers into the weights, so "
+                                 "int8 activations lose less, static ones most"),
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class SmoothQuantQuantizer(Quantizer):
@@ -71,6 +99,8 @@ class SmoothQuantQuantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = DENSE_LLAMA
     source = "https://arxiv.org/abs/2211.10438"
+    priors = PRIORS
+    options = SmoothQuantOptions
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
@@ -84,24 +114,19 @@ class SmoothQuantQuantizer(Quantizer):
                  options: Mapping[str, Any] | None = None, **more: Any) -> CompressedArtifact:
         """Quantize ``model`` (a ``ModelSource`` or anything ``resolve_model`` takes) into ``out``.
 
-        ``options`` (or keyword arguments): those of
-        :func:`~quantmatch.plugins.methods._compressed.quantize_with`, plus ``alpha`` (migration
-        strength; default: searched per scale group among 0.3-0.95), ``smooth`` (False gives naive
-        W8A8), ``clip`` (static scales from a clipped range where that lowers the error; default off),
-        ``dynamic_layers`` (with ``-static``: layer-name patterns relative to a decoder block that keep
-        per-token dynamic activations; default ``["mlp.down_proj"]``, ``[]`` makes every layer static)
-        and ``batch_size`` (8).
+        ``options`` (or keyword arguments): the pipeline's (``calibration``, ``seed``, ``rules``,
+        ``progress``; see :func:`~quantmatch.plugins.methods._compressed.quantize_with`) and those of
+        :class:`SmoothQuantOptions` (an unknown key raises :class:`~quantmatch.sdk.options.OptionsError`).
         """
         opts = {**(options or {}), **more}
+        cfg = SmoothQuantOptions.of(opts, self.name)
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
-        alpha = opts.get("alpha")
-        run = smoothquant_algorithm(s.static_activations, None if alpha is None else float(alpha),
-                                    bool(opts.get("smooth", True)), bool(opts.get("clip", False)),
-                                    int(opts.get("batch_size", 8)), dynamic_layer_patterns(opts.get("dynamic_layers")))
+        run = smoothquant_algorithm(s.static_activations, cfg.alpha, cfg.smooth, cfg.clip, cfg.batch_size,
+                                    cfg.dynamic_layers)
         return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
-                             check=self.check)
+                             check=self.check, settings=cfg)
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(SmoothQuantQuantizer)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from quantmatch.pluginhost import hookimpl
-from quantmatch.quantizer import Quantizer, SchemeSupport
+from quantmatch.plugins.methods._common import HF_CAUSAL_LM
+from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import MethodPriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 
-from ._common import HF_CAUSAL_LM
+PRIORS = MethodPriors(
+    # from torchao's quantize_ docs
+    produce_with="torchao (pip install torchao): quantize_(model, Int4WeightOnlyConfig() / "
+                 "Int8DynamicActivationInt8WeightConfig() / Float8DynamicActivationFloat8WeightConfig()), or "
+                 "transformers TorchAoConfig when loading '{model}'",
+)
+"""Planning priors (quantmatch.sdk.priors)."""
 
 
 class TorchAOQuantizer(Quantizer):
@@ -21,8 +30,9 @@ class TorchAOQuantizer(Quantizer):
     install_hint = "pip install torchao"
     architectures = HF_CAUSAL_LM
     source = "pytorch/ao docs/source/inference.md"
+    priors = PRIORS
 
 
 @hookimpl
-def register_quantizers(register):  # type: ignore[no-untyped-def]
+def register_quantizers(register: Register[type[Quantizer]]) -> None:
     register(TorchAOQuantizer)

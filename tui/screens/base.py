@@ -11,12 +11,11 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
-from ..widgets.nav import NavBar
+from quantmatch.tui.widgets.nav import NavBar
 
 if TYPE_CHECKING:
     from quantmatch.registry import Registry
-
-    from ..app import QuantmatchApp
+    from quantmatch.tui.app import QuantmatchApp
 
 __all__ = ["NARROW", "QMScreen"]
 

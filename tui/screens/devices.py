@@ -12,15 +12,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Select, Static
 
-from ..layout import SCROLLBAR, fit_flexible
-from ..messages import DeviceChosen
-from ..rendering import device_detail
-from .base import QMScreen
+from quantmatch.tui.layout import SCROLLBAR, fit_flexible
+from quantmatch.tui.messages import DeviceChosen
+from quantmatch.tui.rendering import device_detail
+from quantmatch.tui.screens.base import QMScreen
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-    from quantmatch.profile import HardwareProfile
+    from quantmatch.sdk.profile import HardwareProfile
 
 __all__ = ["DevicesScreen", "device_matches"]
 
@@ -146,9 +146,9 @@ class DevicesScreen(QMScreen):
         note = f"  {self.qm.local_error}" if self.qm.local_error else ""
         shown_n = sum(k != LOCAL for k, _ in rows)
         keys_hint = "" if self.narrow else "; Enter: matrix for the device, c: compare it with the current one"
-        self.query_one("#count", Static).update(
+        self.query_one("#count", Static).update(Text(
             f"{shown_n} of {total} catalog devices{' + local' if any(k == LOCAL for k, _ in rows) else ''}"
-            f"{keys_hint}{note}")
+            f"{keys_hint}{note}"))
         if rows:
             keys = [k for k, _ in rows]
             if keep is None:  # first fill: start on the device being explored

@@ -14,17 +14,16 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
-from ..rendering import verdict_block
-from .base import QMScreen
+from quantmatch.tui.rendering import verdict_block
+from quantmatch.tui.screens.base import QMScreen
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-    from quantmatch.profile import HardwareProfile
     from quantmatch.registry import Registry
-    from quantmatch.verdict import Verdict
-
-    from ..state import Selection
+    from quantmatch.sdk.profile import HardwareProfile
+    from quantmatch.sdk.verdict import Verdict
+    from quantmatch.tui.state import Selection
 
 __all__ = ["ExplainScreen", "explain_verdicts"]
 
@@ -134,4 +133,4 @@ class ExplainScreen(QMScreen):
             return
         text = sel.cli(self.qm.device_id)
         self.app.copy_to_clipboard(text)
-        self.notify(f"Copied: {text}")
+        self.notify(f"Copied: {text}", markup=False)

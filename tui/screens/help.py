@@ -12,10 +12,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-from quantmatch.verdict import Level
-
-from ..rendering import LEVEL_MEANING, level_text
-from ..widgets.nav import SCREENS
+from quantmatch.sdk.verdict import Level
+from quantmatch.tui.rendering import LEVEL_MEANING, level_text
+from quantmatch.tui.widgets.nav import SCREENS
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult

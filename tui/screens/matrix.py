@@ -15,21 +15,20 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Input, Select, Static
 from textual.worker import get_current_worker
 
-from quantmatch.verdict import LAYERS, Level
-
-from ..layout import PAD, SCROLLBAR, MatrixLayout, abbreviations, matrix_layout, matrix_width
-from ..matrix_model import Column, Matrix, MatrixFilters, Row, build_matrix
-from ..messages import CellChosen, DeviceChosen
-from ..rendering import abbreviation_legend, cell_text, legend, level_text, short_device_name
-from ..state import Selection
-from .base import QMScreen
-from .picker import DevicePicker
+from quantmatch.sdk.verdict import LAYERS, Level
+from quantmatch.tui.layout import PAD, SCROLLBAR, MatrixLayout, abbreviations, matrix_layout, matrix_width
+from quantmatch.tui.matrix_model import Column, Matrix, MatrixFilters, Row, build_matrix
+from quantmatch.tui.messages import CellChosen, DeviceChosen
+from quantmatch.tui.rendering import abbreviation_legend, cell_text, legend, level_text, short_device_name
+from quantmatch.tui.screens.base import QMScreen
+from quantmatch.tui.screens.picker import DevicePicker
+from quantmatch.tui.state import Selection
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-    from quantmatch.profile import HardwareProfile
-    from quantmatch.verdict import Verdict
+    from quantmatch.sdk.profile import HardwareProfile
+    from quantmatch.sdk.verdict import Verdict
 
 __all__ = ["MatrixScreen"]
 

@@ -12,12 +12,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from .devices import device_matches, exact_match
+from quantmatch.tui.screens.devices import device_matches, exact_match
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-    from quantmatch.profile import HardwareProfile
+    from quantmatch.sdk.profile import HardwareProfile
 
 __all__ = ["DevicePicker"]
 

@@ -17,12 +17,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static, TabbedContent, TabPane
 
-from quantmatch.verdict import Level
-
-from ..layout import PAD, SCROLLBAR, fit_columns, fit_flexible, short_name
-from ..messages import PlanFailed, PlanFinished
-from ..rendering import level_text
-from .base import QMScreen
+from quantmatch.sdk.verdict import Level
+from quantmatch.tui.layout import PAD, SCROLLBAR, fit_columns, fit_flexible, short_name
+from quantmatch.tui.messages import PlanFailed, PlanFinished
+from quantmatch.tui.rendering import level_text
+from quantmatch.tui.screens.base import QMScreen
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
@@ -295,7 +294,7 @@ class PlanScreen(QMScreen):
     def on_plan_failed(self, message: PlanFailed) -> None:
         self.query_one("#results").loading = False
         self.query_one("#plan-head", Static).update(Text(f"Cannot plan: {message.error}", style="bold red"))
-        self.notify(message.error, title="Cannot plan", severity="error")
+        self.notify(message.error, title="Cannot plan", severity="error", markup=False)
 
     def on_plan_finished(self, message: PlanFinished) -> None:
         self.query_one("#results").loading = False
@@ -485,10 +484,10 @@ class PlanScreen(QMScreen):
         c = self.candidate(self.query_one("#candidates", DataTable).cursor_row)
         if c is None or not c.command:
             what = "no plan" if c is None else f"the {c.scheme} baseline needs no quantization"
-            self.notify(f"Nothing to copy: {what}.", severity="warning")
+            self.notify(f"Nothing to copy: {what}.", severity="warning", markup=False)
             return
         self.app.copy_to_clipboard(c.command)
-        self.notify(f"Copied: {c.command}", title="Command copied")
+        self.notify(f"Copied: {c.command}", title="Command copied", markup=False)
 
     def action_next_tab(self) -> None:
         """Cycle the result tabs: plans, rejected, summary."""

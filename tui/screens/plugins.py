@@ -14,14 +14,14 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..layout import SCROLLBAR, fit_flexible
-from ..rendering import contribution_summary, plugin_detail, status_text
-from .base import QMScreen
+from quantmatch.tui.layout import SCROLLBAR, fit_flexible
+from quantmatch.tui.rendering import contribution_summary, plugin_detail, status_text
+from quantmatch.tui.screens.base import QMScreen
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-    from quantmatch.pluginhost import PluginInfo
+    from quantmatch.sdk.pluginhost import PluginInfo
 
 __all__ = ["PluginsScreen", "short_name"]
 
@@ -137,9 +137,11 @@ class PluginsScreen(QMScreen):
     def show(self, name: str) -> None:
         p = self._infos.get(name)
         if p is not None and self.registry is not None:
-            rows = [(backend, cap) for backend, items in self.registry.host.refinements.items()
+            host = self.registry.host
+            rows = [(backend, cap) for backend, items in host.refinements.items()
                     for cap, prov in items if prov.plugin == p.name]
-            self.query_one("#plugin-detail-body", Static).update(plugin_detail(p, rows))
+            options = {m: e.obj.options.specs() for m, e in host.quantizers.items() if e.provenance.plugin == p.name}
+            self.query_one("#plugin-detail-body", Static).update(plugin_detail(p, rows, options))
 
     @on(DataTable.RowHighlighted, "#plugins")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

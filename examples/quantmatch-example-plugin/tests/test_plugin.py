@@ -15,11 +15,11 @@ from quantmatch_example_plugin.gaudi import IntelGaudiFamily
 from quantmatch_example_plugin.int8 import ExampleInt8Quantizer, ExampleTorchBackend
 from quantmatch_example_plugin.method import IncFp8Quantizer
 
-from quantmatch.pluginhost import PluginHost
-from quantmatch.quantizer import Quantizer
 from quantmatch.registry import Registry
-from quantmatch.testing import BackendContract, DeviceFamilyContract, QuantizerContract
-from quantmatch.verdict import Level
+from quantmatch.sdk.pluginhost import PluginHost
+from quantmatch.sdk.quantizer import Quantizer
+from quantmatch.sdk.verdict import Level
+from quantmatch.testing import BackendContract, DeviceFamilyContract, QuantizerContract, RunnerContract
 
 
 class TestGaudiFamily(DeviceFamilyContract):
@@ -40,6 +40,14 @@ class TestIncFp8(QuantizerContract):
 
 
 class TestExampleTorch(BackendContract):
+    backend = ExampleTorchBackend
+    plugin = plugin
+
+
+class TestExampleTorchRunner(RunnerContract):
+    """The runner example-torch names: its declarations, then a real run on an example-int8 artifact of the
+    tiny Llama (logits, NLL, greedy decoding through the KV cache, peak memory, verify's micro-probe)."""
+
     backend = ExampleTorchBackend
     plugin = plugin
 
@@ -148,7 +156,7 @@ def test_example_int8_through_quantmatch_quantize_and_load(quantmatch_plugin: Ca
     """quantmatch's own pipeline (what `quantmatch quantize` and `quantmatch eval` call) runs the plugin."""
     import torch
 
-    from quantmatch.pipeline import load_artifact, quantize
+    from quantmatch.sdk.pipeline import load_artifact, quantize
 
     quantmatch_plugin(plugin, "example-gaudi")
     result = quantize(tiny_llama_dir, "example-int8", "w8a32", tmp_path / "q")

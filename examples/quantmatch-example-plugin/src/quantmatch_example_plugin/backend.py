@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires
-from quantmatch.verdict import Level
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires
+from quantmatch.sdk.verdict import Level
 
 from . import sources as s
 from .gaudi import FAMILY, TARGET
@@ -24,7 +24,6 @@ class OptimumHabanaBackend(Backend):
     formats = ("inc-fp8",)
     requires = ("optimum-habana>=1.14",)
     install_hint = "pip install optimum-habana  (on a machine with the Intel Gaudi software stack)"
-    executable = False
     source = s.OPTIMUM_HABANA
     capabilities = (
         Capability(Level.NATIVE, "Optimum Habana runs unquantized {weights} on {device}'s matrix engine (MME)",

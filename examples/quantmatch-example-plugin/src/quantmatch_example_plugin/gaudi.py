@@ -11,8 +11,8 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import ClassVar
 
-from quantmatch.device import Detection, DeviceFamily
-from quantmatch.profile import Figure, HardwareProfile
+from quantmatch.sdk.device import Detection, DeviceFamily
+from quantmatch.sdk.profile import Figure, HardwareProfile
 
 from . import sources as s
 

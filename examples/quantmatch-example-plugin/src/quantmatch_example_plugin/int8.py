@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantmatch.backend import Backend
-from quantmatch.capability import Capability, Requires
-from quantmatch.quantizer import Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme, parse_scheme
-from quantmatch.verdict import Level
+from quantmatch.sdk.backend import Backend
+from quantmatch.sdk.capability import Capability, Requires
+from quantmatch.sdk.options import MethodOptions, option
+from quantmatch.sdk.priors import JobPriors, MethodPriors, RuntimePriors
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme, parse_scheme
+from quantmatch.sdk.verdict import Level
 
 from . import sources as s
 
@@ -52,6 +54,25 @@ class Int8Artifact:
                 "size_bytes": self.size_bytes, "seconds": round(self.seconds, 3)}
 
 
+@dataclass(frozen=True)
+class ExampleInt8Options(MethodOptions):
+    """``example-int8``'s options (``--option KEY=VALUE``): typed, with defaults and help, and strict:
+    ``quantmatch quantize`` refuses a key not declared here before it loads anything."""
+
+    exclude: tuple[str, ...] = option(("lm_head",), "glob patterns of linear layers kept in float "
+                                                    "(empty: the LM head)")
+
+
+ESTIMATES = ("the example's estimates, modelled on eager PyTorch on the CPU dequantizing every layer on each "
+             "call (not measured)")
+
+METHOD_PRIORS = MethodPriors(
+    # data-free: an absmax, a divide and a round per weight; its quality is plain RTN's (the default)
+    job=JobPriors(flops_per_weight=4.0, source=ESTIMATES),
+)
+"""What the planner assumes about ``example-int8`` (``quantmatch.sdk.priors``)."""
+
+
 class ExampleInt8Quantizer(Quantizer):
     """Per-output-channel absmax int8, weight-only, in plain PyTorch: a method that runs anywhere."""
 
@@ -65,20 +86,23 @@ class ExampleInt8Quantizer(Quantizer):
     install_hint = "pip install 'quantmatch[torch]'"
     architectures = frozenset({"llama", "mistral", "qwen2"})  # decoders whose projections are nn.Linear
     source = s.join(s.LLM_INT8_ABSMAX, s.SAFETENSORS)
+    priors = METHOD_PRIORS
+    options = ExampleInt8Options
 
     def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
                  options: Mapping[str, Any] | None = None, **more: Any) -> Int8Artifact:
         """Quantize ``model`` (a model directory, or the ``ModelSource`` quantmatch's pipeline passes)
         to ``scheme`` and write the artifact into ``out``.
 
-        Options: ``exclude`` (module-name patterns kept in float, default ``lm_head``) and
-        ``progress`` (``progress(stage, done, total)``, as the pipeline passes it).
+        Options: those of :class:`ExampleInt8Options` (``exclude``: module-name patterns kept in
+        float, default ``lm_head``) and the pipeline's ``progress`` (``progress(stage, done, total)``).
         """
-        from quantmatch.models import ModelSource, resolve_model
+        from quantmatch.sdk.models import ModelSource, resolve_model
 
         from . import int8_torch
 
         opts = {**(options or {}), **more}
+        cfg = ExampleInt8Options.of(opts, self.name)
         sch = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
         problems = [p.text for p in self.check(None, sch) if p.fatal]
         if problems:
@@ -87,7 +111,7 @@ class ExampleInt8Quantizer(Quantizer):
         started = time.perf_counter()
         source = model if isinstance(model, ModelSource) else resolve_model(model)
         hf_model, tokenizer = source.load(dtype)
-        exclude = tuple(opts.get("exclude") or self.default_exclude)
+        exclude = cfg.exclude or self.default_exclude
         modules = int8_torch.quantize_model(hf_model, exclude, opts.get("progress"))
         path = Path(out)
         int8_torch.save(hf_model, tokenizer, path, {"format": FORMAT, "scheme": str(sch), "dtype": dtype,
@@ -111,6 +135,19 @@ CPU = ("cpu",)
 INT8 = ("int8",)
 FLOAT_ACTS = ("fp32", "bf16")
 
+RUNTIME_PRIORS = {
+    "cpu": RuntimePriors(
+        bandwidth_eff=0.55, compute_eff=0.6, layer_overhead_s=5e-4, step_overhead_s=2e-3, memory_gib=0.4,
+        # each call writes an fp32 copy of the int8 weights, scales it, and casts it to the compute type
+        dequant="materialize", dequant_passes=2.0,
+        gemv_eff={"bf16": 0.08, "fp16": 0.08},  # 16-bit GEMV at M=1 is compute-bound in eager PyTorch
+        # python + torch + transformers; the loader builds the float model before the int8 layers replace it
+        import_gib=0.22, load_copy_bytes=4.0,
+        source=ESTIMATES + ": eager PyTorch's bandwidth and dispatch, a little more dispatch per layer for the "
+               "dequantization, two elementwise passes over a full-width copy per layer and call"),
+}
+"""What the planner assumes about ``example-torch`` (``quantmatch.sdk.priors``): the CPU, its only target."""
+
 
 class ExampleTorchBackend(Backend):
     """The example's own runtime: its loader on PyTorch eager, on the CPU."""
@@ -121,8 +158,9 @@ class ExampleTorchBackend(Backend):
     formats = (FORMAT,)
     requires = ("torch>=2.4", "transformers>=4.46", "safetensors>=0.4")
     install_hint = "pip install 'quantmatch[torch]'"
-    executable = True
+    runner = "quantmatch_example_plugin.runner:ExampleTorchRunner"  # imported only when something runs
     source = s.TORCH_LINEAR
+    priors = RUNTIME_PRIORS
     capabilities = (
         Capability(Level.WEIGHT_ONLY, "int8 weights are dequantized per output channel to {activations} and "
                    "multiplied with torch.nn.functional.linear on {device}'s {activations} units",

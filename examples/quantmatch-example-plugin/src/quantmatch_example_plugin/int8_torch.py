@@ -119,7 +119,7 @@ def load(directory: Path, dtype: str | None = None) -> tuple[Any, Any]:
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from quantmatch.models import torch_dtype
+    from quantmatch.sdk.models import torch_dtype
 
     manifest = read_manifest(directory)
     config = AutoConfig.from_pretrained(str(directory))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantmatch.quantizer import Quantizer, SchemeSupport
-from quantmatch.scheme import Scheme
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.scheme import Scheme
 
 from . import sources as s
 

@@ -8,8 +8,8 @@ the backend's own rows, written for other hardware, decides for Gaudi.
 
 from __future__ import annotations
 
-from quantmatch.capability import Capability, Requires
-from quantmatch.verdict import Level
+from quantmatch.sdk.capability import Capability, Requires
+from quantmatch.sdk.verdict import Level
 
 from . import sources as s
 from .gaudi import FAMILY, TARGET

@@ -1,0 +1,606 @@
+"""The ``quantmatch`` command line: the parser, one function per command, and the one place errors end.
+
+Start-up stays cheap: this module imports only the standard library at the top; each command
+imports what it needs. ``--help``, ``plugins``, ``devices``, ``registry``, ``explain`` and
+``conformance`` never import torch, transformers, textual or ray.
+
+Errors are caught once, in :func:`main`: an :class:`~quantmatch.sdk.errors.InputError` (bad input: an
+unknown name, a missing file, an option that does not exist ...) prints ``quantmatch: error: ...`` and
+exits 2, as JSON too under ``--json``; a :class:`~quantmatch.sdk.errors.RunError` exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+JSON_SCHEMA_VERSION = 1
+
+
+def _input_error() -> type[Exception]:
+    from quantmatch.sdk.errors import InputError
+
+    return InputError
+
+
+class UsageError(Exception):
+    """Bad input found by the command line itself (a missing flag, a value that does not parse): printed
+    as ``quantmatch: error: ...`` and exit code 2, like every :class:`~quantmatch.sdk.errors.InputError`."""
+
+
+def _emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def _registry() -> Any:
+    from quantmatch.registry import Registry
+
+    return Registry()
+
+
+# ---- commands ---------------------------------------------------------------------------------
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from quantmatch.sdk.pluginhost import get_host
+
+    host = get_host()
+    infos = list(host.plugins.values())
+    if args.json:
+        methods = [{"name": name, "plugin": e.provenance.plugin, "options": e.obj.options.schema()}
+                   for name, e in host.quantizers.items()]
+        backends = [{"name": name, "plugin": e.provenance.plugin, "runner": e.obj.runner or None,
+                     "reference": e.obj.reference, "priors": sorted(e.obj.priors)}
+                    for name, e in host.backends.items()]
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "plugins": [p.to_dict() for p in infos], "methods": methods,
+                    "backends": backends})
+        return 0
+    from quantmatch.cli import tables as render
+
+    render.plugins_table(infos, {b: host.precedence(b) for b in sorted(host.refinements)})
+    render.method_options({name: e.obj.options for name, e in host.quantizers.items()})
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from quantmatch.registry import detect_all
+
+    dets = detect_all(measure_bandwidth=not args.no_measure)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "detections": [d.to_dict() for d in dets]})
+        return 0
+    from quantmatch.cli import tables as render
+
+    render.detections(dets)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    reg = _registry()
+    if args.device:
+        dev = reg.device(args.device)
+        if args.json:
+            _emit_json({"schema": JSON_SCHEMA_VERSION, "device": dev.to_dict()})
+            return 0
+        from quantmatch.cli import tables as render
+
+        render.device_detail(dev)
+        return 0
+    devs = reg.devices(args.family)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "devices": [d.to_dict() for d in devs]})
+        return 0
+    from quantmatch.cli import tables as render
+
+    render.devices_table(devs)
+    return 0
+
+
+def _model(path: str | None) -> Any:
+    if not path:
+        return None
+    from quantmatch.sdk.model_info import ModelInfo
+
+    return ModelInfo.from_path(path)
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    reg = _registry()
+    dev = reg.device(args.device)
+    if args.level:
+        from quantmatch.sdk.verdict import Level
+
+        try:
+            Level.parse(args.level)
+        except ValueError:
+            from quantmatch.sdk.errors import UnknownChoiceError
+
+            raise UnknownChoiceError("level", args.level, [lv.value for lv in Level]) from None
+    combos = reg.combinations(dev, method=args.method, backend=args.backend, level=args.level,
+                              layer=args.layer, model=_model(args.model),
+                              include_unsupported=not args.runnable)
+    empty_because = [] if combos else _why_empty(reg, dev, args)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "device": dev.to_dict(),
+                    "combinations": [v.to_dict() for v in combos], "empty_because": empty_because})
+        return 0
+    from quantmatch.cli import tables as render
+
+    render.registry_table(dev, combos, empty_because)
+    return 0
+
+
+def _why_empty(reg: Any, dev: Any, args: argparse.Namespace) -> list[str]:
+    """Why the filters of ``quantmatch registry`` left no combination (an empty answer is a valid one)."""
+    reasons: list[str] = reg.why_empty(dev, method=args.method, backend=args.backend)
+    if reasons:
+        return reasons
+    wanted = "runnable" if args.runnable and not args.level else args.level
+    return [f"nothing on {dev.name} is {wanted or 'listed'} for these filters "
+            "(drop --level/--runnable to see every verdict)"]
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    reg = _registry()
+    method = None if args.method.lower() in ("-", "none", "any") else args.method
+    layers = [args.layer] if args.layer else None
+    verdicts = reg.explain(method, args.scheme, args.backend, args.device, args.target,
+                           _model(args.model), layers)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "verdicts": [v.to_dict() for v in verdicts]})
+        return 0
+    from quantmatch.cli import tables as render
+
+    render.explain(reg.device(args.device), verdicts)
+    return 0
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from quantmatch.registry import run_conformance
+    from quantmatch.registry.conformance import EXPECTED_FORMAT, ConformanceFormatError
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file (give a conformance JSON such as "
+                         "shared/reference/conformance_public.json)")
+    try:
+        report = run_conformance(path)
+    except ConformanceFormatError as e:
+        raise UsageError(f"{path}: not a conformance file: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not a conformance file ({type(e).__name__}: {e}); expected "
+                         f"{EXPECTED_FORMAT}") from e
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, **report.to_dict()})
+    else:
+        from quantmatch.cli import tables as render
+
+        render.conformance(report, show_agree=args.verbose)
+    return 1 if report.count("disagree") else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    return _plan(args)
+
+
+def _positive_int(name: str, text: str | None) -> int | None:
+    """``--batch`` and friends, parsed here (not by argparse) so --json can report bad values as JSON."""
+    from quantmatch.planner import PlanInputError
+
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise PlanInputError(f"--{name} must be a positive integer, got {text!r}") from None
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from quantmatch.planner import plan_devices
+    from quantmatch.planner.plan import comparison
+
+    plans = plan_devices(args.model, args.device or ["local"], batch=_positive_int("batch", args.batch),
+                         prompt=_positive_int("prompt", args.prompt), gen=_positive_int("gen", args.gen),
+                         context=_positive_int("context", args.context), tolerance=args.tolerance,
+                         memory_budget=args.memory_budget, prefer=args.prefer)
+    if not args.json:
+        from quantmatch.cli.plan_view import print_comparison, print_plan
+
+        for i, p in enumerate(plans):
+            if i:
+                print()
+            print_plan(p, top=args.top, show_all=args.all)
+        if len(plans) > 1:
+            print()
+            print_comparison(plans)
+    ran = None
+    if args.run:
+        from quantmatch.planner.run import pick_plan, run_plan
+
+        chosen, which = pick_plan(plans)
+        if not args.json:
+            print(which)
+        ran = {"note": which, **run_plan(chosen, args.model, args.out, args.force)}
+        if not args.json:
+            from quantmatch.cli.plan_view import print_run
+
+            print_run(ran)
+    if args.json:
+        payload: dict[str, Any] = {"schema": JSON_SCHEMA_VERSION, "plans": [p.to_dict() for p in plans]}
+        if len(plans) > 1:
+            payload["comparison"] = comparison(plans)
+        if ran is not None:
+            payload["run"] = ran
+        _emit_json(payload)
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("textual") is None:
+        raise UsageError("the TUI needs Textual: pip install 'quantmatch[tui]' (or -e \".[tui]\")")
+    from quantmatch.tui import run  # imports textual only now, never for the other commands
+
+    return run(device=args.device, compare=args.compare, mode=args.screen)
+
+
+_OWN_FLAGS = {"preset": "--preset", "rules": "--rule", "calibration": "--calib/--samples/--seq-len",
+              "seed": "--seed", "force": "--force", "progress": "(always on)", "model": "MODEL",
+              "method": "--method", "scheme": "--scheme", "out": "--out"}
+
+
+def _method_options(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a value is read as JSON when it parses (``0.05``, ``false``, ``[]``), else as text."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"--option {item!r}: expected KEY=VALUE, for example --option damp=0.05")
+        if key.strip() in _OWN_FLAGS:
+            raise UsageError(f"--option {key.strip()}: set it with its own flag ({_OWN_FLAGS[key.strip()]})")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
+    from quantmatch.cli import quantize_view as qr
+    from quantmatch.sdk.artifact import OutputExistsError, check_output
+    from quantmatch.sdk.calibration import CalibrationSpec
+    from quantmatch.sdk.pipeline import plan_quantization, quantize
+    from quantmatch.sdk.quantizer import Problem
+
+    err = Console(stderr=True, highlight=False, markup=False)
+    calibration = CalibrationSpec(args.calib, args.samples, args.seq_len, args.seed)
+    options = _method_options(args.option or ())
+    if not args.dry_run:
+        check_output(args.out, args.force)
+    plan = plan_quantization(args.model, args.method, args.scheme, args.preset, args.rule or (), options=options)
+    if args.dry_run:
+        try:
+            check_output(args.out, args.force)
+        except OutputExistsError as e:  # the real run would refuse it: the dry run says so
+            plan.problems.append(Problem(str(e), fix="choose another --out, or pass --force to replace it"))
+    if not args.json or plan.fatal:
+        qr.plan_report(plan, err)
+    plan.raise_if_fatal()
+    if args.dry_run:
+        if args.json:
+            _emit_json({"schema": JSON_SCHEMA_VERSION, "plan": plan.to_dict()})
+        else:
+            err.print("checks passed; nothing loaded or written (--dry-run)")
+        return 0
+    with qr.progress_bar(not args.json) as progress:
+        result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
+                          rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
+                          progress=progress, **options)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "result": result.to_dict()})
+    else:
+        shown = {str(p) for p in plan.problems}
+        for warning in (w for w in result.warnings if w not in shown):
+            err.print(Text.assemble(("warning", "yellow"), f": {warning}"))
+        qr.quantize_table(result, Console(highlight=False, markup=False))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.cli import quantize_view as qr
+    from quantmatch.sdk.evaluate import evaluate
+
+    try:
+        with qr.progress_bar(not args.json) as progress:
+            result = evaluate(args.target, text=args.text, tokens=args.tokens, window=args.window,
+                              dtype=args.dtype, progress=progress, threads=args.threads)
+    except ValueError as e:  # tokens/window out of range (InputErrors pass through to main)
+        if isinstance(e, _input_error()):
+            raise
+        raise UsageError(str(e)) from e
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "evaluation": result.to_dict()})
+    else:
+        qr.eval_table(result, Console(highlight=False, markup=False))
+    return 0
+
+
+def _bench_progress() -> Any:
+    """The bench's progress bar on stderr: done/total, elapsed and an ETA, like the quantize bar."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=Console(stderr=True, markup=False), transient=True)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.cli.measure_view import bench_table
+    from quantmatch.measure.bench import Bench, parse_combos
+    from quantmatch.sdk.runner import MeasureConfig
+
+    if not args.combos and not args.all_runnable:
+        raise UsageError("say what to run: --combos method:scheme:backend,... or --all-runnable")
+    combos = parse_combos(args.combos or "")
+    config = MeasureConfig(tokens=args.tokens, window=args.window, prompt=args.prompt,
+                           new_tokens=args.new_tokens, batch=args.batch)
+    bench = Bench(args.model, config=config, threads=args.threads, requantize=args.requantize, text=args.text,
+                  save=not args.no_store, timeout=args.timeout, budget=args.budget or None)
+    progress = _bench_progress()
+    with progress:
+        task = progress.add_task("bench", total=1)
+
+        def tick(what: str, done: int, total: int) -> None:
+            progress.update(task, description=what, completed=done, total=total)
+
+        report = bench.run(combos, args.all_runnable, progress=tick)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "bench": report.to_dict()})
+    else:
+        bench_table(report, Console(highlight=False, markup=False))
+    return report.exit_code
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.cli.measure_view import verify_table
+    from quantmatch.measure.verify import verify
+
+    with Console(stderr=True, markup=False).status("running microbenchmarks") as status:
+        def tick(what: str, done: int, total: int) -> None:
+            status.update(f"microbenchmark {what} ({done + 1}/{total})")
+
+        def wanted(method: str, scheme: str, backend: str) -> bool:
+            return all(want is None or want.lower() == got for want, got in
+                       ((args.method, method), (args.scheme, scheme), (args.backend, backend)))
+
+        report = verify(threads=args.threads, save=not args.no_store, only=wanted, progress=tick)
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "verify": report.to_dict()})
+    else:
+        verify_table(report, Console(highlight=False, markup=False))
+    return report.exit_code
+
+
+# ---- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="quantmatch",
+        description="Which LLM quantization precision and method fit your model, hardware and workload. "
+                    "Verdicts: native (low-precision compute), weight-only (memory win, 16-bit math), "
+                    "emulated (runs, slower), unsupported (pruned), each with reasons and sources.",
+        epilog="Examples:\n"
+               "  quantmatch detect\n"
+               "  quantmatch registry --device local\n"
+               "  quantmatch registry --device h100 --method gptq\n"
+               "  quantmatch explain fp8 w8a8-fp8 vllm a100\n"
+               "  quantmatch explain - w4a4-int4 hardware h100\n"
+               "Plugins: QUANTMATCH_DISABLE_PLUGIN_AUTOLOAD=1, QUANTMATCH_PLUGINS=a,b (allow-list), "
+               "QUANTMATCH_BLOCK_PLUGINS=a,b.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("plugins", cmd_plugins, "list loaded plugins, their versions, contributions and errors")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("detect", cmd_detect, "detect this machine's devices (CPU flags, GPUs, memory, bandwidth)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--no-measure", action="store_true", help="skip the memory-bandwidth copy test")
+
+    sp = add("devices", cmd_devices, "list catalog devices, or show one device with its sources")
+    sp.add_argument("device", nargs="?", help="a device id or alias (e.g. h100) to show in detail")
+    sp.add_argument("--family", help="nvidia, amd-rocm, apple-metal, x86-cpu, arm-cpu")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("registry", cmd_registry, "what runs on a device, at which level, and what is pruned")
+    sp.add_argument("--device", default="local", help="device id, alias or 'local' (default: local)")
+    sp.add_argument("--method", help="only this quantization method")
+    sp.add_argument("--backend", help="only this backend")
+    sp.add_argument("--level", help="only this level: native, weight-only, emulated, unsupported")
+    sp.add_argument("--layer", default="linear", help="linear (default), moe or kv-cache")
+    sp.add_argument("--model", help="a model directory or config.json for shape-aware pruning")
+    sp.add_argument("--runnable", action="store_true", help="hide unsupported (pruned) combinations")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("explain", cmd_explain, "why one combination gets its verdict, with reasons and sources")
+    sp.add_argument("method", help="quantization method, or '-' for the number formats alone")
+    sp.add_argument("scheme", help="scheme, e.g. w4a16-g128-asym, w8a8-fp8, gguf-q4_k_m")
+    sp.add_argument("backend", help="backend, e.g. vllm, llama.cpp, hardware")
+    sp.add_argument("device", help="device id, alias or 'local'")
+    sp.add_argument("--target", help="execution target: cuda, rocm, metal (mps), vulkan, cpu")
+    sp.add_argument("--layer", help="only this layer type: linear, moe, kv-cache")
+    sp.add_argument("--model", help="a model directory or config.json for shape-aware checks")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("conformance", cmd_conformance, "check the registry against a file of expected verdicts")
+    sp.add_argument("file", help="conformance JSON (format 'quantmatch conformance cases v1')")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("-v", "--verbose", action="store_true", help="also list the agreeing cases")
+
+    sp = add("plan", cmd_plan, "recommend precision, method and runtime for a model, device and workload")
+    sp.add_argument("model", help="built-in shape (llama-3.1-8b, smollm2-135m ...), model directory, "
+                                  "config.json or .gguf file")
+    sp.add_argument("--device", action="append", help="device id, alias or 'local' (repeat to compare; "
+                                                      "default: local)")
+    sp.add_argument("--batch", default="1", help="concurrent sequences (default 1)")
+    sp.add_argument("--prompt", default="512", help="prompt tokens per sequence (default 512)")
+    sp.add_argument("--gen", default="256", help="generated tokens per sequence (default 256)")
+    sp.add_argument("--context", help="KV-cache length per sequence (default prompt + gen)")
+    sp.add_argument("--tolerance", default="chat",
+                    help="quality tolerance: chat (3%%), code (1%%), reasoning (0.5%%) or a percentage")
+    sp.add_argument("--memory-budget", help="memory limit, in GB (10^9 bytes) unless a unit is given: 8, 8GB, "
+                                            "7.5GiB, 512MB (default: the device's memory)")
+    sp.add_argument("--prefer", default="fastest", help="fastest (default), smallest or most-accurate")
+    sp.add_argument("--top", type=int, default=10, help="plans to show (default 10)")
+    sp.add_argument("--all", action="store_true", help="show every plan and every rejection")
+    sp.add_argument("--run", action="store_true", help="quantize the best plan quantmatch can produce whose job "
+                                                       "fits this machine, then evaluate it (imports torch; with "
+                                                       "several --device: the local one's plan, else the first's)")
+    sp.add_argument("--out", help="artifact directory for --run (default: MODEL-SCHEME)")
+    sp.add_argument("--force", action="store_true", help="with --run: replace an existing --out")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("quantize", cmd_quantize, "quantize a model with quanto, HQQ, GGUF, GPTQ, AWQ, SmoothQuant or RTN "
+                                       "(checks run first; progress per decoder block)")
+    sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
+    sp.add_argument("--method", required=True, help="quanto, hqq, gguf, gptq, awq, smoothquant or rtn (or a plugin's "
+                                                     "method)")
+    sp.add_argument("--scheme", required=True, help="e.g. w8a16, w4a16-g64-asym, gguf-q4_k_m")
+    sp.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
+    sp.add_argument("--preset", help="layer-wise precision preset: typical, typical-int4-qkv, typical-int8-head, "
+                                     "attn8-mlp4")
+    sp.add_argument("--rule", action="append", metavar="PATTERNS=PRECISION",
+                    help="layer-wise rule, repeatable, ahead of the preset's rules: e.g. lm_head=fp16, "
+                         "'*.mlp.*=int4' (precisions: fp32, fp16, bf16, int8, int4, ...)")
+    sp.add_argument("--calib", help="calibration text file or dataset name (default: bundled Shakespeare)")
+    sp.add_argument("--samples", type=int, default=16, help="calibration samples (default 16)")
+    sp.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
+    sp.add_argument("--seed", type=int, default=0, help="seed for calibration sampling (default 0)")
+    sp.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="a method option, repeatable; JSON values: gptq damp=0.05 act_order=false shrink=0, "
+                         "smoothquant alpha=0.5 'dynamic_layers=[]', hqq axis=0. Unknown keys and values of "
+                         "the wrong type are refused; `quantmatch plugins` lists each method's options")
+    sp.add_argument("--force", action="store_true", help="replace an existing --out")
+    sp.add_argument("--dry-run", action="store_true", help="run the checks and show the layer plan only")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("eval", cmd_eval, "perplexity, size on disk and peak memory of a model or artifact")
+    sp.add_argument("target", metavar="MODEL_OR_ARTIFACT", help="artifact directory, model directory, .gguf, "
+                                                                 "hub id or smollm2-135m")
+    sp.add_argument("--text", help="UTF-8 text file (default: bundled held-out Shakespeare)")
+    sp.add_argument("--tokens", type=int, default=20000, help="tokens to score (default 20000)")
+    sp.add_argument("--window", type=int, default=1024, help="window length, non-overlapping (default 1024)")
+    sp.add_argument("--threads", type=int, help="threads for torch or llama.cpp (default: every core)")
+    sp.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                    help="float type torch models compute in (default float32; stored weights are unchanged)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("bench", cmd_bench, "run combinations on this machine: perplexity, speed, memory, roofline")
+    sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
+    sp.add_argument("--combos", help="comma-separated method:scheme:backend (none:fp32:torch for a baseline)")
+    sp.add_argument("--all-runnable", action="store_true", help="every combination the registry marks runnable here")
+    sp.add_argument("--tokens", type=int, default=2048, help="perplexity tokens (default 2048: two windows)")
+    sp.add_argument("--window", type=int, default=1024, help="perplexity window (default 1024)")
+    sp.add_argument("--prompt", type=int, default=128, help="prefill tokens (default 128)")
+    sp.add_argument("--new-tokens", type=int, default=32, help="timed decode steps (default 32)")
+    sp.add_argument("--batch", type=int, default=4, help="the larger decode batch (default 4)")
+    sp.add_argument("--threads", type=int, help="threads for every backend (default: physical cores)")
+    sp.add_argument("--text", help="UTF-8 text file for perplexity (default: bundled held-out Shakespeare)")
+    sp.add_argument("--requantize", action="store_true", help="re-create cached artifacts")
+    sp.add_argument("--budget", type=float, default=240, help="seconds the perplexity pass of one combination may "
+                    "take at its measured prefill speed; slower ones are skipped (default 240, 0: no limit)")
+    sp.add_argument("--timeout", type=float, default=900, help="seconds before a combination's process is stopped "
+                    "and recorded as failed (default 900)")
+    sp.add_argument("--no-store", action="store_true", help="do not write the results store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("verify", cmd_verify, "check the registry's claimed levels on this machine with microbenchmarks")
+    sp.add_argument("--method", help="only this method ('none' for the float baselines)")
+    sp.add_argument("--scheme", help="only this scheme")
+    sp.add_argument("--backend", help="only this backend")
+    sp.add_argument("--threads", type=int, help="threads (default: physical cores)")
+    sp.add_argument("--no-store", action="store_true", help="do not write the evidence to the results store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("tui", cmd_tui, "explore devices, the matrix, explanations, plans and plugins in a terminal app")
+    sp.add_argument("--device", default="local", help="device to explore first (default: local)")
+    sp.add_argument("--compare", help="a second device for the side-by-side matrix")
+    sp.add_argument("--screen", default="devices", choices=("devices", "matrix", "explain", "plan", "plugins"),
+                    help="first screen (default: devices)")
+    return p
+
+
+def _version() -> str:
+    from quantmatch import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 findings such as conformance disagreements or a run that
+    failed, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    from quantmatch.sdk.errors import InputError, QuantmatchError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, InputError) as e:
+        return _fail(args, e, 2)
+    except QuantmatchError as e:  # a run or a plugin failed: not the user's input
+        return _fail(args, e, 1)
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("quantmatch: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(args: argparse.Namespace, e: Exception, code: int) -> int:
+    """Print ``quantmatch: error: ...`` (and, under ``--json``, the error as JSON on stdout)."""
+    if getattr(args, "json", False):
+        error: dict[str, Any] = {"type": type(e).__name__, "message": str(e)}
+        close = getattr(e, "close", None) or getattr(e, "choices", None)
+        if close:
+            error["choices"] = list(close)
+        if getattr(e, "fix", ""):
+            error["fix"] = e.fix  # type: ignore[attr-defined]
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "error": error})
+    print(f"quantmatch: error: {e}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Terminal output for ``quantmatch quantize`` and ``quantmatch eval``: progress bars and result tables.
+
+Progress goes to stderr (so ``--json`` output on stdout stays clean); tables go to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["eval_table", "plan_report", "progress_bar", "quantize_table"]
+
+_STAGES = {"load": "loading the model", "calibrate": "calibrating activations", "quantize": "quantizing layers",
+           "convert": "converting to GGUF", "evaluate": "scoring windows", "save": "writing the artifact"}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(stage, done, total)`` callback drawing one bar with an ETA per stage (stderr)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    with contextlib.suppress(ImportError):  # transformers' own bars would interleave with ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                        TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True, markup=False),
+                        transient=False)
+    tasks: dict[str, TaskID] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(_STAGES.get(stage, stage), total=max(total, 1))
+        progress.update(tasks[stage], completed=done, total=max(total, 1))
+
+    with progress:
+        yield update
+
+
+def plan_report(plan: Any, console: Console) -> None:
+    """The checks' findings and, with layer rules, which modules each rule hits."""
+    from quantmatch.sdk.layerwise import summarize
+
+    for p in plan.problems:
+        tag = ("refused", "red") if p.fatal else ("warning", "yellow")
+        console.print(Text.assemble(tag, f": {p}"))
+    if plan.rule_hits:
+        t = Table(title="layer rules (first match wins)", title_justify="left")
+        for col in ("rule", "precision", "modules", "patterns"):
+            t.add_column(col)
+        for h in plan.rule_hits:
+            hits = Text(str(len(h.hits))) if h.hits else Text("none", style="yellow")
+            t.add_row(h.rule.name, h.rule.precision, hits, ", ".join(h.rule.patterns))
+        console.print(t)
+        for line in summarize([h for h in plan.rule_hits if h.unused]):
+            console.print(Text.assemble(("warning", "yellow"), f": rule {line}"))
+
+
+def quantize_table(result: Any, console: Console) -> None:
+    t = Table(title=f"quantized {result.source} with {result.method}", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("artifact", str(result.artifact))
+    t.add_row("scheme", result.scheme + ("" if result.scheme == result.requested_scheme
+                                         else f" (asked: {result.requested_scheme})"))
+    t.add_row("size on disk", _mib(result.size_bytes))
+    t.add_row("time", f"{result.seconds:,.1f} s")
+    modules = result.manifest.details.get("quantized_modules")
+    if modules:
+        t.add_row("quantized modules", ", ".join(f"{n} {k}" for k, n in sorted(modules.items())))
+    console.print(t)
+    console.print(f"next: quantmatch eval {result.artifact}")
+
+
+def eval_table(result: Any, console: Console) -> None:
+    what = f"{result.method} {result.scheme}" if result.method else f"{result.kind} ({result.compute_dtype})"
+    t = Table(title=f"evaluation of {result.target}: {what}", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("perplexity", f"{result.perplexity:.3f}")
+    t.add_row("text", f"{result.text}: {result.tokens:,} tokens, {result.windows} windows of {result.window}")
+    t.add_row("computed in", result.compute_dtype)
+    t.add_row("size on disk", f"{_mib(result.size_bytes)} (weights {_mib(result.weights_bytes)})")
+    t.add_row("peak RSS", _mib(result.peak_rss_bytes))
+    t.add_row("time", f"{result.seconds:,.1f} s")
+    console.print(t)

@@ -1,0 +1,322 @@
+"""The results store: one SQLite file that ``bench``/``verify`` write and the planner and registry read.
+
+The file is :func:`results_path` (``platformdirs.user_data_dir("quantmatch")/results.sqlite``, or
+``$QUANTMATCH_RESULTS_DB``). Three tables:
+
+- ``results``: one row per measured combination (:data:`SCHEMA`, the statement it is created with,
+  documented in ``docs/planner.md``), keyed by model, method (``none`` for float baselines), scheme,
+  backend and device; the newest row wins. A table of an older version gets the columns added since
+  (:data:`SETTINGS_COLUMNS`), filled in from ``runs`` where it holds them;
+- ``runs``: the full measurement of each row as JSON (roofline, load time, threads, versions ...);
+- ``evidence``: what ``quantmatch verify`` and ``quantmatch bench`` measured for a verdict (kind, figure,
+  date, library versions, whether it agrees with the claimed level), read by the registry, which
+  attaches it to the verdicts of this machine (``Verdict.evidence``, shown by ``quantmatch explain``).
+
+Writers use :class:`ResultsStore`; readers (:func:`read_evidence`, :func:`measured_runs`,
+:func:`measured_quality`) open the file read-only and never create it: a missing file or table means
+"nothing measured".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from quantmatch.sdk.verdict import Evidence
+
+__all__ = ["EVIDENCE_SCHEMA", "RUNS_SCHEMA", "SCHEMA", "SETTINGS_COLUMNS", "EvidenceRow", "MeasuredRun", "ResultRow",
+           "ResultsStore", "measured_quality", "measured_runs", "read_evidence", "results_path", "run_settings"]
+
+RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
+    model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, date TEXT, status TEXT, detail TEXT
+)"""
+EVIDENCE_SCHEMA = """CREATE TABLE IF NOT EXISTS evidence (
+    method TEXT, scheme TEXT, backend TEXT, device TEXT, kind TEXT, figure TEXT, date TEXT, versions TEXT,
+    agrees INTEGER, claimed TEXT, observed TEXT
+)"""
+
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS results (
+    model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT,
+    ppl REAL, ppl_delta_pct REAL, decode_tps REAL, prefill_tps REAL, peak_rss REAL, date TEXT,
+    prompt INTEGER, decode_context REAL, batch INTEGER, decode_batch_tps REAL
+)"""
+"""The table definition writers should use (``quantmatch bench`` creates it with this)."""
+
+SETTINGS_COLUMNS = {"prompt": "INTEGER", "decode_context": "REAL", "batch": "INTEGER", "decode_batch_tps": "REAL"}
+"""Columns added to the first schema: the settings the speeds were measured at (and the batched decode).
+The writer adds them to an older table (:class:`quantmatch.sdk.store.ResultsStore`)."""
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """The newest measurement of one combination on one device: speeds, peak memory and their settings.
+
+    ``decode_tps``: one sequence decoding after a ``prompt``-token prefill, at a mean KV-cache length
+    of ``decode_context`` tokens; ``decode_batch_tps``: ``batch`` sequences decoding together, the same
+    way; ``prefill_tps``: one ``prompt``-token sequence; ``peak_rss``: the measuring process's peak in
+    bytes (runtime, weights, the perplexity pass and both decodes). Settings are ``None`` in rows
+    written before they were stored.
+    """
+
+    date: str
+    decode_tps: float | None
+    prefill_tps: float | None
+    peak_rss: float | None
+    prompt: int | None = None
+    decode_context: float | None = None
+    batch: int | None = None
+    decode_batch_tps: float | None = None
+
+
+def results_path() -> Path:
+    """The store's path: ``$QUANTMATCH_RESULTS_DB`` or ``user_data_dir("quantmatch")/results.sqlite``."""
+    env = os.environ.get("QUANTMATCH_RESULTS_DB")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("quantmatch")) / "results.sqlite"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of the ``results`` table (``method`` ``none`` for an unquantized baseline).
+
+    The settings (``prompt`` ... ``decode_batch_tps``) are filled in by :meth:`ResultsStore.add_result`
+    from the run in its ``detail`` when left ``None``.
+    """
+
+    model: str
+    method: str
+    scheme: str
+    backend: str
+    device: str
+    ppl: float | None
+    ppl_delta_pct: float | None
+    decode_tps: float | None
+    prefill_tps: float | None
+    peak_rss: float | None
+    date: str
+    prompt: int | None = None
+    decode_context: float | None = None
+    batch: int | None = None
+    decode_batch_tps: float | None = None
+
+
+def run_settings(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings columns of a :class:`~quantmatch.sdk.runner.RunResult` dict: its prompt, the mean
+    KV-cache length of its timed decode steps, and its batched decode (empty when it has no config)."""
+    cfg = run.get("config") or {}
+    if "prompt" not in cfg:
+        return {}
+    context = cfg["prompt"] + cfg.get("warmup", 0) + cfg.get("new_tokens", 0) / 2
+    return {"prompt": int(cfg["prompt"]), "decode_context": float(context), "batch": int(run.get("batch") or 1),
+            "decode_batch_tps": run.get("decode_batch_tps")}
+
+
+_COLUMNS = tuple(f.name for f in fields(ResultRow))
+
+
+@dataclass(frozen=True)
+class EvidenceRow:
+    """One measurement for a verdict: the combination, the :class:`~quantmatch.sdk.verdict.Evidence`, and the
+    claimed and observed levels."""
+
+    method: str
+    scheme: str
+    backend: str
+    device: str
+    evidence: Evidence
+    claimed: str = ""
+    observed: str = ""
+
+
+class ResultsStore:
+    """Read and write the store (created with all three tables on first write)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else results_path()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(str(self.path), timeout=30)
+        try:
+            for ddl in (SCHEMA, RUNS_SCHEMA, EVIDENCE_SCHEMA):
+                con.execute(ddl)
+            _upgrade(con)
+            yield con
+            con.commit()
+        finally:
+            con.close()
+
+    def add_result(self, row: ResultRow, detail: dict[str, Any] | None = None, status: str = "ok") -> None:
+        """Append a ``results`` row (and its full measurement to ``runs``); settings the row leaves ``None``
+        come from ``detail["run"]`` (see :func:`run_settings`)."""
+        run = (detail or {}).get("run")
+        if row.prompt is None and isinstance(run, Mapping):
+            row = replace(row, **run_settings(run))
+        with self._connect() as con:
+            d = asdict(row)
+            con.execute(f"INSERT INTO results ({', '.join(d)}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
+            con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row.model, row.method, row.scheme, row.backend, row.device, row.date, status,
+                         json.dumps(detail or {}, default=str)))
+
+    def results(self, model: str | None = None) -> list[ResultRow]:
+        """Every ``results`` row (of ``model``, case-insensitively), newest first."""
+        if not self.path.is_file():
+            return []
+        with self._connect() as con:
+            sql = f"SELECT {', '.join(_COLUMNS)} FROM results"
+            args: tuple[Any, ...] = ()
+            if model:
+                sql += " WHERE lower(model) = lower(?)"
+                args = (model,)
+            rows = con.execute(sql + " ORDER BY date DESC, rowid DESC", args).fetchall()
+        return [ResultRow(*r) for r in rows]
+
+    def add_evidence(self, rows: Sequence[EvidenceRow]) -> None:
+        with self._connect() as con:
+            for r in rows:
+                e = r.evidence
+                con.execute("INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (r.method, r.scheme, r.backend, r.device, e.kind, e.figure, e.date, e.versions,
+                             None if e.agrees is None else int(e.agrees), r.claimed, r.observed))
+
+    def evidence(self, device: str) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:
+        """See :func:`read_evidence`."""
+        return read_evidence(device, self.path)
+
+
+def _upgrade(con: sqlite3.Connection) -> None:
+    """Add the settings columns to a ``results`` table written before them, filled in from ``runs``."""
+    have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+    missing = [c for c in SETTINGS_COLUMNS if c not in have]
+    if not missing:
+        return
+    for c in missing:
+        con.execute(f"ALTER TABLE results ADD COLUMN {c} {SETTINGS_COLUMNS[c]}")
+    key = "model, method, scheme, backend, device, date"
+    for rowid, detail in con.execute(
+            f"SELECT results.rowid, runs.detail FROM results JOIN runs USING ({key}) WHERE results.prompt IS NULL"
+    ).fetchall():
+        try:
+            run = json.loads(detail or "{}").get("run")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        values = run_settings(run) if isinstance(run, dict) else {}
+        if values:
+            con.execute(f"UPDATE results SET {', '.join(f'{c} = ?' for c in values)} WHERE rowid = ?",
+                        (*values.values(), rowid))
+
+
+def read_evidence(device: str, path: str | Path | None = None) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:
+    """``{(method, scheme, backend): evidence}`` for ``device``: the newest row of each kind per combination.
+
+    ``method`` is ``none`` for baselines. A missing file or table means no evidence (the store is
+    opened read-only and never created here).
+    """
+    p = Path(path) if path else results_path()
+    if not p.is_file():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = con.execute("SELECT method, scheme, backend, kind, figure, date, versions, agrees FROM evidence "
+                           "WHERE device = ? ORDER BY date DESC, rowid DESC", (device,)).fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        con.close()
+    out: dict[tuple[str, str, str], list[Evidence]] = {}
+    for method, scheme, backend, kind, figure, date, versions, agrees in rows:
+        items = out.setdefault((method or "none", scheme, backend), [])
+        if all(e.kind != kind for e in items):
+            items.append(Evidence(kind, figure, date, versions or "", None if agrees is None else bool(agrees)))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+@contextmanager
+def _read_only(path: Path | None) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection to the store, or ``None`` when there is no file to read."""
+    p = path or results_path()
+    con = None
+    if p.is_file():
+        try:
+            con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        except sqlite3.Error:
+            con = None
+    try:
+        yield con
+    finally:
+        if con is not None:
+            con.close()
+
+
+def measured_runs(models: Iterable[str], device: str, path: Path | None = None
+                  ) -> dict[tuple[str, str, str], MeasuredRun]:
+    """``{(method, scheme, backend): newest run}`` measured on ``device`` for any of ``models``.
+
+    Keys are lower case, ``method`` ``none`` for baselines. Only rows with a decode or prefill speed or
+    a peak RSS count; a table without the settings columns gives runs whose settings are ``None``.
+    """
+    names = [m.lower() for m in models if m]
+    if not names:
+        return {}
+    out: dict[tuple[str, str, str], MeasuredRun] = {}
+    with _read_only(path) as con:
+        if con is None:
+            return out
+        try:
+            have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+            settings = ", ".join(c if c in have else f"NULL AS {c}" for c in SETTINGS_COLUMNS)
+            rows = con.execute(
+                f"SELECT method, scheme, backend, date, decode_tps, prefill_tps, peak_rss, {settings} FROM results "
+                f"WHERE lower(model) IN ({', '.join('?' * len(names))}) AND lower(device) = lower(?) AND "
+                "coalesce(decode_tps, prefill_tps, peak_rss) IS NOT NULL ORDER BY date DESC, rowid DESC",
+                (*names, device)).fetchall()
+        except sqlite3.Error:
+            return out
+    for method, scheme, backend, *figures in rows:
+        key = ((method or "none").lower(), (scheme or "").lower(), (backend or "").lower())
+        out.setdefault(key, MeasuredRun(*figures))
+    return out
+
+
+def measured_quality(model: str, method: str | None, scheme: str, path: Path | None = None,
+                     backend: str | None = None) -> float | None:
+    """The newest measured perplexity change (percent) for ``model``/``method``/``scheme``, or ``None``.
+
+    ``method`` ``None`` means the unquantized baseline (stored as ``none``). With ``backend`` given,
+    a row for that backend is preferred, else any backend's row is used (perplexity of the same
+    artifact does not depend on the runtime).
+    """
+    with _read_only(path) as con:
+        if con is None:
+            return None
+        try:
+            rows = con.execute(
+                "SELECT backend, ppl_delta_pct FROM results WHERE lower(model) = lower(?) AND "
+                "lower(coalesce(method, 'none')) = lower(?) AND lower(scheme) = lower(?) AND "
+                "ppl_delta_pct IS NOT NULL ORDER BY date DESC",
+                (model, method or "none", scheme),
+            ).fetchall()
+        except sqlite3.Error:
+            return None
+    if not rows:
+        return None
+    if backend:
+        for b, v in rows:
+            if (b or "").lower() == backend.lower():
+                return float(v)
+    return float(rows[0][1])

@@ -8,11 +8,8 @@
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import sys
-import warnings
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 __all__ = ["MOVED", "deprecated", "install"]
@@ -49,22 +46,24 @@ MOVED: dict[str, str] = {
 
 
 def deprecated(old: str, new: str) -> None:
+    import warnings
+
     warnings.warn(f"{old} is deprecated and will be removed in quantmatch 0.3; use {new}", DeprecationWarning,
                   stacklevel=3)
 
 
-class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class _AliasFinder:
     """Answers only for the paths in :data:`MOVED`. It goes first: an alias package's submodule
     (``quantmatch.runners.bench``) would otherwise be found again on the new package's path and loaded as a
     second copy."""
 
-    def find_spec(self, fullname: str, path: object = None,
-                  target: object = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in MOVED:
-            return None
-        return importlib.util.spec_from_loader(fullname, self)
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+        """A meta path finder (and its own loader), without ``importlib.abc``: start-up stays cheap."""
+        return ModuleSpec(fullname, self) if fullname in MOVED else None
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        import warnings
+
         new = MOVED[spec.name]
         warnings.warn(f"module {spec.name} moved to {new}; import it from there (the old path will be removed "
                       "in quantmatch 0.3)", DeprecationWarning, stacklevel=2)

@@ -217,7 +217,8 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
         manifest = Manifest(
             method=q.name, scheme=str(details.pop("scheme", plan.scheme)), artifact_format=q.artifact_format,
             source_model=plan.source.spec, model_type=plan.source.info.model_type,
-            versions=library_versions(_VERSIONED), seconds=round(time.perf_counter() - started, 3),
+            versions=library_versions((*_VERSIONED, *q.versioned)),
+            seconds=round(time.perf_counter() - started, 3),
             details=details)
         write_manifest(tmp, manifest)
     return QuantizeResult(Path(out), q.name, manifest.scheme, str(plan.scheme), plan.source.spec,

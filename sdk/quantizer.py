@@ -112,6 +112,8 @@ class Quantizer:
       ``compressed-tensors``, ``onnx`` ...); backends declare which formats they load.
     - ``needs_calibration``: whether it needs calibration text.
     - ``requires``: pip requirement strings needed to run it here (checked without importing).
+    - ``versioned``: more distributions whose versions its artifacts' manifests record (beyond torch,
+      transformers, safetensors and the quantization libraries quantmatch records for every artifact).
     - ``architectures``: ``model_type`` values it accepts (``None``: any).
     - ``source``: where the method's facts come from.
     - ``options``: the method's options, a frozen dataclass deriving from
@@ -131,6 +133,7 @@ class Quantizer:
     artifact_format: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
+    versioned: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""
     architectures: ClassVar[frozenset[str] | None] = None
     default_exclude: ClassVar[tuple[str, ...]] = ("lm_head",)

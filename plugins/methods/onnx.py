@@ -268,7 +268,7 @@ def quantize_onnx(model: Any, scheme: str, out: str | Path, *, force: bool = Fal
                              fp32_cache=fp32_cache if fp32_cache is not None else export_cache(source))
         manifest = Manifest(method=OnnxQuantizer.name, scheme=scheme, artifact_format=OnnxQuantizer.artifact_format,
                             source_model=source.spec, model_type=source.info.model_type,
-                            versions=library_versions(("quantmatch", *OnnxQuantizer.versioned)),
+                            versions=library_versions(("quantmatch", "torch", *OnnxQuantizer.versioned)),
                             seconds=round(time.perf_counter() - started, 3), details=details)
         write_manifest(tmp, manifest)
     return Path(out)
@@ -308,7 +308,7 @@ class OnnxQuantizer(Quantizer):
     artifact_format = "onnx"
     requires = ("onnxruntime>=1.18", "onnx>=1.16", "torch>=2.4", "transformers>=4.46")
     install_hint = "pip install 'quantmatch[torch,onnx]'"
-    versioned = ("torch", "onnx", "onnxruntime", "onnx-ir")
+    versioned = ("onnx", "onnxruntime", "onnx-ir")
     architectures = HF_CAUSAL_LM
     source = "https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html"
     priors = PRIORS

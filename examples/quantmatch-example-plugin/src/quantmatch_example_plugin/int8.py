@@ -65,6 +65,9 @@ class ExampleInt8Options(MethodOptions):
 
 ESTIMATES = ("the example's estimates, modelled on eager PyTorch on the CPU dequantizing every layer on each "
              "call (not measured)")
+CALIBRATED = ("benchmarks/bench_planner.py --only 'example-int8:w8a32:example-torch,example-int8:w8a16-bf16:"
+              "example-torch' on one Sapphire Rapids core, 2026-12-07 (decode 8.6-8.9 tok/s, peak 0.99 GiB; "
+              "docs/benchmarks.md, 'Execution as a plugin')")
 
 METHOD_PRIORS = MethodPriors(
     # data-free: an absmax, a divide and a round per weight; its quality is plain RTN's (the default)
@@ -138,13 +141,16 @@ FLOAT_ACTS = ("fp32", "bf16")
 RUNTIME_PRIORS = {
     "cpu": RuntimePriors(
         bandwidth_eff=0.55, compute_eff=0.6, layer_overhead_s=5e-4, step_overhead_s=2e-3, memory_gib=0.4,
-        # each call writes an fp32 copy of the int8 weights, scales it, and casts it to the compute type
-        dequant="materialize", dequant_passes=2.0,
+        # each call writes a full-width copy of the int8 weights and scales it (the cast to the compute type is
+        # a no-op in fp32); the copy of one layer stays partly in cache, so about 1.2 passes reach memory
+        dequant="materialize", dequant_passes=1.2,
         gemv_eff={"bf16": 0.08, "fp16": 0.08},  # 16-bit GEMV at M=1 is compute-bound in eager PyTorch
-        # python + torch + transformers; the loader builds the float model before the int8 layers replace it
-        import_gib=0.22, load_copy_bytes=4.0,
-        source=ESTIMATES + ": eager PyTorch's bandwidth and dispatch, a little more dispatch per layer for the "
-               "dequantization, two elementwise passes over a full-width copy per layer and call"),
+        # python + torch + transformers; the loader builds the fp32 model from its config, then reads the int8
+        # safetensors file beside it before the int8 layers replace the float ones; quantmatch's CPU runs
+        # compute in fp32 (the runner's dtype), whatever the scheme's float type
+        import_gib=0.22, load_copy_bytes=6.0, float_dtype="fp32",
+        source=CALIBRATED + ": eager PyTorch's bandwidth and dispatch, a little more dispatch per layer for the "
+               "dequantization, ~1.2 elementwise passes over a full-width copy per layer and call"),
 }
 """What the planner assumes about ``example-torch`` (``quantmatch.sdk.priors``): the CPU, its only target."""
 

@@ -11,9 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from quantmatch.sdk.device import Detection
-from quantmatch.sdk.pluginhost import PluginInfo
+from quantmatch.sdk.pluginhost import PluginInfo, contribution_summary
 from quantmatch.sdk.profile import Figure, HardwareProfile
-from quantmatch.sdk.text import count
 from quantmatch.sdk.verdict import Level, Verdict
 
 if TYPE_CHECKING:
@@ -45,20 +44,6 @@ def level_text(level: Level | str) -> Text:
 
 def _fig(f: Figure) -> str:
     return str(f)
-
-
-def _contribution_kind(contribution: str) -> str:
-    if contribution.startswith("device family"):
-        return "family"
-    if contribution.startswith("refines "):
-        return "refinement"
-    return contribution.split(" ")[0]
-
-
-def contribution_summary(contributed: Sequence[str]) -> str:
-    """``16 devices, 1 family, 12 refinements``."""
-    kinds = Counter(_contribution_kind(c) for c in contributed)
-    return ", ".join(count(n, k) for k, n in sorted(kinds.items())) or "-"
 
 
 def plugins_table(infos: Sequence[PluginInfo], precedence: Mapping[str, Sequence[str]] | None = None) -> None:

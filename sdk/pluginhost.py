@@ -22,6 +22,7 @@ import importlib.metadata
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -39,6 +40,7 @@ from quantmatch.sdk.priors import backend_priors_problems, method_priors_problem
 from quantmatch.sdk.profile import CONFIDENCES, DEVICE_FAMILIES, TARGETS, HardwareProfile, Provenance, canonical_target
 from quantmatch.sdk.quantizer import Problem, Quantizer
 from quantmatch.sdk.scheme import SchemeError, parse_scheme
+from quantmatch.sdk.text import count
 
 if TYPE_CHECKING:  # the runner contract is imported when a runner is asked for, not at start-up
     from quantmatch.sdk.runner import Runner
@@ -49,6 +51,7 @@ __all__ = [
     "NoRunnerError",
     "PluginHost",
     "PluginInfo",
+    "contribution_summary",
     "get_host",
     "hookimpl",
     "reset_host",
@@ -101,6 +104,20 @@ class PluginInfo:
         return {"name": self.name, "distribution": self.distribution, "version": self.version,
                 "builtin": self.builtin, "status": self.status, "errors": list(self.errors),
                 "contributed": list(self.contributed)}
+
+
+def contribution_summary(contributed: Iterable[str]) -> str:
+    """What a plugin contributed, counted by kind: ``16 devices, 1 family, 12 refinements`` (``-``: nothing).
+    The words the command line and the TUI both show."""
+    def kind(contribution: str) -> str:
+        if contribution.startswith("device family"):
+            return "family"
+        if contribution.startswith("refines "):
+            return "refinement"
+        return contribution.split(" ")[0]
+
+    kinds = Counter(kind(c) for c in contributed)
+    return ", ".join(count(n, k) for k, n in sorted(kinds.items())) or "-"
 
 
 @dataclass(frozen=True)

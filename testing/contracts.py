@@ -295,8 +295,8 @@ class QuantizerContract:
 
 
 # ---- backends -----------------------------------------------------------------------------------
-class BackendContract:
-    """Contract checks for a runtime (a :class:`~quantmatch.sdk.backend.Backend`)."""
+class _BackendUnderTest:
+    """The backend a contract checks: ``backend`` (the class) and ``plugin`` (what registers it)."""
 
     backend: ClassVar[type[Backend] | None] = None
     plugin: ClassVar[object | None] = None
@@ -310,6 +310,10 @@ class BackendContract:
     @pytest.fixture
     def contract_host(self, backend_class: type[Backend]) -> PluginHost:
         return _host_for(backend_class, self.plugin, "backends")
+
+
+class BackendContract(_BackendUnderTest):
+    """Contract checks for a runtime (a :class:`~quantmatch.sdk.backend.Backend`)."""
 
     def test_declaration_validates(self, backend_class: type[Backend], contract_host: PluginHost) -> None:
         assert _validate_backend(backend_class, contract_host.targets) == []
@@ -354,7 +358,7 @@ class BackendContract:
 
 
 # ---- runners ------------------------------------------------------------------------------------
-class RunnerContract:
+class RunnerContract(_BackendUnderTest):
     """Contract checks for the runner a backend names (:attr:`~quantmatch.sdk.backend.Backend.runner`).
 
     The declaration checks run everywhere; the run checks quantize the tiny Llama with ``method`` (default:
@@ -366,23 +370,11 @@ class RunnerContract:
     (with the reason) when the runner's requirements are missing.
     """
 
-    backend: ClassVar[type[Backend] | None] = None
-    plugin: ClassVar[object | None] = None
     method: ClassVar[str | None] = None
     scheme: ClassVar[str | None] = None
     probe_shape: ClassVar[tuple[int, int, int]] = (32, 256, 256)
     """The micro-probe's ``(M, K, N)`` in the contract run (small: the contract checks it works, ``verify``
     measures)."""
-
-    @pytest.fixture
-    def backend_class(self) -> type[Backend]:
-        if self.backend is None:
-            pytest.fail(f"{type(self).__name__}: set `backend = YourBackend` (or override backend_class)")
-        return self.backend
-
-    @pytest.fixture
-    def contract_host(self, backend_class: type[Backend]) -> PluginHost:
-        return _host_for(backend_class, self.plugin, "backends")
 
     @pytest.fixture
     def runner_class(self, backend_class: type[Backend], contract_host: PluginHost) -> type[Runner]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import string
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from quantmatch.sdk.pluginhost import contribution_summary
 from quantmatch.sdk.verdict import Level, Verdict
 
 if TYPE_CHECKING:
@@ -206,20 +206,6 @@ def device_detail(d: HardwareProfile) -> RenderableType:
 
 
 # ---- plugins ----------------------------------------------------------------------------------
-def _kind(contribution: str) -> str:
-    if contribution.startswith("device family"):
-        return "family"
-    if contribution.startswith("refines"):
-        return "refinement"
-    return contribution.split(" ")[0]
-
-
-def contribution_summary(contributed: Iterable[str]) -> str:
-    """``15 devices, 1 family``."""
-    kinds = Counter(_kind(c) for c in contributed)
-    return ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items())) or "-"
-
-
 def status_text(status: str) -> Text:
     sym, style = STATUS_MARK.get(status, ("?", ""))
     return Text(f"{sym} {status}", style=style)

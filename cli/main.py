@@ -1,7 +1,7 @@
 """The ``quantmatch`` command line: the parser, one function per command, and the one place errors end.
 
-Start-up stays cheap: this module imports only the standard library at the top; each command
-imports what it needs. ``--help``, ``plugins``, ``devices``, ``registry``, ``explain`` and
+Start-up stays cheap: this module imports only the standard library and the error classes at the top;
+each command imports what it needs. ``--help``, ``plugins``, ``devices``, ``registry``, ``explain`` and
 ``conformance`` never import torch, transformers, textual or ray.
 
 Errors are caught once, in :func:`main`: an :class:`~quantmatch.sdk.errors.InputError` (bad input: an
@@ -17,20 +17,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from quantmatch.sdk.errors import InputError
+
 __all__ = ["UsageError", "build_parser", "main"]
 
 JSON_SCHEMA_VERSION = 1
 
 
-def _input_error() -> type[Exception]:
-    from quantmatch.sdk.errors import InputError
-
-    return InputError
-
-
-class UsageError(Exception):
-    """Bad input found by the command line itself (a missing flag, a value that does not parse): printed
-    as ``quantmatch: error: ...`` and exit code 2, like every :class:`~quantmatch.sdk.errors.InputError`."""
+class UsageError(InputError):
+    """Bad input found by the command line itself (a missing flag, a value that does not parse): an
+    :class:`~quantmatch.sdk.errors.InputError` like every other, printed as ``quantmatch: error: ...`` with
+    exit code 2."""
 
 
 def _emit_json(payload: Any) -> None:
@@ -99,12 +96,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(path: str | None) -> Any:
-    if not path:
+def _model(spec: str | None) -> Any:
+    """The shapes of ``--model``: anything the one model resolver reads (a directory, ``config.json``, a
+    ``.gguf`` file's header, a built-in shape), without weights."""
+    if not spec:
         return None
-    from quantmatch.sdk.model_info import ModelInfo
+    from quantmatch.sdk.models import resolve_model
 
-    return ModelInfo.from_path(path)
+    return resolve_model(spec, shapes_only=True).info
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -326,7 +325,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             result = evaluate(args.target, text=args.text, tokens=args.tokens, window=args.window,
                               dtype=args.dtype, progress=progress, threads=args.threads)
     except ValueError as e:  # tokens/window out of range (InputErrors pass through to main)
-        if isinstance(e, _input_error()):
+        if isinstance(e, InputError):
             raise
         raise UsageError(str(e)) from e
     if args.json:
@@ -573,11 +572,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    from quantmatch.sdk.errors import InputError, QuantmatchError
+    from quantmatch.sdk.errors import QuantmatchError
 
     try:
         return int(args.func(args))
-    except (UsageError, InputError) as e:
+    except InputError as e:
         return _fail(args, e, 2)
     except QuantmatchError as e:  # a run or a plugin failed: not the user's input
         return _fail(args, e, 1)

@@ -15,7 +15,6 @@ subclass one of these, so a caller catches one base and the CLI catches them onc
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 from quantmatch.sdk.text import plural
@@ -50,6 +49,8 @@ class UnknownChoiceError(InputError):
     closest ones (``close``)."""
 
     def __init__(self, kind: str, value: str, choices: Iterable[str]) -> None:
+        import difflib  # only when a name is wrong: importing the errors stays cheap
+
         self.kind, self.value = kind, value
         every = sorted(set(choices))
         close = difflib.get_close_matches(value.lower(), every, n=5, cutoff=0.5)

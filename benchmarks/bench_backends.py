@@ -8,6 +8,11 @@ cached under the user cache directory). Prints the table and the performance goa
 ``--from FILE`` takes the output of ``quantmatch bench ... --json`` instead of running (its wall time
 is the report's ``seconds``).
 
+Fidelity (issue 16): every combination is also scored against the fp32 reference's next-token
+distributions on the perplexity tokens (mean and p99 KL divergence, same top token, perplexity ratio);
+``--fidelity-markdown`` prints that table. Goals: the best 8-bit path at >= 98% and the best 4-bit path
+(any method, any runtime) at >= 92% same top token.
+
 Goals (issue 5): decode at batch 1, the best 8-bit path at least 1.5x and the best 4-bit path at least
 2x the fp32 torch baseline, within 1% (8-bit) and 3% (4-bit, the planner's ``chat`` tolerance) of
 the baseline's perplexity; the whole run under 15 minutes with the artifacts cached.
@@ -26,6 +31,8 @@ from typing import Any
 OUT = Path(__file__).with_name("results") / "backends.json"
 MODEL = "smollm2-135m"
 GOALS = {"8-bit": (1.5, 1.0), "4-bit": (2.0, 3.0)}
+FIDELITY_GOALS = {"8-bit": 98.0, "4-bit": 92.0}
+"""Path width -> smallest same-top-token percentage of its best path."""
 """Path width -> (decode speed-up over fp32 torch at batch 1, largest perplexity increase in percent)."""
 
 
@@ -52,6 +59,13 @@ def goals(results: list[dict[str, Any]]) -> dict[str, Any]:
         ratio = best["ratios"]["decode_tps"]
         out[name] = {"combo": best["combo"], "decode_ratio": ratio, "ppl_delta_pct": best["ppl_delta_pct"],
                      "goal_ratio": speedup, "max_delta_pct": max_delta, "met": ratio >= speedup}
+    for name, top1 in FIDELITY_GOALS.items():
+        scored = [r for r in results if r["status"] == "ok" and width(r["scheme"]) == name and r.get("fidelity")]
+        best = max(scored, key=lambda r: r["fidelity"]["top1_pct"], default=None)
+        out[f"fidelity {name}"] = ({"met": False, "why": f"no {name} path was scored"} if best is None else
+                                   {"combo": best["combo"], "top1_pct": best["fidelity"]["top1_pct"],
+                                    "kld_mean": best["fidelity"]["kld_mean"], "goal_top1_pct": top1,
+                                    "met": best["fidelity"]["top1_pct"] >= top1})
     ach = [(r["roofline"]["achieved"], r["combo"]) for r in results
            if r["status"] == "ok" and r.get("roofline") and r["roofline"].get("achieved")]
     if ach:
@@ -96,6 +110,21 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def fidelity_markdown(data: dict[str, Any]) -> str:
+    """The fidelity table of ``docs/benchmarks.md``: every scored combination, best first."""
+    head = "| method | scheme | backend | size MiB | KLD mean ± 95% | KLD p99 | same top token % | PPL ratio |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    rows = [r for r in data["results"] if r["status"] == "ok" and r.get("fidelity")]
+    for r in sorted(rows, key=lambda r: r["fidelity"]["kld_mean"]):
+        f = r["fidelity"]
+        lines.append("| " + " | ".join([
+            r["method"] if r["method"] != "none" else "-", r["scheme"], r["backend"],
+            f"{(r['size_bytes'] or 0) / 2**20:,.0f}", f"{f['kld_mean']:.5f} ± {f['kld_ci95']:.5f}",
+            f"{f['kld_p99']:.4f}", f"{f['top1_pct']:.2f} ({f['top1_low']:.1f}-{f['top1_high']:.1f})",
+            f"{f['ppl_ratio']:.4f}"]) + " |")
+    return "\n".join(lines)
+
+
 def finish(data: dict[str, Any], wall: float, command: str, out: Path) -> None:
     """Add the goals and the run's wall time to a bench report, print them and write ``out``."""
     data["goals"] = goals(data["results"])
@@ -118,10 +147,13 @@ def main() -> int:
     ap.add_argument("--requantize", action="store_true")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--markdown", action="store_true", help="print the table of --out as markdown and exit")
+    ap.add_argument("--fidelity-markdown", action="store_true",
+                    help="print the fidelity table of --out as markdown and exit")
     ap.add_argument("--from", dest="source", help="`quantmatch bench --json` output to summarise instead of running")
     args = ap.parse_args()
-    if args.markdown:
-        print(markdown(json.loads(Path(args.out).read_text(encoding="utf-8"))))
+    if args.markdown or args.fidelity_markdown:
+        data = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        print(fidelity_markdown(data) if args.fidelity_markdown else markdown(data))
         return 0
     if args.source:
         data = json.loads(Path(args.source).read_text(encoding="utf-8"))["bench"]

@@ -36,6 +36,13 @@ package (see /work/shared/reference/models.md), converted once to safetensors in
    Combinations the planner lists that cannot run here (no runner, method not implemented or not
    installed: ``Bench.plan``'s reasons) stay in the table as skipped, with the reason.
 3. Predicted / measured ratios are printed; goals: memory within +-15%, decode within +-35%.
+4. Quality in fidelity terms: for every listed combination (run here or skipped) the planner's prior
+   mean KL divergence (``Candidate.quality.kld``; the plan reads no results store, so it is the prior)
+   is compared with the KLD ``quantmatch bench`` measured and stored
+   (:func:`quantmatch.sdk.store.measured_fidelity`: this model, method and scheme, the same backend's
+   row first). Goal: within a factor of 2 (:data:`KLD_GOAL`), or both below :data:`KLD_FLOOR` nats,
+   where no tolerance bound can tell them apart. Rows with no stored KLD say ``not measured``; the
+   store is ``$QUANTMATCH_RESULTS_DB`` or the default one (``quantmatch bench`` fills it).
 """
 
 from __future__ import annotations
@@ -84,6 +91,14 @@ def copy_bandwidth(size_mib: int = 256, repeats: int = 5) -> float:
     return 2 * n / best / 1e9
 GGUF_TYPES = ("f16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_1", "q4_0", "q3_k_m", "q2_k")
 MEM_GOAL, DECODE_GOAL = 0.15, 0.35
+KLD_GOAL = 2.0
+"""A prior mean KLD within this factor of the measured one (either way) meets the goal: the priors come
+from Llama-3-8B on Wikitext scaled by model size, the measurement from SmolLM2-135M on bench's text, and
+the tolerance classes' KLD bounds are a factor of 2-4 apart (0.005, 0.01, 0.04)."""
+KLD_FLOOR = 1e-3
+"""Below this many nats both ways (16/32-bit conversions: the planner's 16-bit baseline is 0 by definition,
+bench measures bf16 against its fp32 reference) the ratio decides nothing: 5x under the tightest class
+bound (reasoning, 0.005)."""
 
 
 # ---- model files ------------------------------------------------------------------------------
@@ -322,7 +337,7 @@ def row(label: str, c: Any, m: dict[str, Any], bw: float, load: float, how: dict
         "decode_ratio": None if pd is None else round(pd / md, 3),
         "predicted_prefill_tps": None if c.prefill.tokens_per_s is None else round(c.prefill.tokens_per_s, 1),
         "measured_prefill_tps": round(m["prefill_tps"], 1), "decode_runs": m["decode_runs"],
-        "peak_rss": m["peak_rss"], "key": list(c.key), **(how or {}),
+        "peak_rss": m["peak_rss"], "key": list(c.key), **(how or {}), **fidelity(c),
     }
 
 
@@ -331,7 +346,42 @@ def skipped_row(label: str, c: Any, reason: str) -> dict[str, Any]:
     pd = c.decode.tokens_per_s
     return {"combination": label, "skipped": reason, "key": list(c.key), "level": c.level,
             "predicted_peak_gib": round(c.memory.total_gib, 4),
-            "predicted_decode_tps": None if pd is None else round(pd, 2)}
+            "predicted_decode_tps": None if pd is None else round(pd, 2), **fidelity(c)}
+
+
+def _sig(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.4g}")
+
+
+def fidelity(c: Any, store: Path | None = None) -> dict[str, Any]:
+    """The planner's prior mean KLD (and same top token) for candidate ``c`` beside what ``quantmatch
+    bench`` stored for the same model, method and scheme (``store``: default :func:`results_path`)."""
+    from quantmatch.planner import builtin_shapes
+    from quantmatch.sdk.store import measured_fidelity, results_path
+
+    q = c.quality
+    out: dict[str, Any] = {"predicted_kld": _sig(q.kld), "predicted_kld_basis": q.kld_basis,
+                           "predicted_top1_pct": round(q.top1_pct, 2)}
+    path = store or results_path()
+    keys = [MODEL, *(b.hf_id for b in builtin_shapes() if b.id == MODEL and b.hf_id)]
+    m = None
+    for k in keys:
+        m = measured_fidelity(k, c.method, c.scheme, c.backend, path)
+        if m is not None:
+            break
+    if m is None:
+        return {**out, "measured_kld": None, "kld_ratio": None, "kld_status": "not measured"}
+    pk, mk = q.kld, m.kld_mean
+    ratio = pk / mk if mk > 0 else None
+    if pk < KLD_FLOOR and mk < KLD_FLOOR:
+        status = f"both below {KLD_FLOOR:g}"
+    elif ratio is not None and 1 / KLD_GOAL <= ratio <= KLD_GOAL:
+        status = "within goal"
+    else:
+        status = "outside goal"
+    return {**out, "measured_kld": _sig(mk), "measured_top1_pct": None if m.top1_pct is None else round(m.top1_pct, 2),
+            "kld_ratio": None if ratio is None else round(ratio, 3), "kld_status": status,
+            "kld_measured_with": f"{m.backend} {m.date}"}
 
 
 KEYS = {"torch fp32": ("none", "fp32", "torch", "cpu"), "torch bf16": ("none", "bf16", "torch", "cpu"),
@@ -497,6 +547,8 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
     ok_dec = [r for r in rows if r.get("decode_ratio") is not None and abs(r["decode_ratio"] - 1) <= DECODE_GOAL]
     n = sum("memory_ratio" in r for r in rows)
     skipped = sum("skipped" in r for r in rows)
+    kld_rows = [r for r in rows if r.get("measured_kld") is not None]
+    ok_kld = [r for r in kld_rows if r["kld_status"] != "outside goal"]
     result: dict[str, Any] = {
         "command": ".venv/bin/python benchmarks/bench_planner.py"
                    + (f" --only {','.join(sorted(only))!r}" if only else ""),
@@ -505,8 +557,10 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
         "model": "smollm2-135m (SmolLM2-135M-Instruct, bundled GGUF Q4_1, requantized for the GGUF rows)",
         "workload": {"batch": 1, "prompt": PROMPT, "gen": GEN},
         "machine": machine, "threads": THREADS, "clock": CLOCK, "python": platform.python_version(),
-        "goals": {"memory": f"+-{MEM_GOAL:.0%}", "decode": f"+-{DECODE_GOAL:.0%}"},
-        "within_goal": {"memory": f"{len(ok_mem)}/{n}", "decode": f"{len(ok_dec)}/{n}"},
+        "goals": {"memory": f"+-{MEM_GOAL:.0%}", "decode": f"+-{DECODE_GOAL:.0%}",
+                  "kld": f"within x{KLD_GOAL:g} of the measured mean KLD, or both below {KLD_FLOOR:g}"},
+        "within_goal": {"memory": f"{len(ok_mem)}/{n}", "decode": f"{len(ok_dec)}/{n}",
+                        "kld": f"{len(ok_kld)}/{len(kld_rows)} with a measured KLD"},
         "skipped": skipped,
         "rows": rows,
     }
@@ -529,8 +583,26 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
               f"{r['memory_ratio']:6.2f}  {pd if pd is not None else float('nan'):10.1f} "
               f"{r['measured_decode_tps']:10.1f} {r['decode_ratio'] or float('nan'):6.2f}  "
               f"{r['bandwidth_gbs']:5.1f}  {r['decode_bound']}")
+    print_fidelity(rows, w)
     print(f"within goal: memory {result['within_goal']['memory']} (+-15%), decode {result['within_goal']['decode']} "
-          f"(+-35%); {skipped} skipped; wrote {out}")
+          f"(+-35%), KLD {result['within_goal']['kld']} (x{KLD_GOAL:g}); {skipped} skipped; wrote {out}")
+
+
+def print_fidelity(rows: list[dict[str, Any]], w: int) -> None:
+    """Predicted (prior) vs measured mean KLD and same top token, one line per row; ``not measured``
+    where the results store has no KLD for it."""
+    print()
+    hdr = (f"{'combination':{w}s} {'pred KLD':>9s} {'meas KLD':>9s} {'ratio':>6s}  {'pred top1':>9s} "
+           f"{'meas top1':>9s}  status")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        if "predicted_kld" not in r:
+            continue
+        mk, ratio, mt = r.get("measured_kld"), r.get("kld_ratio"), r.get("measured_top1_pct")
+        print(f"{r['combination']:{w}s} {r['predicted_kld']:9.3g} "
+              f"{'-' if mk is None else format(mk, '.3g'):>9s} {'-' if ratio is None else format(ratio, '.2f'):>6s}  "
+              f"{r['predicted_top1_pct']:9.1f} {'-' if mt is None else format(mt, '.1f'):>9s}  {r['kld_status']}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ def _plan(args: argparse.Namespace) -> int:
     plans = plan_devices(args.model, args.device or ["local"], batch=_positive_int("batch", args.batch),
                          prompt=_positive_int("prompt", args.prompt), gen=_positive_int("gen", args.gen),
                          context=_positive_int("context", args.context), tolerance=args.tolerance,
+                         max_kld=args.max_kld, min_top1=args.min_top1,
                          memory_budget=args.memory_budget, prefer=args.prefer)
     if not args.json:
         from quantmatch.cli.plan_view import print_comparison, print_plan
@@ -323,7 +324,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         with qr.progress_bar(not args.json) as progress:
             result = evaluate(args.target, text=args.text, tokens=args.tokens, window=args.window,
-                              dtype=args.dtype, progress=progress, threads=args.threads)
+                              dtype=args.dtype, progress=progress, threads=args.threads, reference=args.reference,
+                              runtime=args.runtime, top_k=args.top_k)
     except ValueError as e:  # tokens/window out of range (InputErrors pass through to main)
         if isinstance(e, InputError):
             raise
@@ -332,6 +334,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _emit_json({"schema": JSON_SCHEMA_VERSION, "evaluation": result.to_dict()})
     else:
         qr.eval_table(result, Console(highlight=False, markup=False))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.cli import quantize_view as qr
+    from quantmatch.measure.compare import compare
+
+    try:
+        with qr.progress_bar(not args.json) as progress:
+            result = compare(args.artifacts, reference=args.reference, text=args.text, tokens=args.tokens,
+                             window=args.window, threads=args.threads, top_k=args.top_k, progress=progress)
+    except ValueError as e:
+        if isinstance(e, InputError):
+            raise
+        raise UsageError(str(e)) from e
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "comparison": result.to_dict()})
+    else:
+        from quantmatch.cli.fidelity_view import compare_table
+
+        compare_table(result.rows, Console(highlight=False, markup=False), result.reference)
     return 0
 
 
@@ -379,6 +404,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         bench_table(report, Console(highlight=False, markup=False))
     return report.exit_code
+
+
+def cmd_calibrate_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.cli import sweep_view
+
+    progress = _bench_progress()
+    with progress:
+        task = progress.add_task("calibrate-sweep", total=1)
+        report = sweep_view.run(args, lambda what, done, total: progress.update(
+            task, description=what, completed=done, total=total))
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "sweep": report.to_dict()})
+    else:
+        sweep_view.sweep_tables(report, Console(highlight=False, markup=False))
+    return int(report.exit_code)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -475,7 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gen", default="256", help="generated tokens per sequence (default 256)")
     sp.add_argument("--context", help="KV-cache length per sequence (default prompt + gen)")
     sp.add_argument("--tolerance", default="chat",
-                    help="quality tolerance: chat (3%%), code (1%%), reasoning (0.5%%) or a percentage")
+                    help="quality tolerance: chat (3%%, mean KLD 0.04), code (1%%, 0.01), reasoning (0.5%%, "
+                         "0.005) or a percentage (perplexity only)")
+    sp.add_argument("--max-kld", metavar="NATS",
+                    help="largest expected mean KL divergence to the unquantized model, in nats per token "
+                         "(e.g. 0.02; replaces the tolerance class's)")
+    sp.add_argument("--min-top1", metavar="PCT",
+                    help="smallest expected share of positions with the same top token, in percent (e.g. 97)")
     sp.add_argument("--memory-budget", help="memory limit, in GB (10^9 bytes) unless a unit is given: 8, 8GB, "
                                             "7.5GiB, 512MB (default: the device's memory)")
     sp.add_argument("--prefer", default="fastest", help="fastest (default), smallest or most-accurate")
@@ -501,7 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="layer-wise rule, repeatable, ahead of the preset's rules: e.g. lm_head=fp16, "
                          "'*.mlp.*=int4' (precisions: fp32, fp16, bf16, int8, int4, ...)")
     sp.add_argument("--calib", help="calibration text file or dataset name (default: bundled Shakespeare)")
-    sp.add_argument("--samples", type=int, default=16, help="calibration samples (default 16)")
+    sp.add_argument("--samples", type=int, default=16, help="calibration samples (default 16: with 256 tokens each, "
+                                                            "within 7%% of the lowest KL divergence more reached in "
+                                                            "the calibration-size sweep, docs/benchmarks.md "
+                                                            "\"Calibration size\"; in-domain --calib text helps "
+                                                            "more)")
     sp.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
     sp.add_argument("--seed", type=int, default=0, help="seed for calibration sampling (default 0)")
     sp.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -512,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true", help="run the checks and show the layer plan only")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sp = add("eval", cmd_eval, "perplexity, size on disk and peak memory of a model or artifact")
+    sp = add("eval", cmd_eval, "perplexity, fidelity to the unquantized model (KL divergence, same top token), "
+                               "size and peak memory of a model or artifact")
     sp.add_argument("target", metavar="MODEL_OR_ARTIFACT", help="artifact directory, model directory, .gguf, "
                                                                  "hub id or smollm2-135m")
     sp.add_argument("--text", help="UTF-8 text file (default: bundled held-out Shakespeare)")
@@ -521,6 +574,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="threads for torch or llama.cpp (default: every core)")
     sp.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                     help="float type torch models compute in (default float32; stored weights are unchanged)")
+    sp.add_argument("--reference", metavar="MODEL",
+                    help="unquantized model to measure KL divergence and same-top-token rate against (default: "
+                         "the model an artifact's manifest names; 'none': perplexity only)")
+    sp.add_argument("--runtime", metavar="BACKEND",
+                    help="backend that runs it (default: the one its format is made for: llama.cpp for .gguf; "
+                         "torch gives a GGUF file's dequantized view)")
+    sp.add_argument("--top-k", type=int, help="keep only the top K reference log-probabilities per position "
+                                              "(default: the full distributions, through the LM head)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("compare", cmd_compare, "artifacts of one model side by side: size, KL divergence, same top token, "
+                                     "speed if measured")
+    sp.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="artifact directories or .gguf files")
+    sp.add_argument("--reference", metavar="MODEL", help="the unquantized model (default: the one the artifacts' "
+                                                         "manifests name)")
+    sp.add_argument("--text", help="UTF-8 text file (default: bundled held-out Shakespeare)")
+    sp.add_argument("--tokens", type=int, default=4096, help="tokens to score (default 4096)")
+    sp.add_argument("--window", type=int, default=1024, help="window length, non-overlapping (default 1024)")
+    sp.add_argument("--threads", type=int, help="threads for every runtime (default: every core)")
+    sp.add_argument("--top-k", type=int, help="keep only the top K reference log-probabilities per position "
+                                              "(default: the full distributions, through the LM head)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("bench", cmd_bench, "run combinations on this machine: perplexity, speed, memory, roofline")
@@ -540,6 +614,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=900, help="seconds before a combination's process is stopped "
                     "and recorded as failed (default 900)")
     sp.add_argument("--no-store", action="store_true", help="do not write the results store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("calibrate-sweep", cmd_calibrate_sweep, "quantize with calibrated methods at several calibration sizes "
+                                                     "and texts, and measure where more samples stop helping")
+    sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
+    sp.add_argument("--method", default="gptq,awq,smoothquant", help="comma-separated methods that calibrate "
+                                                                     "(default gptq,awq,smoothquant)")
+    sp.add_argument("--scheme", help="one scheme for every method, or METHOD=SCHEME items (default gptq=w4a16-g64, "
+                                     "awq=w4a16-g64-asym, smoothquant=w8a8-int8-static)")
+    sp.add_argument("--samples", default="16,32,64,128,256,512", help="calibration sample counts "
+                                                                      "(default 16,32,64,128,256,512)")
+    sp.add_argument("--calib", help="calibration texts: generic (the bundled Shakespeare quantize uses), in-domain "
+                                    "(--text after character 200,000), a file, or LABEL=FILE (default: "
+                                    "generic,in-domain with --text, else generic)")
+    sp.add_argument("--text", help="UTF-8 text file to evaluate on (default: bundled held-out Shakespeare)")
+    sp.add_argument("--tokens", type=int, default=4096, help="tokens to score (default 4096)")
+    sp.add_argument("--window", type=int, default=1024, help="window length, non-overlapping (default 1024)")
+    sp.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample (default 256)")
+    sp.add_argument("--seed", type=int, default=0, help="seed for calibration sampling (default 0)")
+    sp.add_argument("--out", required=True, help="directory for the artifacts and calibration-sweep.json; a "
+                                                 "second run resumes from it")
+    sp.add_argument("--threads", type=int, help="threads per quantization and evaluation (default: physical cores)")
+    sp.add_argument("--no-resume", action="store_true", help="quantize and evaluate every point again")
+    sp.add_argument("--timeout", type=float, default=7200, help="seconds before one point's process is stopped and "
+                                                                "recorded as failed (default 7200)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("verify", cmd_verify, "check the registry's claimed levels on this machine with microbenchmarks")

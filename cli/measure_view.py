@@ -41,8 +41,10 @@ def _row(r: ComboResult) -> list[Any]:
     roof = r.roofline or {}
     limit, ach = roof.get("limit_tps"), roof.get("achieved")
     delta = f"{r.ppl_delta_pct:+.2f}%" if r.ppl_delta_pct is not None else "-"
+    fid = r.fidelity or {}
     return [r.combo.method or "-", r.combo.scheme, r.combo.backend, _level(r.level), _mib(r.size_bytes),
             f"{run['perplexity']:.3f}" if run else "-", delta,
+            f"{fid['kld_mean']:.4f}" if fid else "-", f"{fid['top1_pct']:.1f}" if fid else "-",
             _speed(run.get("prefill_tps"), r.ratios.get("prefill_tps")),
             _speed(run.get("decode_tps"), r.ratios.get("decode_tps")),
             _speed(run.get("decode_batch_tps"), r.ratios.get("decode_batch_tps")),
@@ -64,10 +66,12 @@ def bench_table(report: BenchReport, console: Any) -> None:
     table = Table(title=head, title_justify="left", caption=(
         f"perplexity: {cfg['tokens']} tokens in {cfg['window']}-token windows; prefill: {cfg['prompt']} tokens; "
         f"decode: {cfg['new_tokens']} steps after a {cfg['prompt']}-token prompt, batch 1 and batch {cfg['batch']}; "
-        "(Nx) = ratio to the fp32 torch baseline of this run; roofline = decode limit at batch 1 "
-        "(mem = bandwidth-bound, com = compute-bound)"), caption_justify="left")
+        "(Nx) = ratio to the fp32 torch baseline of this run; KLD = mean KL divergence from the reference "
+        "model's next-token distributions (nats), top-1 % = positions whose top token is the reference's; "
+        "roofline = decode limit at batch 1 (mem = bandwidth-bound, com = compute-bound)"), caption_justify="left")
     for col, just in (("method", "left"), ("scheme", "left"), ("backend", "left"), ("level", "left"),
-                      ("size MiB", "right"), ("ppl", "right"), ("Δ ppl", "right"), ("prefill tok/s", "right"),
+                      ("size MiB", "right"), ("ppl", "right"), ("Δ ppl", "right"), ("KLD", "right"),
+                      ("top-1 %", "right"), ("prefill tok/s", "right"),
                       ("decode tok/s", "right"), (f"decode@{cfg['batch']} tok/s", "right"), ("peak RSS MiB", "right"),
                       ("roofline tok/s", "right"), ("achieved", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]

@@ -80,7 +80,7 @@ def _header(c: Console, p: Plan) -> None:
     budget = (f"; memory budget {p.memory_budget_gib:.3g} GiB ({p.memory_budget_gib * 2**30 / 1e9:.3g} GB)"
               if p.memory_budget_gib else "")
     c.print(f"workload: batch {w.batch}, prompt {w.prompt}, generate {w.gen}, context {w.ctx}; tolerance "
-            f"{p.tolerance.label}: at most +{p.tolerance.pct:g}% perplexity; prefer {p.preference}{budget}")
+            f"{p.tolerance.label}: {p.tolerance.describe()}; prefer {p.preference}{budget}")
     c.print(Text(f"status: {p.status}", style=_STATUS.get(p.status, "")))
 
 
@@ -97,17 +97,19 @@ def print_plan(p: Plan, top: int = 10, show_all: bool = False, console: Console 
         "Closest plans (none meets the tolerance)" if p.status == "over-tolerance" else "Smallest option")
     t = Table(title=f"{title}: {len(cands)} of {len(p.candidates)}" + ("" if show_all or len(cands) == len(
         p.candidates) else " (--all shows every one)"), title_justify="left")
-    for col in ("#", "scheme", "method", "runtime", "level", "GiB fit", "prefill tok/s", "decode tok/s", "ΔPPL%"):
+    for col in ("#", "scheme", "method", "runtime", "level", "GiB fit", "prefill tok/s", "decode tok/s", "ΔPPL%",
+                "KLD"):
         t.add_column(col, overflow="fold")
     for cand in cands:
         q = cand.quality
         method = (cand.method or "16-bit") + ("" if cand.producible_here else " †")
         t.add_row(str(cand.rank), cand.scheme, method, f"{cand.backend}/{cand.target}",
                   _level(cand.level), _fits(cand), _speed(cand, "prefill"), _speed(cand, "decode"),
-                  f"{q.delta_pct:.2f} {q.basis[0]}")
+                  f"{q.delta_pct:.2f} {q.basis[0]}", f"{q.kld:.2g} {q.kld_basis[0]}")
     c.print(t)
     c.print("  speeds: tok/s, x vs the 16-bit baseline, mem/com/ove(rhead)-bound; ΔPPL%: expected perplexity "
-            "change, p(rior) / m(easured) / b(aseline)", style="dim")
+            "change; KLD: expected mean KL divergence to the unquantized model (nats/token); "
+            "p(rior) / m(easured) / b(aseline)", style="dim")
     if any(x.memory.basis == "measured" or "measured" in (x.prefill.basis, x.decode.basis) for x in cands):
         c.print("  m after a figure: measured by quantmatch bench on this machine, not predicted (GiB: peak RSS); "
                 "--json keeps the prediction beside it", style="dim")

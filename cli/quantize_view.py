@@ -91,8 +91,14 @@ def eval_table(result: Any, console: Console) -> None:
     t.add_column("value")
     t.add_row("perplexity", f"{result.perplexity:.3f}")
     t.add_row("text", f"{result.text}: {result.tokens:,} tokens, {result.windows} windows of {result.window}")
-    t.add_row("computed in", result.compute_dtype)
+    t.add_row("computed by", f"{result.runtime}: {result.computed_by or result.compute_dtype}")
     t.add_row("size on disk", f"{_mib(result.size_bytes)} (weights {_mib(result.weights_bytes)})")
     t.add_row("peak RSS", _mib(result.peak_rss_bytes))
     t.add_row("time", f"{result.seconds:,.1f} s")
     console.print(t)
+    if result.fidelity is None and (result.reference or {}).get("error"):
+        console.print(f"no fidelity figures: the reference cannot be loaded: {result.reference['error']}")
+    if result.fidelity is not None:
+        from quantmatch.cli.fidelity_view import fidelity_table
+
+        fidelity_table(result.fidelity, result.reference or {}, console, result.tokenizer_agrees)

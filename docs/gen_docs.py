@@ -114,7 +114,9 @@ API: tuple[tuple[str, tuple[str, ...]], ...] = (
                                "quantmatch.sdk.layerwise:get_preset", "quantmatch.sdk.artifact:Manifest")),
     ("Measurement (quantmatch.measure)", ("quantmatch.measure.bench:Bench", "quantmatch.measure.bench:BenchReport",
                                           "quantmatch.measure.run:measure", "quantmatch.measure.verify:verify",
-                                          "quantmatch.measure.verify:VerifyReport")),
+                                          "quantmatch.measure.verify:VerifyReport",
+                                          "quantmatch.measure.calibration_sweep:sweep",
+                                          "quantmatch.measure.calibration_sweep:SweepReport")),
     ("Testing kit (quantmatch.testing)", (
         "quantmatch.testing.host:registered_plugin", "quantmatch.testing.host:plugin_from",
         "quantmatch.testing.host:PluginRegistrationError", "quantmatch.testing.contracts:QuantizerContract",

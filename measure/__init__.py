@@ -5,6 +5,7 @@
 - :mod:`.roofline`: each decode figure against its bandwidth and compute limits;
 - :mod:`.bench`: ``quantmatch bench`` (every combination in a fresh subprocess);
 - :mod:`.verify`: ``quantmatch verify`` (micro-probes against the claimed levels).
+- :mod:`.calibration_sweep`: ``quantmatch calibrate-sweep`` (fidelity against calibration size and text).
 
 Runners come from the backends that declare them, through the plugin host
 (:meth:`quantmatch.sdk.pluginhost.PluginHost.runner`): nothing here knows a backend or a method by

@@ -117,6 +117,8 @@ class ComboResult:
     roofline: dict[str, Any] | None = None
     roofline_batch: dict[str, Any] | None = None
     ppl_delta_pct: float | None = None
+    fidelity: dict[str, Any] | None = None
+    """Fidelity to the reference model on the perplexity tokens (:class:`~quantmatch.sdk.fidelity.Fidelity`)."""
     ratios: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -143,6 +145,8 @@ class BenchReport:
     store: str = ""
     reference: str = ""
     """The backend of the reference baseline every ratio is computed against."""
+    fidelity_reference: dict[str, Any] = field(default_factory=dict)
+    """The reference distributions fidelity is measured against (model, runtime, cache file), or the error."""
 
     @property
     def failed(self) -> list[ComboResult]:
@@ -208,6 +212,7 @@ class Bench:
             registry = Registry()
         self.registry = registry
         self._runner_errors: dict[str, str] = {}
+        self._reference: str | None = None
         self.baseline = Combo(None, "fp32", registry.host.reference_backend())
 
     def runner_class(self, backend: str) -> type[Runner] | None:
@@ -306,6 +311,11 @@ class Bench:
         report = BenchReport(self.model, dev.id, dev.name, self.threads, self.config.to_dict(),
                              machine.to_dict() if machine else {"error": err}, [], date,
                              reference=self.baseline.backend)
+        ok, payload, err = self._job({"kind": "reference", "model": self.model, "text": self.text,
+                                      "tokens": self.config.tokens, "window": self.config.window,
+                                      "threads": self.threads})
+        report.fidelity_reference = payload if ok else {"error": err}
+        self._reference = payload.get("cache") if ok else None
         for i, res in enumerate(todo, start=1):
             if progress:
                 progress(f"{res.combo.key}", i, total)
@@ -343,7 +353,7 @@ class Bench:
         ok, payload, err = self._job({"kind": "run", "backend": c.backend, "target": target, "threads": self.threads,
                                       "dtype": "bfloat16" if c.scheme == "bf16" else "float32",
                                       "config": self.config.to_dict(), "text": self.text, "model": self.model,
-                                      "budget": self.budget})
+                                      "budget": self.budget, "reference": self._reference})
         res.seconds = time.perf_counter() - t0
         if not ok:
             res.status, res.reason = ("skipped" if err.startswith("TooSlowError") else "failed"), err
@@ -408,6 +418,7 @@ def _derive(r: ComboResult, base: ComboResult | None, machine: Any) -> None:
         return
     run = r.run
     b = base.run if base is not None and base.status == "ok" else None
+    r.fidelity = run.get("fidelity")
     if b:
         r.ppl_delta_pct = 100.0 * (run["perplexity"] / b["perplexity"] - 1.0)
         r.ratios = {k: (run[k] / b[k] if run.get(k) and b.get(k) else None)
@@ -431,9 +442,12 @@ def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | N
     key = model_key(model)
     if r.run is not None:
         c, run = r.combo, r.run
+        fid = r.fidelity or {}
         st.add_result(ResultRow(key, c.method or "none", c.scheme, c.backend, report.device, run["perplexity"],
                                 r.ppl_delta_pct, run["decode_tps"], run["prefill_tps"], run["peak_rss_bytes"],
-                                report.started), detail={**r.to_dict(), "machine": report.machine})
+                                report.started, kld_mean=fid.get("kld_mean"), kld_p99=fid.get("kld_p99"),
+                                top1_pct=fid.get("top1_pct"), ppl_ratio=fid.get("ppl_ratio")),
+                      detail={**r.to_dict(), "machine": report.machine})
         ratio = r.ratios.get("decode_tps")
         ach = (r.roofline or {}).get("achieved")
         fig = (f"{key}: decode {run['decode_tps']:.1f} tok/s"
@@ -441,6 +455,8 @@ def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | N
                + (f", {100 * ach:.0f}% of roofline" if ach else "")
                + f", prefill {run['prefill_tps']:.0f} tok/s, ppl {run['perplexity']:.3f}"
                + (f" ({r.ppl_delta_pct:+.2f}%)" if r.ppl_delta_pct is not None else "")
+               + (f", KLD {fid['kld_mean']:.4f} (p99 {fid['kld_p99']:.3f}), same top token {fid['top1_pct']:.1f}%"
+                  if fid else "")
                + f", {run['threads']} threads")
         versions = ", ".join(f"{k} {v}" for k, v in sorted(run.get("versions", {}).items()))
         st.add_evidence([EvidenceRow(c.method or "none", c.scheme, c.backend, report.device,
@@ -473,14 +489,29 @@ def _run(job: Mapping[str, Any]) -> dict[str, Any]:
 
     cfg = MeasureConfig(**job["config"])
     text, _ = _load_text(job.get("text"))
+    reference = None
+    if job.get("reference"):
+        from quantmatch.sdk.fidelity import Reference
+
+        reference = Reference.load(job["reference"])
     info = resolve_model(job["model"]).info
     runner = get_host().runner(job["backend"], job["threads"])
     width = runner.kv_value_bytes(job.get("dtype"))
     context = cfg.prompt + cfg.warmup + cfg.new_tokens / 2
     result = measure(runner, job["target"], text, cfg, job.get("dtype"),
                      kv_layout=(info.num_layers, info.num_kv_heads, info.head_dim, width),
-                     flops_per_token=flops_per_token(info, context), budget_s=job.get("budget"))
+                     flops_per_token=flops_per_token(info, context), budget_s=job.get("budget"), reference=reference)
     return result.to_dict()
+
+
+def _reference(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The reference distributions of the perplexity tokens (cached across runs); its description."""
+    from quantmatch.sdk.evaluate import _load_text, reference_for
+
+    body, label = _load_text(job.get("text"))
+    _, info = reference_for(job["model"], body, label, int(job["tokens"]), int(job["window"]),
+                            threads=int(job["threads"]))
+    return info
 
 
 def _machine(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -493,7 +524,7 @@ def worker_main(job_file: str, result_file: str) -> int:
     """Run one job (``machine``, ``prepare`` or ``run``) and write ``{"ok", "result"|"error"}`` as JSON."""
     job = json.loads(Path(job_file).read_text(encoding="utf-8"))
     kinds: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-        "machine": _machine, "prepare": _prepare, "run": _run}
+        "machine": _machine, "prepare": _prepare, "run": _run, "reference": _reference}
     try:
         payload = {"ok": True, "result": kinds[job["kind"]](job)}
     except Exception as e:  # reported to the parent, which records the combination as failed

@@ -22,9 +22,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantmatch.sdk.runner import MeasureConfig, Runner, RunnerError, current_rss_bytes
+
+if TYPE_CHECKING:
+    from quantmatch.sdk.fidelity import Reference
 
 __all__ = ["GenerationTiming", "RunResult", "TooSlowError", "measure", "time_generation"]
 
@@ -84,6 +87,8 @@ class RunResult:
     sample: str = ""
     config: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    fidelity: dict[str, Any] | None = None
+    """:class:`~quantmatch.sdk.fidelity.Fidelity` against the reference given to :func:`measure` (as a dict)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,13 +130,15 @@ def _kv_bytes(layout: tuple[int, int, int, int] | None, context: float) -> int:
 
 def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig, dtype: str | None = None,
             kv_layout: tuple[int, int, int, int] | None = None, flops_per_token: float = 0.0,
-            budget_s: float | None = None) -> RunResult:
+            budget_s: float | None = None, reference: Reference | None = None) -> RunResult:
     """Load ``target`` in ``runner`` and measure everything (see the module docstring).
 
     ``kv_layout`` (layers, kv_heads, head_dim, bytes per cached value) sizes the KV-cache traffic of
     a decode step; ``flops_per_token`` is the model's matmul work per token (for the roofline). With
     ``budget_s``, prefill is timed first and :class:`TooSlowError` raised (with that figure) when the
-    perplexity pass alone would take longer than the budget at that speed.
+    perplexity pass alone would take longer than the budget at that speed. With ``reference`` (a
+    :class:`~quantmatch.sdk.fidelity.Reference` of the same text), the perplexity pass scores the
+    reference's token ids and also measures fidelity to it, at the cost of one log-softmax per position.
     """
     from quantmatch.sdk.artifact import library_versions
     from quantmatch.sdk.evaluate import perplexity, token_ids
@@ -142,7 +149,8 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
     runner.load(target, dtype)
     load_s = time.perf_counter() - t0
     try:
-        ids = token_ids(runner.tokenize, text, config.tokens)
+        ids = [int(t) for t in reference.ids] if reference is not None else token_ids(runner.tokenize, text,
+                                                                                         config.tokens)
         rest = token_ids(runner.tokenize, text, config.tokens + config.prompt * (config.batch + 1))[config.tokens:]
         prompts = _prompts(rest or ids, config.batch + 1, config.prompt)
         time_generation(runner, prompts[:1], 1)  # warm-up: first-call allocations, thread pools
@@ -156,7 +164,14 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
             raise TooSlowError(f"too slow to measure here: prefill {best.prefill_tps:.1f} tok/s, so perplexity over "
                                f"{len(ids)} tokens would take about {len(ids) / best.prefill_tps / 60:.0f} min "
                                f"(budget {budget_s:.0f} s)")
-        ppl, predicted, windows = perplexity(runner, ids, config.window)
+        fidelity = None
+        if reference is not None:
+            from quantmatch.sdk.fidelity import score, summarize
+
+            fid = summarize(score(runner, reference), reference.top_k)
+            ppl, predicted, windows, fidelity = fid.ppl, fid.tokens, len(reference.chunks()), fid.to_dict()
+        else:
+            ppl, predicted, windows = perplexity(runner, ids, config.window)
         single = time_generation(runner, prompts[:1], config.new_tokens, config.warmup)
         batched = None
         if runner.batches and config.batch > 1:
@@ -171,6 +186,6 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
             peak_rss_bytes=runner.peak_memory_bytes(), rss_before_load=before,
             weight_bytes_per_token=runner.weight_bytes_per_token(), kv_bytes_per_token=_kv_bytes(kv_layout, context),
             flops_per_token=flops_per_token, sample=sample, config=config.to_dict(),
-            versions=library_versions(("quantmatch", *runner.versioned)))
+            versions=library_versions(("quantmatch", *runner.versioned)), fidelity=fidelity)
     finally:
         runner.close()

@@ -13,7 +13,7 @@ from quantmatch.planner.hardware import DeviceSpec, Peak, device_spec, with_meas
 from quantmatch.planner.job import JobEstimate
 from quantmatch.planner.memory import MemoryEstimate
 from quantmatch.planner.plan import STATUSES, Candidate, Plan, Rejection
-from quantmatch.planner.quality import QualityEstimate, prior_quality
+from quantmatch.planner.quality import QualityEstimate, kld_from_ppl, prior_quality, top1_from_kld
 from quantmatch.planner.roofline import PhaseEstimate
 from quantmatch.planner.shapes import (
     BuiltinShape,
@@ -23,7 +23,14 @@ from quantmatch.planner.shapes import (
     param_breakdown,
     resolve_model,
 )
-from quantmatch.planner.types import PREFERENCES, TOLERANCE_PRESETS, PlanInputError, Tolerance, Workload
+from quantmatch.planner.types import (
+    PREFERENCES,
+    TOLERANCE_KLD,
+    TOLERANCE_PRESETS,
+    PlanInputError,
+    Tolerance,
+    Workload,
+)
 from quantmatch.sdk.store import SCHEMA as RESULTS_SCHEMA
 from quantmatch.sdk.store import measured_quality, results_path
 
@@ -32,6 +39,7 @@ __all__ = [
     "RESULTS_SCHEMA",
     "SMALL_MODEL_PARAMS",
     "STATUSES",
+    "TOLERANCE_KLD",
     "TOLERANCE_PRESETS",
     "BuiltinShape",
     "Candidate",
@@ -51,6 +59,7 @@ __all__ = [
     "baseline_backends",
     "builtin_shapes",
     "device_spec",
+    "kld_from_ppl",
     "measured_quality",
     "param_breakdown",
     "plan",
@@ -58,5 +67,6 @@ __all__ = [
     "prior_quality",
     "resolve_model",
     "results_path",
+    "top1_from_kld",
     "with_measurements",
 ]

@@ -9,9 +9,11 @@
 2. Each candidate gets memory, prefill/decode roofline, expected quality and the quantization job.
    On the local device, speeds and peak memory that ``quantmatch bench`` measured for the same
    combination at compatible settings replace the predictions (:mod:`.measured`), as measured
-   perplexity replaces the quality prior.
+   perplexity and KL divergence replace the quality priors.
 3. It is rejected when it does not fit (``memory``), when its expected loss exceeds the tolerance
-   (``quality``), or when the job cannot run on this machine (``job``, ``local`` only).
+   (``quality``: the perplexity change, mean KL divergence or same-top-token share outside a bound
+   of :class:`~quantmatch.planner.types.Tolerance`), or when the job cannot run on this machine
+   (``job``, ``local`` only).
 4. The rest are ranked by the preference: ``fastest`` (request throughput: prefill plus ``gen``
    decode steps), ``smallest`` (memory) or ``most-accurate`` (expected loss), ties broken by the
    other two. Models under 500M parameters get the 16-bit baseline first whenever it fits (unless
@@ -327,7 +329,7 @@ def _why(pref: str, c: Candidate, first: Candidate, tol: Tolerance, rank: int, s
             what = {"fastest": "highest predicted request throughput",
                     "smallest": "smallest memory footprint",
                     "most-accurate": "lowest expected quality loss"}[pref]
-            out.append(f"{what} among the plans that fit and meet the {tol.label} tolerance")
+            out.append(f"{what} among the plans that fit and meet the {tol.text} tolerance")
     else:
         if pref == "fastest":
             ratio = c.rank_request_s / first.rank_request_s if first.rank_request_s else 1.0
@@ -416,14 +418,18 @@ def plan(model: str | Path | ModelInfo | ModelSource, device: str | HardwareProf
          batch: int = 1, prompt: int = 512, gen: int = 256, context: int | None = None,
          tolerance: str | float | Tolerance | None = "chat", memory_budget: float | str | None = None,
          prefer: str | None = "fastest", registry: Any = None, results_db: Path | None = None,
-         out_dir: Path | None = None) -> Plan:
+         out_dir: Path | None = None, max_kld: str | float | None = None,
+         min_top1: str | float | None = None) -> Plan:
     """Recommend a precision, method and runtime for ``model`` on ``device``.
 
     ``model``: a built-in name (``llama-3.1-8b``, ``smollm2-135m`` ...), a model directory or
     ``config.json``, or a ``.gguf`` file. ``device``: a catalog id or alias, ``local`` (detected;
     bandwidth measured by the copy test), a :class:`HardwareProfile` or a :class:`DeviceSpec` with
-    measured figures. ``tolerance``: ``chat`` (3%), ``code`` (1%), ``reasoning`` (0.5%) or a
-    percentage. ``memory_budget``: GiB. ``prefer``: ``fastest``, ``smallest`` or ``most-accurate``.
+    measured figures. ``tolerance``: ``chat`` (3%, mean KLD 0.04), ``code`` (1%, 0.01), ``reasoning``
+    (0.5%, 0.005), a percentage (perplexity only) or a :class:`Tolerance`. ``max_kld``: the largest
+    expected mean KL divergence (nats per token; replaces the class's), ``min_top1``: the smallest
+    expected same-top-token percentage. ``memory_budget``: GiB. ``prefer``: ``fastest``, ``smallest``
+    or ``most-accurate``.
 
     Bad input raises :class:`~quantmatch.planner.types.PlanInputError`,
     :class:`~quantmatch.registry.UnknownChoiceError` (unknown device or model name, with the closest
@@ -431,7 +437,7 @@ def plan(model: str | Path | ModelInfo | ModelSource, device: str | HardwareProf
     not an error: see :attr:`Plan.status`.
     """
     wl = Workload(batch, prompt, gen, context)
-    tol = Tolerance.parse(tolerance)
+    tol = Tolerance.parse(tolerance, max_kld, min_top1)
     budget = parse_budget(memory_budget)
     pref = parse_preference(prefer)
     src = resolve_model(model)
@@ -450,7 +456,7 @@ def plan_devices(model: str | Path | ModelInfo | ModelSource,
     reg = _registry(kwargs.pop("registry", None))
     wl = Workload(kwargs.pop("batch", 1), kwargs.pop("prompt", 512), kwargs.pop("gen", 256),
                   kwargs.pop("context", None))
-    tol = Tolerance.parse(kwargs.pop("tolerance", "chat"))
+    tol = Tolerance.parse(kwargs.pop("tolerance", "chat"), kwargs.pop("max_kld", None), kwargs.pop("min_top1", None))
     budget = parse_budget(kwargs.pop("memory_budget", None))
     pref = parse_preference(kwargs.pop("prefer", "fastest"))
     results_db, out_dir = kwargs.pop("results_db", None), kwargs.pop("out_dir", None)
@@ -551,11 +557,10 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
                                         f"the {c.method} job cannot run here: {c.job.reason}", c.level, c))
             continue
         fitting.append(c)
-        if c.quality.delta_pct > tol.pct + 1e-9:
-            rejections.append(Rejection(
-                c.method, c.scheme, c.backend, c.target, "quality",
-                f"expected +{c.quality.delta_pct:.2f}% perplexity ({c.quality.basis}) exceeds the "
-                f"{tol.label} tolerance", c.level, c))
+        failed = tol.failures(c.quality)
+        if failed:
+            rejections.append(Rejection(c.method, c.scheme, c.backend, c.target, "quality", "; ".join(failed),
+                                        c.level, c))
             continue
         feasible.append(c)
 
@@ -571,7 +576,7 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
     elif fitting:
         status = "over-tolerance"
         ranked = sorted(fitting, key=lambda c: _rank_key("most-accurate", c, profile.targets))
-        notes.append(f"no plan meets the {tol.label} tolerance: the most accurate plans that fit are listed")
+        notes.append(f"no plan meets the {tol.text} tolerance: the most accurate plans that fit are listed")
     elif evaluated:
         status = "nothing-fits"
         smallest = min(evaluated, key=lambda c: (c.memory.total_gib, c.quality.delta_pct))
@@ -594,7 +599,7 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
         if status == "nothing-fits":
             why = (f"nothing fits: the smallest option, {c.memory.over_gib or 0.0:.2f} GiB over", *why[1:])
         elif status == "over-tolerance" and i == 1:
-            why = (f"no plan meets the {tol.label} tolerance; this is the most accurate that fits", *why[1:])
+            why = (f"no plan meets the {tol.text} tolerance; this is the most accurate that fits", *why[1:])
         if (c.method, c.scheme) not in made:
             made[(c.method, c.scheme)] = production(c.method, reg, quantize_source(src, arg), c.scheme)
         made_here = made[(c.method, c.scheme)]

@@ -121,6 +121,8 @@ class Rejection:
             c = self.candidate
             d["memory_total_gib"] = round(c.memory.total_gib, 3)
             d["quality_delta_pct"] = round(c.quality.delta_pct, 3)
+            d["quality_kld"] = float(f"{c.quality.kld:.4g}")
+            d["quality_top1_pct"] = round(c.quality.top1_pct, 2)
             d["decode_tps"] = c.decode.tokens_per_s
         return d
 
@@ -193,6 +195,7 @@ def comparison(plans: Sequence[Plan]) -> list[dict[str, Any]]:
             "prefill_tps": b.prefill.tokens_per_s, "decode_tps": b.decode.tokens_per_s,
             "throughput_tps": None if b.throughput_tps is None else round(b.throughput_tps, 3),
             "quality_delta_pct": round(b.quality.delta_pct, 3), "quality_basis": b.quality.basis,
+            "quality_kld": float(f"{b.quality.kld:.4g}"), "quality_kld_basis": b.quality.kld_basis,
             "speed_basis": {"prefill": b.prefill.basis, "decode": b.decode.basis}, "memory_basis": b.memory.basis,
             "producible_here": b.producible_here, "command": b.command}
         rows.append({"device": p.device.id, "name": p.device.name, "status": p.status, "best": best})

@@ -13,6 +13,8 @@ and offers these primitives:
 - :meth:`~Runner.logits`: the logits of every position of a window scored from an empty context
   (:meth:`~Runner.nll` derives the window's summed negative log-likelihood from them; runners may
   compute it more cheaply);
+- :meth:`~Runner.output_head` / :meth:`~Runner.final_hidden` (optional): the LM head and its input, so
+  that a fidelity reference can keep full distributions compactly;
 - :meth:`~Runner.prefill`: start fresh sequences from equal-length prompts, return each one's greedy
   next token; :meth:`~Runner.step`: feed one token per sequence through the KV cache;
 - :meth:`~Runner.peak_memory_bytes`: the peak memory of the run (the process's peak RSS on a CPU);
@@ -262,6 +264,18 @@ class Runner(ABC):
             lse = m + np.log(np.exp(rows - m[:, None]).sum(axis=1))
             total += float((lse - rows[np.arange(len(rows)), target[a: a + len(rows)]]).sum())
         return total
+
+    def output_head(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """``(weight [vocab, d], bias [vocab] or None)`` of the LM head as float32 arrays, when this runner's
+        logits are ``final_hidden(ids) @ weight.T + bias``; ``None`` (the default) otherwise. Lets a
+        fidelity reference keep every full distribution in a fraction of their size
+        (:mod:`quantmatch.sdk.fidelity`); checked against :meth:`logits` before it is relied on."""
+        return None
+
+    def final_hidden(self, ids: Sequence[int]) -> np.ndarray:
+        """float32 ``[len(ids), d]``: the input of the LM head at every position of ``ids`` scored from an
+        empty context (for runners whose :meth:`output_head` is not ``None``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose its last hidden state")
 
     # ---- generation --------------------------------------------------------------------------
     @abstractmethod

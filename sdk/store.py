@@ -30,8 +30,9 @@ from typing import Any
 
 from quantmatch.sdk.verdict import Evidence
 
-__all__ = ["EVIDENCE_SCHEMA", "RUNS_SCHEMA", "SCHEMA", "SETTINGS_COLUMNS", "EvidenceRow", "MeasuredRun", "ResultRow",
-           "ResultsStore", "measured_quality", "measured_runs", "read_evidence", "results_path", "run_settings"]
+__all__ = ["EVIDENCE_SCHEMA", "FIDELITY_COLUMNS", "RUNS_SCHEMA", "SCHEMA", "SETTINGS_COLUMNS", "EvidenceRow",
+           "MeasuredFidelity", "MeasuredRun", "ResultRow", "ResultsStore", "measured_fidelity", "measured_quality",
+           "measured_runs", "read_evidence", "results_path", "run_settings"]
 
 RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, date TEXT, status TEXT, detail TEXT
@@ -45,13 +46,30 @@ EVIDENCE_SCHEMA = """CREATE TABLE IF NOT EXISTS evidence (
 SCHEMA = """CREATE TABLE IF NOT EXISTS results (
     model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT,
     ppl REAL, ppl_delta_pct REAL, decode_tps REAL, prefill_tps REAL, peak_rss REAL, date TEXT,
-    prompt INTEGER, decode_context REAL, batch INTEGER, decode_batch_tps REAL
+    prompt INTEGER, decode_context REAL, batch INTEGER, decode_batch_tps REAL,
+    kld_mean REAL, kld_p99 REAL, top1_pct REAL, ppl_ratio REAL
 )"""
 """The table definition writers should use (``quantmatch bench`` creates it with this)."""
 
 SETTINGS_COLUMNS = {"prompt": "INTEGER", "decode_context": "REAL", "batch": "INTEGER", "decode_batch_tps": "REAL"}
 """Columns added to the first schema: the settings the speeds were measured at (and the batched decode).
 The writer adds them to an older table (:class:`quantmatch.sdk.store.ResultsStore`)."""
+
+FIDELITY_COLUMNS = {"kld_mean": "REAL", "kld_p99": "REAL", "top1_pct": "REAL", "ppl_ratio": "REAL"}
+"""Fidelity to the reference (:class:`quantmatch.sdk.fidelity.Fidelity`): mean and p99 KL divergence in nats,
+same-top-token percentage, perplexity ratio on the same token ids. Added to an older table as well."""
+
+
+@dataclass(frozen=True)
+class MeasuredFidelity:
+    """The newest measured fidelity of one combination: what :data:`FIDELITY_COLUMNS` hold, and when."""
+
+    kld_mean: float
+    kld_p99: float | None
+    top1_pct: float | None
+    ppl_ratio: float | None
+    backend: str
+    date: str
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,10 @@ class ResultRow:
     decode_context: float | None = None
     batch: int | None = None
     decode_batch_tps: float | None = None
+    kld_mean: float | None = None
+    kld_p99: float | None = None
+    top1_pct: float | None = None
+    ppl_ratio: float | None = None
 
 
 def run_settings(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,6 +221,9 @@ class ResultsStore:
 def _upgrade(con: sqlite3.Connection) -> None:
     """Add the settings columns to a ``results`` table written before them, filled in from ``runs``."""
     have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
+    for c, kind in FIDELITY_COLUMNS.items():
+        if c not in have:
+            con.execute(f"ALTER TABLE results ADD COLUMN {c} {kind}")
     missing = [c for c in SETTINGS_COLUMNS if c not in have]
     if not missing:
         return
@@ -320,3 +345,31 @@ def measured_quality(model: str, method: str | None, scheme: str, path: Path | N
             if (b or "").lower() == backend.lower():
                 return float(v)
     return float(rows[0][1])
+
+
+def measured_fidelity(model: str, method: str | None, scheme: str, backend: str | None = None,
+                      path: Path | None = None) -> MeasuredFidelity | None:
+    """The newest measured fidelity (:data:`FIDELITY_COLUMNS`) of ``model``/``method``/``scheme``, or ``None``.
+
+    ``method`` ``None`` means the unquantized baseline. With ``backend`` given, that backend's row is
+    preferred (the same artifact diverges differently on runtimes that round differently: llama.cpp
+    quantizes activations to 8 bits in its quantized dot products), else the newest of any backend.
+    A store without the columns means nothing measured.
+    """
+    with _read_only(path) as con:
+        if con is None:
+            return None
+        try:
+            rows = con.execute(
+                "SELECT kld_mean, kld_p99, top1_pct, ppl_ratio, backend, date FROM results WHERE "
+                "lower(model) = lower(?) AND lower(coalesce(method, 'none')) = lower(?) AND lower(scheme) = lower(?) "
+                "AND kld_mean IS NOT NULL ORDER BY date DESC, rowid DESC",
+                (model, method or "none", scheme)).fetchall()
+        except sqlite3.Error:
+            return None
+    if not rows:
+        return None
+    pick = rows[0]
+    if backend:
+        pick = next((r for r in rows if (r[4] or "").lower() == backend.lower()), pick)
+    return MeasuredFidelity(float(pick[0]), pick[1], pick[2], pick[3], pick[4] or "", pick[5] or "")

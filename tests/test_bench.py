@@ -82,7 +82,9 @@ def _crashing_worker(tmp_path: Path, backend: str) -> list[str]:
 
 
 @pytest.mark.skipif(RUNNERS["onnxruntime"].missing() != [], reason="onnxruntime/onnx not installed")
-def test_bench_runs_skips_and_survives_a_crash(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_bench_runs_skips_and_survives_a_crash(tiny_llama_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUANTMATCH_CACHE_DIR", str(tmp_path / "cache"))  # the fidelity reference lands here
     db = tmp_path / "results.sqlite"
     bench = Bench(str(tiny_llama_dir), config=CONFIG, threads=1, runners={**RUNNERS, "llama.cpp": AbsentLlamaCpp},
                   worker=_crashing_worker(tmp_path, "hqq"), work_dir=tmp_path / "work", store=db,
@@ -100,6 +102,10 @@ def test_bench_runs_skips_and_survives_a_crash(tiny_llama_dir: Path, tmp_path: P
     assert onnx.roofline and onnx.roofline["bandwidth_tps"] > 0 and onnx.roofline["compute_dtype"] == "int8"
     assert onnx.roofline_batch and onnx.roofline_batch["batch"] == 2
     assert base.run["threads"] == onnx.run["threads"] == 1
+    # fidelity to the fp32 reference, on the same tokens: none for the baseline itself, some for int8
+    assert report.fidelity_reference["form"] == "exact" and base.fidelity and onnx.fidelity
+    assert base.fidelity["kld_mean"] < 1e-6 and base.fidelity["top1_pct"] == 100.0
+    assert onnx.fidelity["kld_mean"] > 1e-7 and onnx.fidelity["ppl"] == pytest.approx(onnx.run["perplexity"])
     # each combination ran in its own process: the baseline's RSS before loading is that of a fresh worker
     assert base.run["rss_before_load"] < base.run["peak_rss_bytes"]
     skipped = by["gguf:gguf-q8_0:llama.cpp"]
@@ -113,9 +119,13 @@ def test_bench_runs_skips_and_survives_a_crash(tiny_llama_dir: Path, tmp_path: P
     con = sqlite3.connect(db)
     rows = con.execute("SELECT model, method, scheme, backend, device, ppl_delta_pct FROM results").fetchall()
     kinds = con.execute("SELECT DISTINCT kind FROM evidence").fetchall()
+    stored = con.execute("SELECT kld_mean, top1_pct FROM results WHERE method = 'onnx'").fetchone()
+    figure = con.execute("SELECT figure FROM evidence WHERE method = 'onnx'").fetchone()[0]
     con.close()
     assert sorted(r[1] for r in rows) == ["none", "onnx"] and {r[0] for r in rows} == {tiny_llama_dir.name}
     assert kinds == [("bench",)]
+    assert stored == (pytest.approx(onnx.fidelity["kld_mean"]), pytest.approx(onnx.fidelity["top1_pct"]))
+    assert "KLD" in figure and "same top token" in figure  # what explain and the TUI show as evidence
     json.dumps(report.to_dict())  # the --json payload is serialisable
 
 

@@ -95,6 +95,15 @@ class TorchRunner(Runner):
         if path.is_dir() and (path / "quantmatch.json").is_file():
             from quantmatch.sdk.pipeline import load_artifact
 
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:  # a GGUF artifact: its weights dequantized through transformers
+                from quantmatch.sdk.artifact import check_files
+                from quantmatch.sdk.models import resolve_model
+
+                check_files(path)
+                self.model, self.tokenizer = resolve_model(str(ggufs[0])).load(dtype or "float32")
+                self.compute = str(next(self.model.parameters()).dtype).removeprefix("torch.") + " (GGUF dequantized)"
+                return
             loaded = load_artifact(path, dtype or "float32")
             if loaded.tokenizer is None:
                 raise UnreadableArtifactError(f"{path}: a {loaded.manifest.method} artifact is not a torch model; "
@@ -105,7 +114,10 @@ class TorchRunner(Runner):
         else:
             from quantmatch.sdk.models import resolve_model
 
-            self.model, self.tokenizer = resolve_model(str(target)).load(dtype or "float32")
+            source = resolve_model(str(target))
+            self.model, self.tokenizer = source.load(dtype or "float32")
+            if source.gguf_path is not None:
+                note = " (GGUF dequantized)"
         self.compute = str(next(self.model.parameters()).dtype).removeprefix("torch.") + note
 
     def _prepare_compressed(self) -> str:
@@ -135,6 +147,30 @@ class TorchRunner(Runner):
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=False).logits[0]
             return out.float().numpy()
+
+    def output_head(self) -> Any:
+        """The LM head of a plain float linear layer (what a reference model has); ``None`` for quantized or
+        missing heads."""
+        import torch
+
+        head = self.model.get_output_embeddings()
+        if type(head) is not torch.nn.Linear or not head.weight.dtype.is_floating_point:
+            return None
+        bias = None if head.bias is None else head.bias.detach().float().numpy().copy()
+        return head.weight.detach().float().numpy().copy(), bias
+
+    def final_hidden(self, ids: Sequence[int]) -> Any:
+        import torch
+
+        head = self.model.get_output_embeddings()
+        seen: list[Any] = []
+        hook = head.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach()))
+        try:
+            with torch.no_grad():
+                self.model(input_ids=torch.tensor([list(ids)], dtype=torch.long), use_cache=False)
+        finally:
+            hook.remove()
+        return seen[0][0].float().numpy()
 
     def nll(self, ids: Sequence[int]) -> float:
         import torch

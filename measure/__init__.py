@@ -4,7 +4,8 @@
 - :mod:`.machine`: memory bandwidth and GEMM throughput of this machine, measured once;
 - :mod:`.roofline`: each decode figure against its bandwidth and compute limits;
 - :mod:`.bench`: ``quantmatch bench`` (every combination in a fresh subprocess);
-- :mod:`.verify`: ``quantmatch verify`` (micro-probes against the claimed levels).
+- :mod:`.verify`: ``quantmatch verify`` (micro-probes against the claimed levels);
+- :mod:`.jobs`: one job in a fresh subprocess, JSON in and out (``bench`` and ``calibrate-sweep``).
 - :mod:`.calibration_sweep`: ``quantmatch calibrate-sweep`` (fidelity against calibration size and text).
 
 Runners come from the backends that declare them, through the plugin host

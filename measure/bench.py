@@ -25,12 +25,7 @@ The worker side is ``python -m quantmatch.measure.bench --worker JOB RESULT`` (J
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,7 +39,6 @@ __all__ = ["Bench", "BenchReport", "Combo", "ComboResult", "model_key", "parse_c
            "reference_combo"]
 
 ProgressFn = Callable[[str, int, int], None]
-_STDERR_TAIL = 1500
 
 
 @dataclass(frozen=True)
@@ -366,40 +360,9 @@ class Bench:
 
     def _job(self, job: dict[str, Any]) -> tuple[bool, Any, str]:
         """Run one job in a fresh subprocess: ``(ok, result payload, error text)``."""
-        with tempfile.TemporaryDirectory(prefix="quantmatch-bench-") as tmp:
-            jf, rf = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            jf.write_text(json.dumps(job), encoding="utf-8")
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                   "OMP_NUM_THREADS": str(self.threads)}
-            try:
-                proc = subprocess.run([*self.worker, str(jf), str(rf)], capture_output=True, text=True,
-                                      timeout=self.timeout, env=env, stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                return False, None, f"timed out after {self.timeout:.0f} s"
-            data: dict[str, Any] | None = None
-            if rf.is_file():
-                try:
-                    data = json.loads(rf.read_text(encoding="utf-8"))
-                except json.JSONDecodeError:
-                    data = None
-            if data is not None and data.get("ok"):
-                return True, data.get("result"), ""
-            if data is not None:
-                return False, None, str(data.get("error"))
-            return False, None, _crash_text(proc.returncode, proc.stderr)
+        from quantmatch.measure.jobs import run_job
 
-
-def _crash_text(code: int, stderr: str) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        what = f"the backend process crashed ({name})"
-    else:
-        what = f"the backend process exited with code {code} without a result"
-    tail = "\n".join(line for line in (stderr or "").strip().splitlines()[-6:] if line.strip())
-    return what + (f": {tail[-_STDERR_TAIL:]}" if tail else "")
+        return run_job(self.worker, job, self.threads, self.timeout, who="the backend process")
 
 
 def _weights_size(hf_dir: Path, scheme: str) -> int:
@@ -521,17 +484,10 @@ def _machine(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(job_file: str, result_file: str) -> int:
-    """Run one job (``machine``, ``prepare`` or ``run``) and write ``{"ok", "result"|"error"}`` as JSON."""
-    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
-    kinds: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-        "machine": _machine, "prepare": _prepare, "run": _run, "reference": _reference}
-    try:
-        payload = {"ok": True, "result": kinds[job["kind"]](job)}
-    except Exception as e:  # reported to the parent, which records the combination as failed
-        msg = str(e).strip().splitlines()
-        payload = {"ok": False, "error": f"{type(e).__name__}: {' '.join(msg[:3])[:800]}" if msg else type(e).__name__}
-    Path(result_file).write_text(json.dumps(payload, default=str), encoding="utf-8")
-    return 0 if payload["ok"] else 1
+    """Run one job (``machine``, ``prepare``, ``run`` or ``reference``) and write ``{"ok", "result"|"error"}``."""
+    from quantmatch.measure.jobs import worker_main as run
+
+    return run(job_file, result_file, {"machine": _machine, "prepare": _prepare, "run": _run, "reference": _reference})
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,7 +67,6 @@ STOP_REL = 0.02
 """The relative tolerance of :data:`STOP_RULE` (2% of a count's mean KL divergence)."""
 STOP_RULE = ("more samples stop helping at the smallest sample count n that no larger count beats: no larger "
              "count's mean KL divergence is below n's by more than max(the 95% half-width of n's mean, 2% of it)")
-_STDERR_TAIL = 1500
 
 
 @dataclass(frozen=True)
@@ -497,27 +495,9 @@ class _Jobs:
         self.worker, self.threads, self.timeout = worker, threads, timeout
 
     def run(self, job: Mapping[str, Any]) -> tuple[bool, Any, str]:
-        with tempfile.TemporaryDirectory(prefix="quantmatch-sweep-") as tmp:
-            jf, rf = Path(tmp) / "job.json", Path(tmp) / "result.json"
-            jf.write_text(json.dumps(job), encoding="utf-8")
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                   "OMP_NUM_THREADS": str(self.threads)}
-            try:
-                proc = subprocess.run([*self.worker, str(jf), str(rf)], capture_output=True, text=True,
-                                      timeout=self.timeout, env=env, stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                return False, None, f"timed out after {self.timeout:.0f} s"
-            try:
-                data = json.loads(rf.read_text(encoding="utf-8")) if rf.is_file() else None
-            except json.JSONDecodeError:
-                data = None
-            if data is not None and data.get("ok"):
-                return True, data.get("result"), ""
-            if data is not None:
-                return False, None, str(data.get("error"))
-            tail = "\n".join(line for line in proc.stderr.strip().splitlines()[-6:] if line.strip())
-            return False, None, f"the worker exited with code {proc.returncode} without a result" + \
-                (f": {tail[-_STDERR_TAIL:]}" if tail else "")
+        from quantmatch.measure.jobs import run_job
+
+        return run_job(self.worker, job, self.threads, self.timeout)
 
 
 # ---- worker ------------------------------------------------------------------------------------------------
@@ -581,16 +561,9 @@ def _point_job(job: Mapping[str, Any]) -> dict[str, Any]:
 
 def worker_main(job_file: str, result_file: str) -> int:
     """Run one job (``reference`` or ``point``) and write ``{"ok", "result"|"error"}`` as JSON."""
-    job = json.loads(Path(job_file).read_text(encoding="utf-8"))
-    kinds: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"reference": _reference_job,
-                                                                       "point": _point_job}
-    try:
-        payload = {"ok": True, "result": kinds[job["kind"]](job)}
-    except Exception as e:  # reported to the parent, which records the point as failed
-        msg = str(e).strip().splitlines()
-        payload = {"ok": False, "error": f"{type(e).__name__}: {' '.join(msg[:3])[:800]}" if msg else type(e).__name__}
-    Path(result_file).write_text(json.dumps(payload, default=str), encoding="utf-8")
-    return 0 if payload["ok"] else 1
+    from quantmatch.measure.jobs import worker_main as run
+
+    return run(job_file, result_file, {"reference": _reference_job, "point": _point_job})
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses

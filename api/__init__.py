@@ -42,6 +42,7 @@ __all__ = [
     "__version__",
     "detect",
     "explain",
+    "export_artifact",
     "get_registry",
     "hookimpl",
     "list_plugins",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from quantmatch.sdk.backend import Backend
     from quantmatch.sdk.capability import Capability, Requires
     from quantmatch.sdk.device import Detection, DeviceFamily
+    from quantmatch.sdk.export import export_artifact
     from quantmatch.sdk.pipeline import load_artifact, quantize
     from quantmatch.sdk.pluginhost import PluginInfo, hookimpl
     from quantmatch.sdk.profile import Figure, HardwareProfile
@@ -73,7 +75,7 @@ _LAZY = {
     "Quantizer": "quantmatch.sdk.quantizer", "Runner": "quantmatch.sdk.runner", "Scheme": "quantmatch.sdk.scheme",
     "parse_scheme": "quantmatch.sdk.scheme", "Level": "quantmatch.sdk.verdict", "Verdict": "quantmatch.sdk.verdict",
     "hookimpl": "quantmatch.sdk.pluginhost", "quantize": "quantmatch.sdk.pipeline",
-    "load_artifact": "quantmatch.sdk.pipeline",
+    "load_artifact": "quantmatch.sdk.pipeline", "export_artifact": "quantmatch.sdk.export",
 }
 
 _moved.install()

@@ -47,7 +47,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     host = get_host()
     infos = list(host.plugins.values())
     if args.json:
-        methods = [{"name": name, "plugin": e.provenance.plugin, "options": e.obj.options.schema()}
+        methods = [{"name": name, "plugin": e.provenance.plugin, "options": e.obj.options.schema(),
+                    "exports": [{**x.to_dict(), "options": x.options.schema()} for x in e.obj.exports]}
                    for name, e in host.quantizers.items()]
         backends = [{"name": name, "plugin": e.provenance.plugin, "runner": e.obj.runner or None,
                      "reference": e.obj.reference, "priors": sorted(e.obj.priors)}
@@ -301,10 +302,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         else:
             err.print("checks passed; nothing loaded or written (--dry-run)")
         return 0
+    if args.format:  # refuse a grid the format cannot hold before anything loads
+        from quantmatch.sdk.export import export_route
+
+        if args.format.strip().lower() != plan.quantizer.artifact_format:
+            export_route(plan.quantizer.artifact_format, plan.scheme, args.format, args.allow_requantize)
     with qr.progress_bar(not args.json) as progress:
         result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
                           rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
-                          progress=progress, **options)
+                          progress=progress, artifact_format=args.format, allow_requantize=args.allow_requantize,
+                          **options)
     if args.json:
         _emit_json({"schema": JSON_SCHEMA_VERSION, "result": result.to_dict()})
     else:
@@ -312,6 +319,23 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         for warning in (w for w in result.warnings if w not in shown):
             err.print(Text.assemble(("warning", "yellow"), f": {warning}"))
         qr.quantize_table(result, Console(highlight=False, markup=False))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quantmatch.cli import quantize_view as qr
+    from quantmatch.sdk.export import export_artifact
+
+    with qr.progress_bar(not args.json) as progress:
+        result = export_artifact(args.artifact, args.to, args.out, force=args.force,
+                                 allow_requantize=args.allow_requantize, progress=progress,
+                                 options=_method_options(args.option or ()))
+    if args.json:
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "export": result.to_dict()})
+    else:
+        qr.export_table(result, Console(highlight=False, markup=False))
     return 0
 
 
@@ -388,7 +412,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError("say what to run: --combos method:scheme:backend,... or --all-runnable")
     combos = parse_combos(args.combos or "")
     config = MeasureConfig(tokens=args.tokens, window=args.window, prompt=args.prompt,
-                           new_tokens=args.new_tokens, batch=args.batch)
+                           new_tokens=args.new_tokens, batch=args.batch, context=args.context)
     bench = Bench(args.model, config=config, threads=args.threads, requantize=args.requantize, text=args.text,
                   save=not args.no_store, timeout=args.timeout, budget=args.budget or None)
     progress = _bench_progress()
@@ -560,8 +584,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a method option, repeatable; JSON values: gptq damp=0.05 act_order=false shrink=0, "
                          "smoothquant alpha=0.5 'dynamic_layers=[]', hqq axis=0. Unknown keys and values of "
                          "the wrong type are refused; `quantmatch plugins` lists each method's options")
+    sp.add_argument("--format", metavar="FORMAT",
+                    help="write this artifact format instead of the method's own: gguf or onnx export GPTQ/AWQ/RTN/"
+                         "SmoothQuant integer weights exactly (see `quantmatch export`)")
+    sp.add_argument("--allow-requantize", action="store_true",
+                    help="with --format: round layers the format cannot hold exactly again on its grid")
     sp.add_argument("--force", action="store_true", help="replace an existing --out")
     sp.add_argument("--dry-run", action="store_true", help="run the checks and show the layer plan only")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("export", cmd_export, "rewrite an artifact into another runtime's format without requantizing: GPTQ/"
+                                   "AWQ/RTN int4/int8 into GGUF Q4_0/Q4_1/Q8_0 or ONNX MatMulNBits, SmoothQuant "
+                                   "W8A8 into an integer ONNX graph")
+    sp.add_argument("artifact", metavar="ARTIFACT", help="artifact directory written by `quantmatch quantize`")
+    sp.add_argument("--to", required=True, metavar="FORMAT", help="target format: gguf or onnx")
+    sp.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
+    sp.add_argument("--allow-requantize", action="store_true",
+                    help="round layers the target cannot hold exactly (3-bit, group 16 ...) again on its grid; "
+                         "the manifest records them and exact: false")
+    sp.add_argument("--option", action="append", metavar="KEY=VALUE",
+                    help="an exporter option, repeatable: gguf head=q8_0 (the embedding/LM head as Q8_0, as "
+                         "llama.cpp's own quantizer writes it; default source: as stored, exact)")
+    sp.add_argument("--force", action="store_true", help="replace an existing --out")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("eval", cmd_eval, "perplexity, fidelity to the unquantized model (KL divergence, same top token), "
@@ -606,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--prompt", type=int, default=128, help="prefill tokens (default 128)")
     sp.add_argument("--new-tokens", type=int, default=32, help="timed decode steps (default 32)")
     sp.add_argument("--batch", type=int, default=4, help="the larger decode batch (default 4)")
+    sp.add_argument("--context", type=int, help="prompt tokens the timed decodes start from (default: --prompt): "
+                    "decode speed and KV-cache bytes at a long context; a -kv<fmt> scheme (gguf-q4_0-kvq8_0) runs "
+                    "that KV-cache format")
     sp.add_argument("--threads", type=int, help="threads for every backend (default: physical cores)")
     sp.add_argument("--text", help="UTF-8 text file for perplexity (default: bundled held-out Shakespeare)")
     sp.add_argument("--requantize", action="store_true", help="re-create cached artifacts")

@@ -84,6 +84,29 @@ def quantize_table(result: Any, console: Console) -> None:
     console.print(f"next: quantmatch eval {result.artifact}")
 
 
+def export_table(result: Any, console: Console) -> None:
+    details = result.manifest.details
+    t = Table(title=f"exported {result.method} {result.scheme} to {result.artifact_format}", title_justify="left",
+              show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("artifact", str(result.artifact))
+    t.add_row("from", str(details.get("exported_from", "")))
+    t.add_row("runs as", result.runs_as or "-")
+    requantized = details.get("requantized") or []
+    t.add_row("exact", "yes: the same integer codes and scales" if result.exact
+              else f"no: {len(requantized)} tensors rounded again ({', '.join(requantized[:3])}"
+                   f"{' ...' if len(requantized) > 3 else ''})")
+    kinds = details.get("tensor_types") or details.get("ops")
+    if kinds:
+        t.add_row("tensors" if "tensor_types" in details else "operators",
+                  ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    t.add_row("size on disk", _mib(result.size_bytes))
+    t.add_row("time", f"{result.seconds:,.1f} s")
+    console.print(t)
+    console.print(f"next: quantmatch eval {result.artifact}")
+
+
 def eval_table(result: Any, console: Console) -> None:
     what = f"{result.method} {result.scheme}" if result.method else f"{result.kind} ({result.compute_dtype})"
     t = Table(title=f"evaluation of {result.target}: {what}", title_justify="left", show_header=False)

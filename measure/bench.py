@@ -7,9 +7,18 @@ own subprocess (so that memory figures do not mix and a crash takes down only th
 1. prepares the artifact unless it is cached (``quantmatch.quantize`` with the method plugin; a float
    baseline that its runner cannot load from the model itself is prepared by the runner,
    :meth:`~quantmatch.sdk.runner.Runner.prepare_baseline`) under
-   ``<cache>/bench-artifacts/<model>/<method>-<scheme>``;
+   ``<cache>/bench-artifacts/<model>/<method>-<scheme>``; a backend that does not load the method's
+   format but runs an exact export of it (GPTQ on llama.cpp) gets the export,
+   ``<method>-<scheme>-<format>`` (:func:`~quantmatch.sdk.export.export_artifact`);
 2. measures it with the backend's runner, found through the plugin host
    (:func:`~quantmatch.measure.run.measure`).
+
+A scheme's ``-kv<fmt>`` suffix (``gguf-q4_0-kvq8_0``) is a KV-cache format the runner sets at run time
+(:attr:`~quantmatch.sdk.runner.Runner.kv_caches`): the artifact is the scheme's without the suffix (the same
+cached directory), and the run measures with that KV cache (:attr:`~quantmatch.sdk.runner.MeasureConfig.kv_cache`),
+perplexity and fidelity included; a runner that does not run the format skips the combination with the
+formats it runs. ``MeasureConfig.context`` (``bench --context N``) starts the timed decodes after an
+``N``-token prompt, and every row records the KV format, the context and the KV-cache bytes measured.
 
 The machine is measured once (:func:`~quantmatch.measure.machine.measure_machine`, also in a
 subprocess). Each decode figure gets its roofline; each speed its ratio to the reference baseline of
@@ -33,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from quantmatch.sdk.errors import InputError
-from quantmatch.sdk.runner import MeasureConfig, Runner, default_threads
+from quantmatch.sdk.runner import MeasureConfig, Runner, RunnerError, default_threads
 
 __all__ = ["Bench", "BenchReport", "Combo", "ComboResult", "model_key", "parse_combos",
            "reference_combo"]
@@ -131,7 +140,7 @@ class BenchReport:
     device: str
     device_name: str
     threads: int
-    config: dict[str, int]
+    config: dict[str, Any]
     machine: dict[str, Any]
     results: list[ComboResult]
     started: str
@@ -259,17 +268,24 @@ class Bench:
         missing = runner.missing()
         if missing:
             return f"{c.backend} needs {', '.join(missing)}, which is not installed", runner.install
+        from quantmatch.sdk.scheme import parse_scheme
+
+        try:
+            runner.check_kv_cache(parse_scheme(c.scheme).kv_cache)
+        except RunnerError as e:
+            return str(e), ""
+        scheme = self.artifact_scheme(c)
         if c.method is not None:
             q = self.registry.method(c.method)
             if not _can_quantize(q):
                 return f"quantizing with {c.method} is not implemented in this version", ""
-            unmade = q.not_produced(c.scheme)
+            unmade = q.not_produced(scheme)
             if unmade:
                 return unmade[0], ""
             missing = q().missing()
             if missing:
                 return f"{c.method} needs {', '.join(missing)}, which is not installed", q.install_hint
-        elif c.scheme not in runner.baselines:
+        elif scheme not in runner.baselines:
             where = [f"{b} ({', '.join(k.baselines)})" for b in self.registry.host.runnable_backends()
                      if (k := self._runner_or_none(b)) is not None and k.baselines]
             return f"{c.backend}'s runner runs no {c.scheme} baseline; float baselines run on {', '.join(where)}", ""
@@ -285,7 +301,34 @@ class Bench:
 
     def artifact_dir(self, c: Combo) -> Path:
         safe = model_key(self.model).replace("/", "--")
-        return self.work_dir / safe / f"{c.method or c.backend}-{c.scheme}"
+        fmt = self.export_format(c)
+        name = f"{c.method or c.backend}-{self.artifact_scheme(c)}"
+        return self.work_dir / safe / (name + (f"-{fmt}" if fmt else ""))
+
+    def runtime_kv(self, c: Combo) -> str | None:
+        """The KV-cache format of ``c``'s scheme when its runner sets it at run time (``None`` otherwise)."""
+        from quantmatch.sdk.scheme import parse_scheme
+
+        kv = parse_scheme(c.scheme).kv_cache
+        runner = self._runner_or_none(c.backend)
+        return kv if kv is not None and runner is not None and kv in runner.kv_caches else None
+
+    def artifact_scheme(self, c: Combo) -> str:
+        """The scheme ``c``'s artifact is made for: its own, less a ``-kv`` suffix the runner sets at run time
+        (``gguf-q4_0-kvq8_0`` runs the ``gguf-q4_0`` artifact)."""
+        from dataclasses import replace
+
+        from quantmatch.sdk.scheme import parse_scheme
+
+        return str(replace(parse_scheme(c.scheme), kv_cache=None)) if self.runtime_kv(c) else c.scheme
+
+    def export_format(self, c: Combo) -> str | None:
+        """The format ``c``'s artifact is exported to because its backend does not load the method's own
+        (GPTQ on llama.cpp: ``gguf``); ``None`` when the backend loads what the method writes."""
+        if c.method is None:
+            return None
+        route = self.registry.export_route(self.registry.method(c.method), c.backend)
+        return None if route is None else str(route[0].artifact_format)
 
     # -- running --
     def run(self, combos: Sequence[Combo] | None = None, all_runnable: bool = False,
@@ -332,12 +375,20 @@ class Bench:
         needs_artifact = not c.is_baseline or (runner is not None and runner.prepares_baselines())
         if needs_artifact:
             out = self.artifact_dir(c)
-            if self.requantize or not (out / "quantmatch.json").is_file():
+            fmt = self.export_format(c)
+            made = out.with_name(out.name.removesuffix(f"-{fmt}")) if fmt else out
+            if self.requantize or not (made / "quantmatch.json").is_file():
                 ok, _, err = self._job({"kind": "prepare", "model": self.model, "method": c.method,
-                                        "scheme": c.scheme, "backend": c.backend, "out": str(out),
+                                        "scheme": self.artifact_scheme(c), "backend": c.backend, "out": str(made),
                                         "threads": self.threads})
                 if not ok:
                     res.status, res.reason, res.seconds = "failed", f"quantize: {err}", time.perf_counter() - t0
+                    return
+            if fmt and (self.requantize or not (out / "quantmatch.json").is_file()):
+                ok, _, err = self._job({"kind": "export", "source": str(made), "to": fmt, "out": str(out),
+                                        "threads": self.threads})
+                if not ok:
+                    res.status, res.reason, res.seconds = "failed", f"export: {err}", time.perf_counter() - t0
                     return
             target = str(out)
             res.artifact = target
@@ -345,8 +396,9 @@ class Bench:
 
             res.size_bytes = path_size(out)
         ok, payload, err = self._job({"kind": "run", "backend": c.backend, "target": target, "threads": self.threads,
-                                      "dtype": "bfloat16" if c.scheme == "bf16" else "float32",
-                                      "config": self.config.to_dict(), "text": self.text, "model": self.model,
+                                      "dtype": "bfloat16" if self.artifact_scheme(c) == "bf16" else "float32",
+                                      "config": {**self.config.to_dict(), "kv_cache": self.runtime_kv(c)},
+                                      "text": self.text, "model": self.model,
                                       "budget": self.budget, "reference": self._reference})
         res.seconds = time.perf_counter() - t0
         if not ok:
@@ -356,7 +408,7 @@ class Bench:
         if not needs_artifact:
             from quantmatch.sdk.models import resolve_model
 
-            res.size_bytes = _weights_size(resolve_model(self.model).hf_dir, c.scheme)
+            res.size_bytes = _weights_size(resolve_model(self.model).hf_dir, self.artifact_scheme(c))
 
     def _job(self, job: dict[str, Any]) -> tuple[bool, Any, str]:
         """Run one job in a fresh subprocess: ``(ok, result payload, error text)``."""
@@ -409,7 +461,8 @@ def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | N
         st.add_result(ResultRow(key, c.method or "none", c.scheme, c.backend, report.device, run["perplexity"],
                                 r.ppl_delta_pct, run["decode_tps"], run["prefill_tps"], run["peak_rss_bytes"],
                                 report.started, kld_mean=fid.get("kld_mean"), kld_p99=fid.get("kld_p99"),
-                                top1_pct=fid.get("top1_pct"), ppl_ratio=fid.get("ppl_ratio")),
+                                top1_pct=fid.get("top1_pct"), ppl_ratio=fid.get("ppl_ratio"),
+                                kv_cache=run.get("kv_cache"), context=run.get("context"), kv_bytes=run.get("kv_bytes")),
                       detail={**r.to_dict(), "machine": report.machine})
         ratio = r.ratios.get("decode_tps")
         ach = (r.roofline or {}).get("achieved")
@@ -420,6 +473,9 @@ def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | N
                + (f" ({r.ppl_delta_pct:+.2f}%)" if r.ppl_delta_pct is not None else "")
                + (f", KLD {fid['kld_mean']:.4f} (p99 {fid['kld_p99']:.3f}), same top token {fid['top1_pct']:.1f}%"
                   if fid else "")
+               + (f", {run['kv_cache'] or 'default'} KV cache {run['kv_bytes'] / 2**20:.2f} MiB at "
+                  f"{run['kv_tokens']} tokens" if (run.get("kv_cache") or run.get("context")) and run.get("kv_bytes")
+                  and run.get("kv_tokens") else "")
                + f", {run['threads']} threads")
         versions = ", ".join(f"{k} {v}" for k, v in sorted(run.get("versions", {}).items()))
         st.add_evidence([EvidenceRow(c.method or "none", c.scheme, c.backend, report.device,
@@ -443,6 +499,12 @@ def _prepare(job: Mapping[str, Any]) -> dict[str, Any]:
     return {"artifact": str(out)}
 
 
+def _export(job: Mapping[str, Any]) -> dict[str, Any]:
+    from quantmatch.sdk.export import export_artifact
+
+    return export_artifact(job["source"], job["to"], job["out"], force=True).to_dict()
+
+
 def _run(job: Mapping[str, Any]) -> dict[str, Any]:
     from quantmatch.measure.roofline import flops_per_token
     from quantmatch.measure.run import measure
@@ -459,8 +521,9 @@ def _run(job: Mapping[str, Any]) -> dict[str, Any]:
         reference = Reference.load(job["reference"])
     info = resolve_model(job["model"]).info
     runner = get_host().runner(job["backend"], job["threads"])
+    runner.configure(cfg)  # the KV format, which sets the bytes per cached value
     width = runner.kv_value_bytes(job.get("dtype"))
-    context = cfg.prompt + cfg.warmup + cfg.new_tokens / 2
+    context = cfg.mean_decode_context
     result = measure(runner, job["target"], text, cfg, job.get("dtype"),
                      kv_layout=(info.num_layers, info.num_kv_heads, info.head_dim, width),
                      flops_per_token=flops_per_token(info, context), budget_s=job.get("budget"), reference=reference)
@@ -484,10 +547,12 @@ def _machine(job: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(job_file: str, result_file: str) -> int:
-    """Run one job (``machine``, ``prepare``, ``run`` or ``reference``) and write ``{"ok", "result"|"error"}``."""
+    """Run one job (``machine``, ``prepare``, ``export``, ``run`` or ``reference``) and write
+    ``{"ok", "result"|"error"}``."""
     from quantmatch.measure.jobs import worker_main as run
 
-    return run(job_file, result_file, {"machine": _machine, "prepare": _prepare, "run": _run, "reference": _reference})
+    return run(job_file, result_file, {"machine": _machine, "prepare": _prepare, "export": _export, "run": _run,
+                                       "reference": _reference})
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses

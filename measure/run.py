@@ -9,7 +9,11 @@ and builds every figure from the contract's primitives:
 - prefill tokens/s: one ``prompt``-token sequence processed from an empty cache (best of
   ``repeats``), only the last position's logits computed;
 - decode tokens/s at batch 1 and, where the runner batches, at ``batch`` sequences: greedy steps
-  through the KV cache after a ``prompt``-token prefill, ``new_tokens`` steps timed after a warm-up;
+  through the KV cache after a ``prompt``-token prefill (``context`` tokens when the config sets a
+  context), ``new_tokens`` steps timed after a warm-up;
+- the KV cache: the format asked for (``kv_cache``: the runner runs it in its cache, perplexity and
+  fidelity included, :meth:`~quantmatch.sdk.runner.Runner.check_kv_cache`) and the bytes it holds after the
+  batch-1 decode, measured from the runtime (:meth:`~quantmatch.sdk.runner.Runner.kv_cache_bytes`);
 - load time, the runner's peak memory (:meth:`~quantmatch.sdk.runner.Runner.peak_memory_bytes`: the
   process's peak RSS on a CPU) and the RSS before loading.
 
@@ -64,7 +68,10 @@ class RunResult:
     ``weight_bytes_per_token`` is what one decode step reads of the weights as the backend holds
     them (the input embedding table is left out unless the LM head shares it); ``kv_bytes_per_token``
     the KV cache read at the mean decode context. ``rss_before_load`` is the process's RSS after
-    imports, before the model was loaded.
+    imports, before the model was loaded. ``kv_cache`` is the KV format run (``None``: the runtime's
+    default), ``context`` the prompt length the decodes started from when the config set one, and
+    ``kv_bytes`` what the KV cache held after the batch-1 decode (``kv_tokens`` tokens), measured from the
+    runtime (``None`` where the runner cannot say).
     """
 
     backend: str
@@ -85,10 +92,14 @@ class RunResult:
     kv_bytes_per_token: int
     flops_per_token: float
     sample: str = ""
-    config: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     fidelity: dict[str, Any] | None = None
     """:class:`~quantmatch.sdk.fidelity.Fidelity` against the reference given to :func:`measure` (as a dict)."""
+    kv_cache: str | None = None
+    context: int | None = None
+    kv_bytes: int | None = None
+    kv_tokens: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,7 +131,7 @@ def _prompts(ids: Sequence[int], count: int, length: int) -> list[list[int]]:
     return [pool[i * length: (i + 1) * length] for i in range(count)]
 
 
-def _kv_bytes(layout: tuple[int, int, int, int] | None, context: float) -> int:
+def _kv_bytes(layout: tuple[int, int, int, float] | None, context: float) -> int:
     """KV-cache bytes read by one decode step: ``(layers, kv_heads, head_dim, bytes per value)``."""
     if layout is None:
         return 0
@@ -129,7 +140,7 @@ def _kv_bytes(layout: tuple[int, int, int, int] | None, context: float) -> int:
 
 
 def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig, dtype: str | None = None,
-            kv_layout: tuple[int, int, int, int] | None = None, flops_per_token: float = 0.0,
+            kv_layout: tuple[int, int, int, float] | None = None, flops_per_token: float = 0.0,
             budget_s: float | None = None, reference: Reference | None = None) -> RunResult:
     """Load ``target`` in ``runner`` and measure everything (see the module docstring).
 
@@ -143,6 +154,7 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
     from quantmatch.sdk.artifact import library_versions
     from quantmatch.sdk.evaluate import perplexity, token_ids
 
+    runner.check_kv_cache(config.kv_cache)  # before loading anything, whatever the runner's configure does
     runner.configure(config)
     before = current_rss_bytes()
     t0 = time.perf_counter()
@@ -151,8 +163,10 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
     try:
         ids = [int(t) for t in reference.ids] if reference is not None else token_ids(runner.tokenize, text,
                                                                                          config.tokens)
-        rest = token_ids(runner.tokenize, text, config.tokens + config.prompt * (config.batch + 1))[config.tokens:]
+        longest = max(config.prompt, config.decode_start)
+        rest = token_ids(runner.tokenize, text, config.tokens + longest * (config.batch + 1))[config.tokens:]
         prompts = _prompts(rest or ids, config.batch + 1, config.prompt)
+        starts = prompts if config.context is None else _prompts(rest or ids, config.batch + 1, config.context)
         time_generation(runner, prompts[:1], 1)  # warm-up: first-call allocations, thread pools
         best: GenerationTiming | None = None
         for _ in range(max(1, config.repeats)):
@@ -172,12 +186,13 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
             ppl, predicted, windows, fidelity = fid.ppl, fid.tokens, len(reference.chunks()), fid.to_dict()
         else:
             ppl, predicted, windows = perplexity(runner, ids, config.window)
-        single = time_generation(runner, prompts[:1], config.new_tokens, config.warmup)
+        single = time_generation(runner, starts[:1], config.new_tokens, config.warmup)
+        kv_bytes, kv_tokens = runner.kv_cache_bytes(), runner.cached_tokens(0)
         batched = None
         if runner.batches and config.batch > 1:
-            batched = time_generation(runner, prompts[1: config.batch + 1], config.new_tokens, config.warmup)
+            batched = time_generation(runner, starts[1: config.batch + 1], config.new_tokens, config.warmup)
         sample = runner.detokenize(single.tokens[0][:16])
-        context = config.prompt + config.warmup + config.new_tokens / 2
+        context = config.mean_decode_context
         return RunResult(
             backend=runner.backend, target=str(target), threads=runner.threads, compute=runner.compute,
             load_seconds=load_s, perplexity=ppl, ppl_tokens=predicted, ppl_windows=windows,
@@ -186,6 +201,8 @@ def measure(runner: Runner, target: str | Path, text: str, config: MeasureConfig
             peak_rss_bytes=runner.peak_memory_bytes(), rss_before_load=before,
             weight_bytes_per_token=runner.weight_bytes_per_token(), kv_bytes_per_token=_kv_bytes(kv_layout, context),
             flops_per_token=flops_per_token, sample=sample, config=config.to_dict(),
-            versions=library_versions(("quantmatch", *runner.versioned)), fidelity=fidelity)
+            versions=library_versions(("quantmatch", *runner.versioned)), fidelity=fidelity,
+            kv_cache=config.kv_cache, context=config.context, kv_bytes=kv_bytes or None,
+            kv_tokens=kv_tokens if kv_bytes and kv_tokens >= 0 else None)
     finally:
         runner.close()

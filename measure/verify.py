@@ -127,6 +127,19 @@ def probe_key(method: str | None, scheme: str, backend: str, host: Any = None) -
     return cls.probe_key(method, s)
 
 
+def _kernel_of(reg: Any, v: Any) -> tuple[str | None, Any]:
+    """``(method, scheme)`` whose kernel ``v`` runs: an exact export (GPTQ w4a16-g32 on llama.cpp) runs the
+    exporting plugin's scheme (``gguf``, ``gguf-q4_0``), so it shares that probe."""
+    s = reg.scheme(v.scheme)
+    if v.method is None:
+        return None, s
+    route = reg.export_route(reg.method(v.method), v.backend)
+    rule = route[1].rule_for(s) if route is not None else None
+    if route is None or rule is None:
+        return v.method, s
+    return route[0].name, reg.scheme(rule.scheme_for(s))
+
+
 # ---- the command ------------------------------------------------------------------------------------------
 def verify(registry: Any = None, threads: int | None = None, store: str | Path | None = None, save: bool = True,
            only: Callable[[str, str, str], bool] | None = None,
@@ -160,7 +173,8 @@ def verify(registry: Any = None, threads: int | None = None, store: str | Path |
             check = Check(v.method or "none", v.scheme, v.backend, v.level.value, "unchecked")
             report.checks.append(check)
             cls, why = _runner_class(v.backend, host)
-            key, why = (cls.probe_key(v.method, reg.scheme(v.scheme)) if cls is not None else (None, why))
+            method, scheme = _kernel_of(reg, v)
+            key, why = (cls.probe_key(method, scheme) if cls is not None else (None, why))
             if key is None or cls is None:
                 check.note = why
                 continue

@@ -91,13 +91,15 @@ def _slug(text: str) -> str:
 
 
 def _command(src: ModelSource, model_arg: str, c: Candidate) -> str | None:
-    """The ``quantmatch quantize`` line for ``c`` (``None`` for the unquantized baseline)."""
+    """The ``quantmatch quantize`` line for ``c`` (``None`` for the unquantized baseline); an exported plan
+    (GPTQ on llama.cpp) asks for the target format with ``--format``."""
     if c.method is None:
         return None
     spec = quantize_source(src, model_arg)
     arg = spec if " " not in spec else f'"{spec}"'
-    return (f"quantmatch quantize {arg} --method {c.method} --scheme {c.scheme} "
-            f"--out {_slug(model_arg)}-{c.scheme}")
+    fmt = f" --format {c.export_format}" if c.export_format else ""
+    return (f"quantmatch quantize {arg} --method {c.method} --scheme {c.scheme}{fmt} "
+            f"--out {_slug(model_arg)}-{c.scheme}{'-' + c.export_format if c.export_format else ''}")
 
 
 def _model_keys(src: ModelSource) -> tuple[str, ...]:
@@ -129,9 +131,29 @@ class _Builder:
         self.capacity: float | None = min(caps)[0] if caps else None
         self.capacity_source: str = min(caps)[1] if caps else "unknown"
 
+    def exported_as(self, v: Verdict) -> tuple[str, Scheme] | None:
+        """``(format, scheme it runs as)`` when ``v``'s backend runs an exact export of the method's artifact
+        (GPTQ w4a16-g32 on llama.cpp: ``("gguf", gguf-q4_0)``), read from the plugins' declarations."""
+        if v.method is None:
+            return None
+        try:
+            route = self.reg.export_route(self.reg.method(v.method), v.backend)
+        except Exception:
+            return None
+        if route is None:
+            return None
+        owner, spec = route
+        rule = spec.rule_for(self.reg.scheme(v.scheme))
+        if rule is None:
+            return None
+        return str(owner.artifact_format), self.reg.scheme(rule.scheme_for(self.reg.scheme(v.scheme)))
+
     def evaluate(self, v: Verdict) -> Candidate:
         info, params, spec, wl = self.info, self.params, self.spec, self.workload
-        s: Scheme = self.reg.scheme(v.scheme)
+        asked: Scheme = self.reg.scheme(v.scheme)
+        exported = self.exported_as(v)
+        # an exported artifact runs as the target format's scheme (speed, memory); its quality is the method's
+        s: Scheme = exported[1] if exported else asked
         runtime = runtime_priors(v.backend, v.target, self.reg)
         mp = method_priors(v.method, self.reg)
         path = compute_path(v, s, spec)
@@ -160,7 +182,7 @@ class _Builder:
         if v.target == "cpu":
             cast = runtime.cast_eff.get("fp8", 0.0) if "fp8" in (s.weight_format or "") else 0.0
             path = replace(path, gemv_eff=_gemv_eff(gemv, info, s, path.dtype, dq), cast_eff=cast)
-        layout = weight_layout(info, params, s, v.method, dense, mp)
+        layout = weight_layout(info, params, s, v.method if not exported else None, dense, mp)
         act_bytes = 4.0 if path.dtype == "fp32" or dense == 4.0 else 2.0
         if s.kv_bits:
             kv_bytes = s.kv_bits / 8
@@ -189,8 +211,8 @@ class _Builder:
                                           s.weight_bits)
         prefill, decode, mem = apply_measured(prefill, decode, mem, self._measured(v, s), wl)
         keys = _model_keys(self.src) if self.results_db is not None else ()
-        quality = estimate_quality(s, v.method, params.total, info.hidden_size, keys, v.backend, self.results_db,
-                                   runs_as=_runs_as_scheme(s, v), priors=mp.quality)
+        quality = estimate_quality(asked, v.method, params.total, info.hidden_size, keys, v.backend,
+                                   self.results_db, runs_as=_runs_as_scheme(asked, v), priors=mp.quality)
         needs_cal = False
         if v.method:
             try:
@@ -203,8 +225,10 @@ class _Builder:
         req = rank_t if known else None
         thr = wl.batch * wl.gen / rank_t if known and rank_t > 0 else None
         return Candidate(
-            method=v.method, scheme=str(s), backend=v.backend, target=v.target, level=v.level.value,
-            runs_as=v.runs_as, verdict_reason=v.reasons[0].text if v.reasons else "",
+            method=v.method, scheme=str(asked), backend=v.backend, target=v.target, level=v.level.value,
+            runs_as=v.runs_as if not exported else f"exported to {exported[0]} as {exported[1]}: {v.runs_as or ''}"
+            .rstrip(": "), verdict_reason=v.reasons[0].text if v.reasons else "",
+            export_format=exported[0] if exported else None,
             memory=mem, prefill=prefill, decode=decode, quality=quality, job=job,
             request_s=req, throughput_tps=thr, rank_request_s=rank_t, sources=v.sources,
         )

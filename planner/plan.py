@@ -37,7 +37,8 @@ class Candidate:
     line that produces the artifact (``None`` for the baseline and for methods quantmatch does not
     implement). ``producible_here`` says whether that command works on this machine now;
     ``production`` says why not and ``produce_with`` how to get the artifact instead (the method's
-    own tool, or the requirements to install first).
+    own tool, or the requirements to install first). ``export_format`` is set when the backend runs an
+    exact export of the method's artifact (GPTQ on llama.cpp: ``gguf``); ``command`` then asks for it.
     """
 
     method: str | None
@@ -64,6 +65,7 @@ class Candidate:
     producible_here: bool = True
     production: str = ""
     produce_with: str = ""
+    export_format: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -90,7 +92,7 @@ class Candidate:
             "speedup_decode": None if self.speedup_decode is None else round(self.speedup_decode, 3),
             "why": list(self.why), "command": self.command, "sources": list(self.sources),
             "producible_here": self.producible_here, "production": self.production,
-            "produce_with": self.produce_with,
+            "produce_with": self.produce_with, "export_format": self.export_format,
         }
 
 

@@ -79,7 +79,13 @@ _ACT = {  # activation term, percent
     "mxfp4": 14.0,
     "int4": 60.0,
 }
-_KV = {"fp8": 0.1, "int8": 0.1, "q8_0": 0.05, "int4": 1.5, "q4_0": 1.5, "nvfp4": 1.5, "fp16": 0.0, "bf16": 0.0}
+_KV = {"fp8": 0.1, "int8": 0.1, "q8_0": 0.05, "int4": 1.5, "q4_0": 2.3, "nvfp4": 1.5, "fp16": 0.0, "bf16": 0.0}
+"""KV-cache term, percent at Llama-3-8B size (scaled by ``size_factor`` like the rest). Checked against
+``benchmarks/results/lowbit.json`` (SmolLM2-135M, one 4096-token WikiText window, factor 2.54): llama.cpp
+Q8_0 K/V -0.002% (prior +0.13%); Q4_0 K/V +5.85%, so ``q4_0`` is 2.3 (it was 1.5: llama.cpp rounds every
+token's keys to 32-value blocks, outlier channels included, and keeps no recent window in full precision);
+transformers' HQQ cache int8 +0.06% (prior +0.25%), int4 +1.8% (prior +3.8%: it keeps the last 128
+tokens unquantized)."""
 
 # ---- fidelity terms: mean KL divergence and same top token -------------------------------------------
 KLD_SCOREBOARD = ("ggml-org/llama.cpp tools/perplexity/README.md (LLaMA 3 8b Scoreboard, revision f364eb6f, "

@@ -10,6 +10,7 @@ from typing import Any
 from quantmatch.registry.engine import Decision, PluginFailure, Query, Rows, candidate_rows, decide, reasons_for, render
 from quantmatch.sdk.backend import Backend
 from quantmatch.sdk.errors import UnknownChoiceError
+from quantmatch.sdk.export import ExactExport
 from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.pluginhost import Entry, PluginHost, get_host
 from quantmatch.sdk.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
@@ -49,6 +50,7 @@ class Registry:
         self._schemes: dict[str, Scheme] = {}
         self._btargets: dict[str, tuple[str, ...]] = {}
         self._pre: dict[tuple[Any, ...], tuple[Reason, ...]] = {}
+        self._routes: dict[tuple[str, str], tuple[type[Quantizer], ExactExport] | None] = {}
         self._queries: dict[tuple[Any, ...], Query] = {}
         self._candidates: dict[tuple[str, Query], Rows] = {}
         self._sig_ids: dict[str, int] = {}
@@ -140,9 +142,16 @@ class Registry:
                 return t
         return None
 
+    @staticmethod
+    def _method_scheme(sch: Scheme, be: type[Backend]) -> Scheme:
+        """What the method must write for ``sch`` on ``be``: the scheme without its ``-kv`` suffix when ``be``
+        quantizes the KV cache to that format itself at run time (:attr:`Backend.kv_caches`)."""
+        return replace(sch, kv_cache=None) if sch.kv_cache and sch.kv_cache in be.kv_caches else sch
+
     def _method_problems(self, quantizer: type[Quantizer] | None, sch: Scheme, be: type[Backend],
                          model: ModelInfo | None) -> tuple[Reason, ...]:
-        """Pruning that precedes the backend: artifact format, the method's declaration, model shapes."""
+        """Pruning that precedes the backend: artifact format, the method's declaration, model shapes. A KV
+        format the backend sets at run time is not the method's to write (:meth:`_method_scheme`)."""
         key = (quantizer, str(sch), be.name)
         if model is None and key in self._pre:
             return self._pre[key]
@@ -151,9 +160,12 @@ class Registry:
             if "*" not in be.formats and quantizer.artifact_format not in be.formats:
                 pre.append(Reason(f"{be.name} does not load {quantizer.artifact_format} artifacts "
                                   f"(it loads {', '.join(be.formats)})", be.source, be.name))
+            if sch.kv_cache and be.kv_caches and sch.kv_cache not in be.kv_caches:
+                pre.append(Reason(f"{be.name} sets its KV cache at run time to {', '.join(be.kv_caches)}, not "
+                                  f"{sch.kv_cache}", be.source, be.name))
             try:
                 pre.extend(Reason(str(p), p.source or quantizer.source, quantizer.name)
-                           for p in quantizer().check(model, sch) if p.fatal)
+                           for p in quantizer().check(model, self._method_scheme(sch, be)) if p.fatal)
             except Exception as e:
                 raise PluginFailure(self.host.quantizers[quantizer.name].provenance,
                                     f"{quantizer.__name__}.check()", e) from e
@@ -204,6 +216,26 @@ class Registry:
         found = self._evidence.get((v.method or "none", v.scheme, v.backend))
         return replace(v, evidence=found) if found else v
 
+    def export_route(self, quantizer: type[Quantizer], backend: str | type[Backend]
+                     ) -> tuple[type[Quantizer], ExactExport] | None:
+        """How ``backend`` runs ``quantizer``'s artifacts when it does not load their format: the plugin
+        whose format it loads and that declares an exact export from that format (its
+        :attr:`~quantmatch.sdk.quantizer.Quantizer.exports`), with the declaration; ``None`` when the
+        backend loads the format itself or nothing exports it there."""
+        be = self.backend(backend) if isinstance(backend, str) else backend
+        key = (quantizer.artifact_format, be.name)
+        if key not in self._routes:
+            self._routes[key] = None
+            if "*" not in be.formats and quantizer.artifact_format not in be.formats:
+                self._routes[key] = next(((e.obj, spec) for e in self.methods()
+                                          if e.obj.artifact_format in be.formats
+                                          for spec in e.obj.exports if spec.source_format == quantizer.artifact_format),
+                                         None)
+        return self._routes[key]
+
+    def _loads(self, be: type[Backend], q: type[Quantizer]) -> bool:
+        return _loads(be, q) or self.export_route(q, be) is not None
+
     def _verdict(self, quantizer: type[Quantizer] | None, sch: Scheme, be: type[Backend], dev: HardwareProfile,
                  t: str | None, layer: str, model: ModelInfo | None) -> Verdict:
         try:
@@ -221,6 +253,9 @@ class Registry:
                t: str | None, layer: str, model: ModelInfo | None) -> Verdict:
         q_method = quantizer.name if quantizer is not None else None
         scheme_s = str(sch)
+        route = self.export_route(quantizer, be) if quantizer is not None else None
+        if quantizer is not None and route is not None:
+            return self._judge_exported(quantizer, route, sch, be, dev, t, layer, model)
         pre = self._method_problems(quantizer, sch, be, model)
         if t is None:
             pre += (Reason(f"{be.name} runs on {', '.join(be.targets)}; {dev.name} offers "
@@ -250,6 +285,36 @@ class Registry:
         runs_as = self._runs_as(decision, dev, q)
         return Verdict(decision.level, reasons, q_method, scheme_s, be.name, t, dev.id, layer,
                        runs_as=runs_as, provenance=decision.provenance)
+
+    def _judge_exported(self, quantizer: type[Quantizer], route: tuple[type[Quantizer], ExactExport],
+                        sch: Scheme, be: type[Backend], dev: HardwareProfile, t: str | None, layer: str,
+                        model: ModelInfo | None) -> Verdict:
+        """``quantizer``'s artifact exported exactly into a format ``be`` loads: judged as the scheme the
+        export runs as there, after the method's own checks and the export's grid rules."""
+        owner, spec = route
+        fmt = owner.artifact_format
+        rule = spec.rule_for(sch)
+        try:
+            own = tuple(Reason(str(p), p.source or quantizer.source, quantizer.name)
+                        for p in quantizer().check(model, self._method_scheme(sch, be)) if p.fatal)
+        except Exception as e:
+            raise PluginFailure(self.host.quantizers[quantizer.name].provenance, f"{quantizer.__name__}.check()",
+                                e) from e
+        if rule is None or own:
+            why = () if rule is not None else (Reason(
+                f"{be.name} loads {', '.join(be.formats)}, not {quantizer.artifact_format}; "
+                f"{spec.why_not(sch, fmt)}, so {quantizer.name} {sch} does not export to it exactly "
+                f"(`quantmatch export ARTIFACT --to {fmt} --allow-requantize` rounds it again)", spec.source,
+                owner.name),)
+            return Verdict(Level.UNSUPPORTED, own + why, quantizer.name, str(sch), be.name, t or "-", dev.id, layer)
+        runs = self.scheme(rule.scheme_for(sch))
+        if sch.kv_cache and not runs.kv_cache:
+            runs = self.scheme(f"{runs}-kv{sch.kv_cache}")
+        inner = self._judge(owner, runs, be, dev, t, layer, model)
+        lead = Reason(f"{quantizer.name}'s integer codes and scales are exported exactly to {fmt} "
+                      f"(`quantmatch export ARTIFACT --to {fmt}`) and run as {runs}", spec.source, owner.name)
+        return replace(inner, method=quantizer.name, scheme=str(sch),
+                       reasons=(inner.reasons[0], lead, *inner.reasons[1:]))
 
     @staticmethod
     def _runs_as(decision: Decision, dev: HardwareProfile, q: Query) -> str | None:
@@ -324,7 +389,7 @@ class Registry:
         out: list[Verdict] = []
         for q in methods:
             for be in backends:
-                if not _loads(be, q):
+                if not self._loads(be, q):
                     continue
                 btargets = self._targets_of(be)
                 targets = [t for t in dev.targets if t in btargets]
@@ -350,10 +415,10 @@ class Registry:
         backends = [self.backend(backend)] if backend else every
         out: list[str] = []
         for q in methods:
-            loaders = [be for be in backends if _loads(be, q)]
+            loaders = [be for be in backends if self._loads(be, q)]
             if not loaders:
                 who = backends[0].name if len(backends) == 1 else "no backend"
-                others = [be.name for be in every if _loads(be, q)]
+                others = [be.name for be in every if self._loads(be, q)]
                 out.append(f"{who} does not load {q.artifact_format} artifacts (what {q.name} writes); "
                            f"backends that do: {', '.join(others) or 'none'}")
                 continue

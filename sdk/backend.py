@@ -38,6 +38,11 @@ class Backend:
       :data:`~quantmatch.sdk.priors.ACCELERATOR`, then falls back to its generic default.
     - ``serves_unquantized``: it serves an unquantized Hugging Face checkpoint as is (the planner
       offers the 16-bit, and on CPUs fp32, baseline on it).
+    - ``kv_caches``: KV-cache formats (``q8_0``, ``int8`` ...; scheme ``-kv<fmt>`` names) the runtime
+      quantizes to by itself at run time, whatever wrote the artifact (llama.cpp's ``type_k``/``type_v``):
+      a scheme's ``-kv<fmt>`` among them asks nothing of the method (its artifact is the scheme's without
+      the suffix), and the KV cache is judged by the ``kv-cache`` capability rows alone. Its runner
+      runs them (:attr:`quantmatch.sdk.runner.Runner.kv_caches`).
     """
 
     name: ClassVar[str] = ""
@@ -52,5 +57,6 @@ class Backend:
     source: ClassVar[str] = ""
     priors: ClassVar[Mapping[str, RuntimePriors]] = MappingProxyType({})
     serves_unquantized: ClassVar[bool] = False
+    kv_caches: ClassVar[tuple[str, ...]] = ()
     executable: ClassVar[bool] = False
     """Deprecated and unused: a backend is executable when it names a ``runner``."""

@@ -176,7 +176,8 @@ def plan_quantization(model: str | Path | ModelSource, method: str, scheme: str 
 def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme, out: str | Path,
              preset: str | None = None, calibration: CalibrationSpec | str | Path | None = None,
              force: bool = False, seed: int = 0, *, rules: Iterable[str | LayerRule] = (),
-             progress: ProgressFn | None = None, **options: Any) -> QuantizeResult:
+             progress: ProgressFn | None = None, artifact_format: str | None = None,
+             allow_requantize: bool = False, **options: Any) -> QuantizeResult:
     """Quantize ``model`` with ``method`` to ``scheme`` and write the artifact directory ``out``.
 
     ``model`` is a model directory, ``.gguf`` file, hub id or bundled alias (``smollm2-135m``).
@@ -189,8 +190,16 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
     value of the wrong type, :class:`~quantmatch.sdk.artifact.OutputExistsError` when ``out`` exists and
     ``force`` is false, and :class:`QuantizeError` when the checks refuse the request; all before any
     weight is loaded. ``out`` is written atomically: an interruption leaves no partial directory.
+
+    ``artifact_format`` (``gguf``, ``onnx`` ...; default: the method's own) writes the method's artifact
+    and then exports it exactly into that format (:func:`~quantmatch.sdk.export.export_artifact`; the
+    intermediate is not kept); a grid the format cannot hold is refused first unless ``allow_requantize``.
     """
     method_q = _quantizer(method)
+    if artifact_format and artifact_format.strip().lower() != method_q.artifact_format:
+        return _quantize_and_export(model, method, scheme, out, artifact_format, allow_requantize, preset=preset,
+                                    calibration=calibration, force=force, seed=seed, rules=rules,
+                                    progress=progress, **options)
     values = method_q.options.parse(options, method=method_q.name).to_dict()
     check_output(out, force)
     if isinstance(calibration, CalibrationSpec):
@@ -225,6 +234,28 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
                           manifest.size_bytes, manifest.seconds, manifest, tuple(str(p) for p in plan.warnings))
 
 
+def _quantize_and_export(model: Any, method: str, scheme: str | Scheme, out: str | Path, to: str,
+                         allow_requantize: bool, *, force: bool, progress: ProgressFn | None,
+                         **kw: Any) -> QuantizeResult:
+    import tempfile
+
+    from quantmatch.sdk.export import export_artifact, export_route
+
+    method_q = _quantizer(method)
+    s = parse_scheme(scheme) if isinstance(scheme, str) else scheme
+    export_route(method_q.artifact_format, s, to, allow_requantize)
+    check_output(out, force)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".quantmatch-export-", dir=target.parent) as tmp:
+        first = quantize(model, method, s, Path(tmp) / "source", force=True, progress=progress, **kw)
+        done = export_artifact(first.artifact, to, target, force=force, allow_requantize=allow_requantize,
+                               progress=progress,
+                               source_label=f"{method_q.artifact_format} artifact written and removed by quantize")
+    return QuantizeResult(target, first.method, first.scheme, first.requested_scheme, first.source,
+                          done.size_bytes, first.seconds + done.seconds, done.manifest, first.warnings)
+
+
 @dataclass
 class LoadedArtifact:
     """An artifact loaded for use: ``model`` (a torch module, or a llama.cpp model for GGUF) and
@@ -236,8 +267,24 @@ class LoadedArtifact:
     tokenizer: Any = None
 
 
+def _format_owner(manifest: Manifest) -> type[Quantizer]:
+    """The plugin that loads an exported artifact: the one that exported it, else any writing its format."""
+    from quantmatch.sdk.pluginhost import get_host
+
+    host = get_host()
+    named = host.quantizers.get(str(manifest.details.get("exported_by", "")))
+    if named is not None and named.obj.artifact_format == manifest.artifact_format:
+        return named.obj  # type: ignore[no-any-return]
+    for name in sorted(host.quantizers):
+        if host.quantizers[name].obj.artifact_format == manifest.artifact_format:
+            return host.quantizers[name].obj  # type: ignore[no-any-return]
+    raise QuantizeError(f"no installed plugin loads {manifest.artifact_format} artifacts "
+                        f"(the manifest's method {manifest.method} writes another format)")
+
+
 def load_artifact(path: str | Path, dtype: str | None = None) -> LoadedArtifact:
-    """Load an artifact written by :func:`quantize`, dispatching on its manifest's method.
+    """Load an artifact written by :func:`quantize`, dispatching on its manifest's method (or, for an
+    artifact written by :func:`~quantmatch.sdk.export.export_artifact`, on its format).
 
     ``dtype`` (``float32``/``float16``/``bfloat16``) is the float type torch artifacts compute in
     (default: the one they were stored in).
@@ -245,6 +292,8 @@ def load_artifact(path: str | Path, dtype: str | None = None) -> LoadedArtifact:
     d = Path(path)
     manifest = read_manifest(d)
     q = _quantizer(manifest.method)
+    if manifest.artifact_format != q.artifact_format:  # exported (quantmatch export): the format's plugin loads it
+        q = _format_owner(manifest)
     loader = getattr(q, "load_artifact", None)
     if loader is None:
         raise QuantizeError(f"{d}: the {q.name} plugin cannot load artifacts (it has no load_artifact())")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from quantmatch.sdk.export import ExactExport
 from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.options import MethodOptions
 from quantmatch.sdk.priors import MethodPriors
@@ -123,6 +124,10 @@ class Quantizer:
     - ``priors``: what the planner assumes about the method, a
       :class:`~quantmatch.sdk.priors.MethodPriors` (job cost, quality kept, layout, the method's own
       tool); the default is the planner's generic method.
+    - ``exports``: other methods' artifact formats this plugin rewrites into its own format without
+      requantizing, :class:`~quantmatch.sdk.export.ExactExport` data (the grids held exactly, the scheme
+      each then runs as, the exporter function). The registry judges, say, GPTQ on llama.cpp through
+      them, and ``quantmatch export`` runs them.
     """
 
     name: ClassVar[str] = ""
@@ -140,6 +145,7 @@ class Quantizer:
     source: ClassVar[str] = ""
     options: ClassVar[type[MethodOptions]] = MethodOptions
     priors: ClassVar[MethodPriors] = MethodPriors()
+    exports: ClassVar[tuple[ExactExport, ...]] = ()
 
     def check(self, model: ModelInfo | None, scheme: Scheme | str) -> list[Problem]:
         """Problems with quantizing ``model`` to ``scheme`` with this method; never loads weights."""

@@ -17,6 +17,13 @@ and offers these primitives:
   that a fidelity reference can keep full distributions compactly;
 - :meth:`~Runner.prefill`: start fresh sequences from equal-length prompts, return each one's greedy
   next token; :meth:`~Runner.step`: feed one token per sequence through the KV cache;
+- KV-cache formats: a measurement asks for one with :attr:`MeasureConfig.kv_cache` (a scheme's ``-kv<fmt>``
+  suffix: ``q8_0``, ``q4_0``, ``int8``, ``int4`` ...), which :meth:`~Runner.configure` takes before
+  :meth:`~Runner.load`; the runner runs the formats in its class data :attr:`~Runner.kv_caches` and refuses
+  any other with a :class:`RunnerError` naming them (:meth:`~Runner.check_kv_cache`). Under a KV format,
+  :meth:`~Runner.logits` and :meth:`~Runner.nll` go through that cache (the window fed in chunks, so that
+  later positions attend to quantized keys and values), and :meth:`~Runner.kv_cache_bytes` says what the
+  cache holds, measured from the runtime;
 - :meth:`~Runner.peak_memory_bytes`: the peak memory of the run (the process's peak RSS on a CPU);
 - :meth:`~Runner.probe_key` and :meth:`~Runner.probe`: the micro-benchmark ``verify`` runs for a
   combination: one layer through the backend's kernel against fp32, as a :class:`Probe`.
@@ -36,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from quantmatch.sdk.errors import InputError, RunError
+from quantmatch.sdk.scheme import KV_FORMATS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,8 +119,15 @@ def peak_rss_bytes() -> int:
 @dataclass(frozen=True)
 class MeasureConfig:
     """What a measurement runs. ``tokens``/``window``: the perplexity protocol; ``prompt``: prefill
-    length (also the context decode starts from); ``new_tokens``: timed decode steps; ``batch``: the
-    larger decode batch (runners that do not batch skip it); ``repeats``: best-of for prefill."""
+    length (also the context decode starts from, unless ``context`` says otherwise); ``new_tokens``: timed
+    decode steps; ``batch``: the larger decode batch (runners that do not batch skip it); ``repeats``:
+    best-of for prefill.
+
+    ``kv_cache``: the KV-cache format to run (a name of :data:`~quantmatch.sdk.scheme.KV_FORMATS`, from a
+    scheme's ``-kv<fmt>`` suffix); ``None``, the runner's own default cache. ``context``: the length of the
+    prompt the timed decodes start from (``None``: ``prompt``), so that decode speed and KV-cache bytes
+    are measured at a long context while prefill speed stays measured at ``prompt``.
+    """
 
     tokens: int = 2048
     window: int = 1024
@@ -121,14 +136,30 @@ class MeasureConfig:
     batch: int = 4
     repeats: int = 2
     warmup: int = 4
+    kv_cache: str | None = None
+    context: int | None = None
 
     def __post_init__(self) -> None:
         if self.tokens < 2 or self.window < 2:
             raise InputError("tokens and window must be at least 2")
         if self.prompt < 1 or self.new_tokens < 1 or self.batch < 1:
             raise InputError("prompt, new_tokens and batch must be positive")
+        if self.context is not None and self.context < 1:
+            raise InputError("context must be positive (the prompt length decoding starts from)")
+        if self.kv_cache is not None and self.kv_cache not in KV_FORMATS:
+            raise InputError(f"unknown KV-cache format {self.kv_cache!r}; KV formats: {', '.join(KV_FORMATS)}")
 
-    def to_dict(self) -> dict[str, int]:
+    @property
+    def decode_start(self) -> int:
+        """Tokens in the KV cache when the timed decodes start: ``context``, else ``prompt``."""
+        return self.context or self.prompt
+
+    @property
+    def mean_decode_context(self) -> float:
+        """The mean KV-cache length over the timed decode steps (after the untimed warm-up steps)."""
+        return self.decode_start + self.warmup + self.new_tokens / 2
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -185,6 +216,11 @@ class Runner(ABC):
     - ``versioned``: distributions whose versions every measurement records.
     - ``baselines``: unquantized float schemes (``fp32``, ``bf16``) it runs from a model (a directory,
       hub id or bundled alias) rather than from an artifact; see :meth:`prepare_baseline`.
+    - ``kv_caches``: KV-cache formats (:data:`~quantmatch.sdk.scheme.KV_FORMATS` names) it runs when
+      :attr:`MeasureConfig.kv_cache` asks for one, on the artifact of the scheme without its ``-kv``
+      suffix; empty: only its default cache. Runners that run one set the runtime's cache type in
+      :meth:`load` from :attr:`kv_cache`, feed :meth:`logits`/:meth:`nll` through that cache in chunks,
+      and measure :meth:`kv_cache_bytes`.
 
     An instance serves one backend (``backend``, set by the plugin host: one runner class may serve
     several backends that load different artifact formats through the same library).
@@ -195,10 +231,14 @@ class Runner(ABC):
     batches: ClassVar[bool] = True
     versioned: ClassVar[tuple[str, ...]] = ()
     baselines: ClassVar[tuple[str, ...]] = ()
+    kv_caches: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, threads: int | None = None, backend: str = "") -> None:
         self.threads = int(threads or default_threads())
         self.backend = backend
+        self.kv_cache: str | None = None
+        """The KV-cache format asked for (:meth:`configure`; one of :attr:`kv_caches`), ``None`` for the
+        runner's default cache."""
         self.compute = ""
         """What computed, in words (``float32``, ``llama.cpp CPU (F16 KV cache)``), set by :meth:`load`."""
         self.compute_dtype = ""
@@ -219,8 +259,21 @@ class Runner(ABC):
         ``dtype``: ``float32``/``bfloat16``). Raise :class:`RunnerError` (or an
         :class:`~quantmatch.sdk.errors.InputError`) with the fix for what cannot be loaded."""
 
-    def configure(self, config: MeasureConfig) -> None:  # noqa: B027 - optional hook
-        """Size context and batch for ``config`` before :meth:`load` (runners that preallocate)."""
+    def configure(self, config: MeasureConfig) -> None:
+        """Take ``config`` before :meth:`load`: its KV-cache format (checked, :meth:`check_kv_cache`, and kept
+        in :attr:`kv_cache`); runners that preallocate also size context and batch here (an override calls
+        this one first)."""
+        self.kv_cache = self.check_kv_cache(config.kv_cache)
+
+    @classmethod
+    def check_kv_cache(cls, kv_cache: str | None) -> str | None:
+        """``kv_cache`` when this runner runs it (``None``, its default cache, always); else raise
+        :class:`RunnerError` naming the formats it runs."""
+        if kv_cache is None or kv_cache in cls.kv_caches:
+            return kv_cache
+        runs = f"the KV-cache formats {', '.join(cls.kv_caches)}" if cls.kv_caches else "only its default KV cache"
+        raise RunnerError(f"{cls.__name__} does not run a {kv_cache} KV cache; it runs {runs} (drop the -kv"
+                          f"{kv_cache} suffix or pick one of those)")
 
     @classmethod
     def prepares_baselines(cls) -> bool:
@@ -295,10 +348,16 @@ class Runner(ABC):
         """Bytes of weights one decode step reads (as held by the backend); 0 when unknown."""
         return 0
 
-    def kv_value_bytes(self, dtype: str | None = None) -> int:
+    def kv_value_bytes(self, dtype: str | None = None) -> float:
         """Bytes per cached key/value element when computing in ``dtype`` (the KV cache follows the
-        compute dtype unless the runtime keeps its own cache type)."""
+        compute dtype unless the runtime keeps its own cache type, or :attr:`kv_cache` sets one: then
+        fractional for block formats, scales included)."""
         return 2 if dtype in ("bfloat16", "float16", "bf16", "fp16") else 4
+
+    def kv_cache_bytes(self) -> int:
+        """Bytes the KV cache holds now, every sequence of the last :meth:`prefill` together, measured from
+        the runtime (its cache tensors, quantized codes and scales included); 0 when unknown."""
+        return 0
 
     def peak_memory_bytes(self) -> int:
         """Peak memory of the run so far: the process's peak RSS (runners on an accelerator report

@@ -6,7 +6,8 @@ The file is :func:`results_path` (``platformdirs.user_data_dir("quantmatch")/res
 - ``results``: one row per measured combination (:data:`SCHEMA`, the statement it is created with,
   documented in ``docs/planner.md``), keyed by model, method (``none`` for float baselines), scheme,
   backend and device; the newest row wins. A table of an older version gets the columns added since
-  (:data:`SETTINGS_COLUMNS`), filled in from ``runs`` where it holds them;
+  (:data:`SETTINGS_COLUMNS`, :data:`FIDELITY_COLUMNS`, :data:`KV_COLUMNS`), filled in from ``runs`` where
+  it holds them;
 - ``runs``: the full measurement of each row as JSON (roofline, load time, threads, versions ...);
 - ``evidence``: what ``quantmatch verify`` and ``quantmatch bench`` measured for a verdict (kind, figure,
   date, library versions, whether it agrees with the claimed level), read by the registry, which
@@ -30,9 +31,9 @@ from typing import Any
 
 from quantmatch.sdk.verdict import Evidence
 
-__all__ = ["EVIDENCE_SCHEMA", "FIDELITY_COLUMNS", "RUNS_SCHEMA", "SCHEMA", "SETTINGS_COLUMNS", "EvidenceRow",
-           "MeasuredFidelity", "MeasuredRun", "ResultRow", "ResultsStore", "measured_fidelity", "measured_quality",
-           "measured_runs", "read_evidence", "results_path", "run_settings"]
+__all__ = ["EVIDENCE_SCHEMA", "FIDELITY_COLUMNS", "KV_COLUMNS", "RUNS_SCHEMA", "SCHEMA", "SETTINGS_COLUMNS",
+           "EvidenceRow", "MeasuredFidelity", "MeasuredRun", "ResultRow", "ResultsStore", "measured_fidelity",
+           "measured_quality", "measured_runs", "read_evidence", "results_path", "run_settings"]
 
 RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, date TEXT, status TEXT, detail TEXT
@@ -47,7 +48,8 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS results (
     model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT,
     ppl REAL, ppl_delta_pct REAL, decode_tps REAL, prefill_tps REAL, peak_rss REAL, date TEXT,
     prompt INTEGER, decode_context REAL, batch INTEGER, decode_batch_tps REAL,
-    kld_mean REAL, kld_p99 REAL, top1_pct REAL, ppl_ratio REAL
+    kld_mean REAL, kld_p99 REAL, top1_pct REAL, ppl_ratio REAL,
+    kv_cache TEXT, context INTEGER, kv_bytes INTEGER
 )"""
 """The table definition writers should use (``quantmatch bench`` creates it with this)."""
 
@@ -58,6 +60,12 @@ The writer adds them to an older table (:class:`quantmatch.sdk.store.ResultsStor
 FIDELITY_COLUMNS = {"kld_mean": "REAL", "kld_p99": "REAL", "top1_pct": "REAL", "ppl_ratio": "REAL"}
 """Fidelity to the reference (:class:`quantmatch.sdk.fidelity.Fidelity`): mean and p99 KL divergence in nats,
 same-top-token percentage, perplexity ratio on the same token ids. Added to an older table as well."""
+
+KV_COLUMNS = {"kv_cache": "TEXT", "context": "INTEGER", "kv_bytes": "INTEGER"}
+"""The KV cache of the decodes: its format (a scheme's ``-kv<fmt>``; ``NULL``: the runtime's default), the prompt
+length decoding started from when ``bench --context`` set one, and the bytes the cache held after the batch-1
+decode, measured from the runtime (:meth:`quantmatch.sdk.runner.Runner.kv_cache_bytes`). Added to an older
+table as well."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +138,19 @@ class ResultRow:
     kld_p99: float | None = None
     top1_pct: float | None = None
     ppl_ratio: float | None = None
+    kv_cache: str | None = None
+    context: int | None = None
+    kv_bytes: int | None = None
 
 
 def run_settings(run: Mapping[str, Any]) -> dict[str, Any]:
     """The settings columns of a :class:`~quantmatch.sdk.runner.RunResult` dict: its prompt, the mean
-    KV-cache length of its timed decode steps, and its batched decode (empty when it has no config)."""
+    KV-cache length of its timed decode steps (from its ``context`` when it set one), and its batched decode
+    (empty when it has no config)."""
     cfg = run.get("config") or {}
     if "prompt" not in cfg:
         return {}
-    context = cfg["prompt"] + cfg.get("warmup", 0) + cfg.get("new_tokens", 0) / 2
+    context = (cfg.get("context") or cfg["prompt"]) + cfg.get("warmup", 0) + cfg.get("new_tokens", 0) / 2
     return {"prompt": int(cfg["prompt"]), "decode_context": float(context), "batch": int(run.get("batch") or 1),
             "decode_batch_tps": run.get("decode_batch_tps")}
 
@@ -221,7 +233,7 @@ class ResultsStore:
 def _upgrade(con: sqlite3.Connection) -> None:
     """Add the settings columns to a ``results`` table written before them, filled in from ``runs``."""
     have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
-    for c, kind in FIDELITY_COLUMNS.items():
+    for c, kind in {**FIDELITY_COLUMNS, **KV_COLUMNS}.items():
         if c not in have:
             con.execute(f"ALTER TABLE results ADD COLUMN {c} {kind}")
     missing = [c for c in SETTINGS_COLUMNS if c not in have]

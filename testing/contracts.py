@@ -50,8 +50,8 @@ from quantmatch.sdk.pluginhost import (
 )
 from quantmatch.sdk.profile import CONFIDENCES, HardwareProfile
 from quantmatch.sdk.quantizer import Problem, Quantizer
-from quantmatch.sdk.runner import MeasureConfig, Probe, Runner
-from quantmatch.sdk.scheme import parse_scheme
+from quantmatch.sdk.runner import MeasureConfig, Probe, Runner, RunnerError
+from quantmatch.sdk.scheme import KV_FORMATS, parse_scheme
 from quantmatch.sdk.verdict import Verdict
 from quantmatch.testing.host import plugin_from
 from quantmatch.testing.models import MissingDependency, tiny_model_info, write_tiny_model
@@ -384,11 +384,19 @@ class RunnerContract(_BackendUnderTest):
         return cls
 
     def test_declaration_is_data(self, backend_class: type[Backend], runner_class: type[Runner]) -> None:
-        for name in ("requires", "versioned", "baselines"):
+        for name in ("requires", "versioned", "baselines", "kv_caches"):
             value = getattr(runner_class, name)
             assert isinstance(value, tuple) and all(isinstance(x, str) for x in value), f"{name} = {value!r}"
         assert isinstance(runner_class.install, str) and isinstance(runner_class.batches, bool)
         assert set(runner_class.baselines) <= set(BASELINE_SCHEMES), runner_class.baselines
+        # KV formats the runtime sets: scheme names, declared alike by the backend (which the registry reads)
+        # and its runner (which runs them); anything else is refused before loading
+        assert set(runner_class.kv_caches) <= set(KV_FORMATS), runner_class.kv_caches
+        assert set(backend_class.kv_caches) == set(runner_class.kv_caches), (backend_class.kv_caches,
+                                                                               runner_class.kv_caches)
+        refused = next(f for f in KV_FORMATS if f not in runner_class.kv_caches)
+        with pytest.raises(RunnerError, match="KV"):
+            runner_class.check_kv_cache(refused)
         module = backend_class.runner.partition(":")[0]
         with blocked_imports() as attempts:
             sys.modules.pop(module, None)

@@ -141,11 +141,14 @@ def test_cheap_commands_import_no_heavy_module(argv: list[str]) -> None:
 
 
 def test_registry_says_why_filters_leave_nothing(capsys) -> None:
-    code, out, _ = run(capsys, "registry", "--device", "h100", "--method", "gptq", "--backend", "llama.cpp", "--json")
+    code, out, _ = run(capsys, "registry", "--device", "h100", "--method", "hqq", "--backend", "llama.cpp", "--json")
     data = json.loads(out)
     assert code == 0 and data["combinations"] == []
-    assert data["empty_because"] == ["llama.cpp does not load compressed-tensors artifacts (what gptq writes); "
-                                     "backends that do: tensorrt-llm, torch, vllm"]
+    assert data["empty_because"] == ["llama.cpp does not load hqq artifacts (what hqq writes); "
+                                     "backends that do: hqq"]
+    # GPTQ's compressed-tensors are exported exactly to GGUF, so llama.cpp runs them (issue 17)
+    code, out, _ = run(capsys, "registry", "--device", "h100", "--method", "gptq", "--backend", "llama.cpp", "--json")
+    assert code == 0 and json.loads(out)["combinations"]
     code, out, _ = run(capsys, "registry", "--device", "h100", "--method", "mlx")
     assert code == 0 and "No combination: mlx runs on metal; NVIDIA H100 SXM 80GB offers cuda" in " ".join(out.split())
     code, out, _ = run(capsys, "registry", "--device", "h100", "--json")

@@ -144,12 +144,16 @@ def test_torch_runner_computes_w8a8_with_integer_kernels(tiny_llama_dir: Path, t
 
 
 @pytest.mark.parametrize("scheme", ["w4a16-g32", "w4a16-g32-asym"])
-def test_torch_runner_decompresses_weight_only_checkpoints_into_plain_layers(tiny_llama_dir: Path,
-                                                                             tmp_path: Path, scheme: str) -> None:
-    """No int8 layers to swap: the checkpoint is decompressed at load into plain linear layers (no
-    quantization wrapper left to run per forward, no first-forward hook) and scores like transformers'
-    load, whose layers compressed-tensors decompresses on the first forward."""
+def test_torch_runner_decompresses_weight_only_checkpoints_into_plain_layers(tiny_llama_dir: Path, tmp_path: Path,
+                                                                             scheme: str,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """No int8 layers to swap and packed kernels off (tests/test_packed_linear.py covers them): the
+    checkpoint is decompressed at load into plain linear layers (no quantization wrapper left to run per
+    forward, no first-forward hook) and scores like transformers' load, whose layers compressed-tensors
+    decompresses on the first forward."""
     from quantmatch.sdk.pipeline import load_artifact, quantize
+
+    monkeypatch.setenv("QUANTMATCH_PACKED_KERNELS", "0")
 
     out = tmp_path / scheme
     quantize(tiny_llama_dir, "rtn", scheme, out)

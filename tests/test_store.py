@@ -25,7 +25,7 @@ from quantmatch.sdk.verdict import Evidence
 
 DOCUMENTED = ["model", "method", "scheme", "backend", "device", "ppl", "ppl_delta_pct", "decode_tps", "prefill_tps",
               "peak_rss", "date", "prompt", "decode_context", "batch", "decode_batch_tps", "kld_mean", "kld_p99",
-              "top1_pct", "ppl_ratio"]
+              "top1_pct", "ppl_ratio", "kv_cache", "context", "kv_bytes"]
 FIRST_SCHEMA = """CREATE TABLE results (model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, ppl REAL,
     ppl_delta_pct REAL, decode_tps REAL, prefill_tps REAL, peak_rss REAL, date TEXT)"""
 """The table as the first version of the store wrote it (before the settings columns)."""

@@ -148,6 +148,10 @@ TRANSFORMERS_CT_DECOMPRESS = ("huggingface/transformers src/transformers/quantiz
 TRANSFORMERS_FP8 = "huggingface/transformers FineGrainedFP8 ('compute capability >= 8.9 (e.g 4090/H100)')"
 TORCH_MPS_BF16 = "https://github.com/pytorch/pytorch/pull/119641"
 TORCH_MPS_WEIGHT_ONLY = "https://github.com/pytorch/pytorch/pull/130715"
+TORCH_CPU_INT4PACK = ("pytorch/pytorch aten/src/ATen/native/cpu/int4mm_kernel.cpp @v2.13.0 (weight_to_int4pack_kernel, "
+                      "int4pack_mm_kernel: groups 32/64/128/256, vectorized for bf16 activations)")
+TORCH_CPU_INT8PACK = ("pytorch/pytorch aten/src/ATen/native/cpu/int8mm_kernel.cpp @v2.13.0 (int8pack_mm_kernel: "
+                      "one scale per output channel)")
 TORCH_MPS_INT_MM = "https://github.com/Comfy-Org/ComfyUI/issues/16458"
 METAL_TYPE_TABLE = ("https://techboards.net/threads/apple-a19-m5-gpu-neural-accelerators.5297/latest "
                     "(MPPTensorOpsMatMul2d.h type table)")

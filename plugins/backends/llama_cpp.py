@@ -173,6 +173,7 @@ class LlamaCppBackend(Backend):
     runner = "quantmatch.plugins.backends.llama_cpp_runner:LlamaCppRunner"
     source = c.LLAMA_CPU
     priors = PRIORS
+    kv_caches = ("fp16", "bf16", *KV_QUANT)  # llama.cpp's type_k/type_v (--cache-type-k/-v), set at run time
     capabilities = (
         *KV_CACHE,
         *FLOAT,

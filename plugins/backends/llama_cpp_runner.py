@@ -3,8 +3,15 @@
 The runner loads the model with ``llama_model_load_from_file`` (no GPU layers) and makes its own
 context with ``n_seq`` sequences of ``n_ctx`` tokens each (sized by :meth:`LlamaCppRunner.configure`),
 ``n_threads``/``n_threads_batch`` set explicitly and an F16 KV cache (llama.cpp's default, what
-users run, and what ``quantmatch eval`` uses). Every sequence is a
-``seq_id`` in one ``llama_batch``, so decoding ``batch`` sequences is one ``llama_decode`` per step.
+users run, and what ``quantmatch eval`` uses) unless the measurement asks for another KV format
+(:attr:`~quantmatch.sdk.runner.MeasureConfig.kv_cache`: ``bf16``, ``q8_0``, ``q4_0`` set ``type_k`` and
+``type_v``; a quantized V cache needs flash attention, which is then switched on explicitly, as llama.cpp's
+``auto`` already does on the CPU). llama.cpp writes each batch's keys and values into the cache before
+attention reads them back, so the chunked scoring of :meth:`LlamaCppRunner.logits` sees the quantized
+cache from its first token. :meth:`LlamaCppRunner.kv_cache_bytes` is ``llama_state_seq_get_size`` summed
+over the sequences in the cache (the cells' K/V rows, plus each cell's position and sequence ids: 12
+bytes). Every sequence is a ``seq_id`` in one ``llama_batch``, so decoding ``batch`` sequences is one
+``llama_decode`` per step; prompts longer than one batch are fed in pieces.
 Tokens come from the GGUF's own tokenizer. A file llama.cpp cannot read raises :class:`RunnerError`
 with the last lines of llama.cpp's log.
 
@@ -29,6 +36,10 @@ from quantmatch.sdk.scheme import Scheme
 __all__ = ["LlamaCppRunner", "gguf_file", "gguf_weight_bytes"]
 
 _MAX_SEQ = 8
+_KV_TYPES = {"fp16": "GGML_TYPE_F16", "bf16": "GGML_TYPE_BF16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
+_GGML_BF16 = 30  # ggml.h's GGML_TYPE_BF16, which llama-cpp-python 0.3 does not export
+_KV_VALUE_BYTES = {"fp16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+"""Bytes per cached value: Q8_0/Q4_0 blocks hold 32 values and one F16 scale (34 and 18 bytes)."""
 _CHUNK = 512
 _BATCH = 2048
 _LOG: deque[str] = deque(maxlen=20)
@@ -79,6 +90,7 @@ class LlamaCppRunner(Runner):
     install = "pip install 'quantmatch[gguf]'"
     batches = True
     versioned: ClassVar[tuple[str, ...]] = ("llama-cpp-python", "gguf")
+    kv_caches: ClassVar[tuple[str, ...]] = tuple(_KV_TYPES)
 
     def __init__(self, threads: int | None = None, backend: str = "llama.cpp", n_ctx: int = 2048,
                  n_seq: int = 4) -> None:
@@ -97,8 +109,9 @@ class LlamaCppRunner(Runner):
     # -- lifecycle --
     def configure(self, config: MeasureConfig) -> None:
         """Context per sequence for the window and the generation; ``batch`` sequences (llama.cpp sizes its
-        attention buffers by both, so they are kept to what the measurement needs)."""
-        self.n_ctx = max(config.window, config.prompt + config.warmup + config.new_tokens) + 16
+        attention buffers by both, so they are kept to what the measurement needs); the KV format."""
+        super().configure(config)
+        self.n_ctx = max(config.window, config.prompt, config.decode_start + config.warmup + config.new_tokens) + 16
         self.n_seq = min(max(config.batch, 1), _MAX_SEQ)
 
     def load(self, target: str | Path, dtype: str | None = None) -> None:
@@ -123,13 +136,20 @@ class LlamaCppRunner(Runner):
         cparams.n_ubatch = _CHUNK
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.no_perf = True
+        kv = self.kv_cache or "fp16"
+        flash = ""
+        if self.kv_cache is not None:
+            cparams.type_k = cparams.type_v = getattr(llama_cpp, _KV_TYPES[kv], _GGML_BF16)
+            if kv in ("q8_0", "q4_0"):
+                flash = ", flash attention"
+                _enable_flash_attention(llama_cpp, cparams)
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
-            raise RunnerError(f"{self.path}: llama.cpp could not create a context "
+            raise RunnerError(f"{self.path}: llama.cpp could not create a context with a {kv} KV cache "
                               f"({''.join(_LOG).strip()[-400:]})")
         self._ctx = ctx
         self._batch = llama_cpp.llama_batch_init(_BATCH, 0, 1)
-        self.compute = "llama.cpp CPU (F16 KV cache)"
+        self.compute = f"llama.cpp CPU ({kv.upper().replace('FP16', 'F16')} KV cache{flash})"
         self.compute_dtype = "llama.cpp"
 
     def close(self) -> None:
@@ -233,15 +253,25 @@ class LlamaCppRunner(Runner):
         return total
 
     def prefill(self, prompts: Sequence[Sequence[int]]) -> list[int]:
+        """One ``llama_decode`` for every prompt together when they fit one batch; longer prompts (a long
+        ``context``) go sequence by sequence in batches of up to 2048 tokens."""
         items = [(int(t), j, s, j == len(p) - 1) for s, p in enumerate(prompts) for j, t in enumerate(p)]
-        if len(prompts) > self.n_seq or len(items) > _BATCH or max(len(p) for p in prompts) > self.n_ctx:
-            raise RunnerError(f"at most {self.n_seq} sequences and {_BATCH} prompt tokens in all per prefill, "
-                              f"each within the context of {self.n_ctx}")
+        if len(prompts) > self.n_seq or max(len(p) for p in prompts) > self.n_ctx:
+            raise RunnerError(f"at most {self.n_seq} sequences per prefill, each within the context of {self.n_ctx}")
         self._reset()
-        self._decode(items)
         self._pos = [len(p) for p in prompts]
-        ends = [sum(len(q) for q in prompts[: s + 1]) - 1 for s in range(len(prompts))]
-        return [int(self._logits(i).argmax()) for i in ends]
+        if len(items) <= _BATCH:
+            self._decode(items)
+            ends = [sum(len(q) for q in prompts[: s + 1]) - 1 for s in range(len(prompts))]
+            return [int(self._logits(i).argmax()) for i in ends]
+        out = []
+        for s, p in enumerate(prompts):
+            last = (len(p) - 1) // _BATCH * _BATCH  # where the batch holding the final token starts
+            for start in range(0, len(p), _BATCH):
+                part = p[start: start + _BATCH]
+                self._decode([(int(t), start + j, s, start + j == len(p) - 1) for j, t in enumerate(part)])
+            out.append(int(self._logits(len(p) - 1 - last).argmax()))
+        return out
 
     def step(self, tokens: Sequence[int]) -> list[int]:
         self._decode([(int(t), self._pos[s], s, True) for s, t in enumerate(tokens)])
@@ -256,8 +286,16 @@ class LlamaCppRunner(Runner):
     def weight_bytes_per_token(self) -> int:
         return gguf_weight_bytes(self.path) if self.path is not None else 0
 
-    def kv_value_bytes(self, dtype: str | None = None) -> int:
-        return 2  # the F16 KV cache, whatever the weights
+    def kv_value_bytes(self, dtype: str | None = None) -> float:
+        return _KV_VALUE_BYTES[self.kv_cache or "fp16"]  # the runtime's cache type, whatever the weights
+
+    def kv_cache_bytes(self) -> int:
+        import llama_cpp
+
+        if self._ctx is None:
+            return 0
+        return sum(int(llama_cpp.llama_state_seq_get_size(self._ctx, s)) for s in range(self.n_seq)
+                   if self.cached_tokens(s) > 0)
 
     # -- verify --
     @classmethod
@@ -307,6 +345,16 @@ class LlamaCppRunner(Runner):
             return pre, dec, gguf_weight_bytes(path)
         finally:
             r.close()
+
+
+def _enable_flash_attention(llama_cpp: Any, cparams: Any) -> None:
+    """Flash attention on, which a quantized V cache requires (the ``flash_attn_type`` field, or the
+    ``flash_attn`` flag of older llama-cpp-python releases)."""
+    fields = {f[0] for f in cparams._fields_}
+    if "flash_attn_type" in fields:
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    elif "flash_attn" in fields:
+        cparams.flash_attn = True
 
 
 def _probe_file(root: Path, gtype: str, threads: int) -> Path:

@@ -73,7 +73,7 @@ class OnnxRunner(Runner):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         recipe = manifest.get("details", {})
         level = recipe.get("accuracy_level")
-        self.compute = {"dynamic": "int8 (dynamic)", "static": "int8 (static QDQ)"}.get(
+        self.compute = recipe.get("compute") or {"dynamic": "int8 (dynamic)", "static": "int8 (static QDQ)"}.get(
             recipe.get("tool", ""), f"MatMulNBits accuracy_level={level}" if level is not None else "float32")
 
     def tokenize(self, text: str) -> list[int]:

@@ -5,8 +5,10 @@ Baselines are native where the device computes the dtype, emulated where it only
 torch ops: ``torch._int_mm`` for int8 x int8, ``torch._scaled_mm`` for FP8 (compute capability >= 8.9
 or MI300). Weight-only compressed-tensors checkpoints are decompressed to the float type when they
 load (or on the first forward): the running model is as large and as fast as the float one, so on
-CUDA, ROCm and CPU they are *emulated* (a smaller file, no run-time win); vLLM is what runs them
-packed. MPS has int4/int8 weight-only kernels (``_weight_int4pack_mm``, ``_weight_int8pack_mm``,
+CUDA and ROCm they are *emulated* (a smaller file, no run-time win); vLLM is what runs them packed.
+On the CPU quantmatch's runner packs int4 grids (groups of 32-256, or per-channel) and per-channel
+symmetric int8 for PyTorch's weight-only kernels instead (``packed_linear``): weight-only there.
+MPS has int4/int8 weight-only kernels (``_weight_int4pack_mm``, ``_weight_int8pack_mm``,
 macOS 15+).
 """
 
@@ -27,6 +29,8 @@ FP8 = c.FP8
 GPU = ("cuda", "rocm")
 WEIGHT_TYPES = (*c.INT_WEIGHTS, *FP8, *c.FP4_BLOCK)
 DEQUANT = "{weights} weights decompressed to {activations}, {activations} matmul"
+TRANSFORMERS_QUANTIZED_CACHE = ("huggingface/transformers src/transformers/cache_utils.py (QuantizedCache, "
+                                "HQQQuantizedLayer: nbits 1/2/3/4/8, residual_length)")
 
 BASELINES = (
     Capability(N, "bf16 on MPS: the Apple GPU computes bfloat natively (PyTorch MPS bf16 needs macOS 14 or "
@@ -61,6 +65,14 @@ FP8_ROWS = (
                c.join(c.TRANSFORMERS_FP8, c.ROCM_PRECISION), weights=FP8, activations=FP8),
 )
 
+KV_QUANTIZED = (
+    Capability(W, "{weights} KV cache through transformers' QuantizedCache (HQQ backend): keys and values stored "
+               "as {weights} codes with a scale and zero point per group, dequantized to the compute type for "
+               "the attention math (the most recent tokens are kept unquantized)", TRANSFORMERS_QUANTIZED_CACHE,
+               weights=c.INT4_INT8, activations=c.INT4_INT8, layers=c.KV, targets=("cpu", "cuda", "rocm"),
+               runs_as="{weights} KV dequantized to the compute type for the attention math"),
+)
+
 WEIGHT_ONLY = (
     Capability(U, "PyTorch has no INT4 x INT4 GEMM; INT4 only appears as weight-only", c.PTX_MMA,
                weights=("int4",), activations=("int4",)),
@@ -71,6 +83,17 @@ WEIGHT_ONLY = (
     Capability(U, "transformers does not load compressed-tensors (or AWQ) checkpoints on Metal (its "
                "quantization overview lists them \u274c for Metal)", c.TRANSFORMERS_OVERVIEW,
                weights=WEIGHT_TYPES, activations=c.FLOAT_ACTS, targets=("metal",)),
+    Capability(W, "{weights} weight-only compressed-tensors checkpoints on the CPU: quantmatch's torch runner packs "
+               "the codes for PyTorch's _weight_int4pack_mm_for_cpu (groups of 32-256, or a multiple / per-channel "
+               "scale repeated; asymmetric zero points folded) instead of decompressing them; the kernel unpacks "
+               "nibbles and multiplies in bf16", c.TORCH_CPU_INT4PACK, weights=("int2", "int3", "int4"),
+               activations=c.FLOAT_ACTS, targets=("cpu",), group_sizes=(0, 32, 64, 128, 256, 512, 1024),
+               runs_as="{weights} weights unpacked inside the kernel, bf16 math"),
+    Capability(W, "int8 weight-only per-channel symmetric compressed-tensors checkpoints on the CPU: quantmatch's "
+               "torch runner packs them for PyTorch's _weight_int8pack_mm (one scale per output row) instead "
+               "of decompressing them", c.TORCH_CPU_INT8PACK, weights=("int8",), activations=c.FLOAT_ACTS,
+               targets=("cpu",), group_sizes=(0,), symmetric=True,
+               runs_as="int8 weights widened inside the kernel, bf16 math"),
     Capability(E, "compressed-tensors checkpoints loaded by transformers: the {weights} weights are "
                "decompressed to {activations} at load (or on the first forward), so the running model holds "
                "and reads full-size weights: a smaller file, no memory or speed win (vLLM runs them packed)",
@@ -113,7 +136,9 @@ class TorchBackend(Backend):
     source = c.TRANSFORMERS_OVERVIEW
     priors = PRIORS
     serves_unquantized = True
+    kv_caches = ("int8", "int4")  # transformers' QuantizedCache in the runner, set at run time
     capabilities = (
+        *KV_QUANTIZED,
         *BASELINES,
         *INT8_W8A8,
         *FP8_ROWS,

@@ -5,8 +5,10 @@ combination, and times both at ``M`` rows and at one row (:func:`~quantmatch.sdk
 
 - ``torch-int8``: W8A8 with per-token dynamic activation scales through ``torch._int_mm``;
 - ``torch-bf16``: bf16 weights and math;
-- ``ct:<scheme>``: a compressed-tensors weight-only layer on transformers' CPU path (the library
-  decompresses the model on its first forward, then every call is a float matmul);
+- ``ct:<scheme>``: a compressed-tensors weight-only layer as the torch runner runs it: packed for
+  PyTorch's int4/int8 weight-only CPU kernels where the grid allows (:mod:`.packed_linear`), else on
+  transformers' path (the library decompresses the model on its first forward, then every call is a
+  float matmul);
 - ``quanto:<scheme>``: optimum-quanto's ``QLinear``; ``hqq:<scheme>``: ``HQQLinear`` (PyTorch backend).
 
 Imported only when ``verify`` runs a probe (it imports torch).
@@ -165,16 +167,23 @@ def _compressed(scheme: str, shape: tuple[int, int, int]) -> Probe:
     lin = torch.nn.Linear(k, n, bias=False).eval()
     x, x1 = torch.randn(m, k), torch.randn(1, k)
     # the library reports each step on a progress bar: keep verify's output to its own lines
+    from quantmatch.plugins.backends.packed_linear import pack_weight_only
+
     with torch.inference_mode(), contextlib.redirect_stderr(io.StringIO()):
         q = compressed_linear(torch.nn.Linear(k, n, bias=False).eval().requires_grad_(False), scheme)
         packed = _bytes(q)
-        q(x1)  # the decompression, once, as at the start of generation
+        fmt = q[0].quantization_scheme.format
+        kernels = pack_weight_only(q)  # as the torch runner does on the CPU
+        q(x1)  # the decompression (when not packed), once, as at the start of generation
         ref_bytes = _bytes(lin)
         timings = time_pair(lin, q, x, x1)
-    fmt = q[0].quantization_scheme.format
-    dtype = str(q[0].weight.dtype).removeprefix("torch.")
-    kernel = (f"compressed-tensors {scheme} ({getattr(fmt, 'value', fmt)}, {packed / ref_bytes:.2f}x fp32 bytes "
-              f"packed), decompressed to {dtype} on the first forward: float matmul")
+    if kernels.packed:
+        kernel = f"compressed-tensors {scheme} packed for PyTorch's CPU kernel:{kernels.note().removeprefix(' +')}"
+    else:
+        dtype = str(q[0].weight.dtype).removeprefix("torch.")
+        why = f" ({next(iter(kernels.left.values()))})" if kernels.left else ""
+        kernel = (f"compressed-tensors {scheme} ({getattr(fmt, 'value', fmt)}, {packed / ref_bytes:.2f}x fp32 "
+                  f"bytes packed), decompressed to {dtype} on the first forward{why}: float matmul")
     return Probe(kernel, shape, *timings, ref_bytes, _bytes(q), _versions("torch", "compressed-tensors"))
 
 

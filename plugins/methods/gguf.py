@@ -34,6 +34,7 @@ from quantmatch.plugins.methods.gguf_convert import (
     weight_layout,
 )
 from quantmatch.sdk.errors import InputError
+from quantmatch.sdk.export import ExactExport, ExportRule
 from quantmatch.sdk.hookspecs import Register
 from quantmatch.sdk.model_info import LLAMA_FAMILY, ModelInfo
 from quantmatch.sdk.options import MethodOptions, option
@@ -136,6 +137,34 @@ PRIORS = MethodPriors(
 GGUF scheme's own, computed by the planner for every GGUF scheme."""
 
 
+GGML_BLOCKS = ("ggml-org/llama.cpp ggml/src/ggml-common.h (block_q4_0, block_q4_1, block_q8_0: "
+               "QK4_0 = QK4_1 = QK8_0 = 32)")
+
+@dataclass(frozen=True)
+class GGUFExportOptions(MethodOptions):
+    """``quantmatch export --to gguf`` options (``--option KEY=VALUE``)."""
+
+    head: Literal["source", "q8_0"] = option(
+        "source", "the token embedding and a float LM head: as the checkpoint stores them (F16, exact) or Q8_0, "
+                  "as llama.cpp's own Q4_0 quantizer writes them (smaller and faster; not exact for those tensors)")
+
+
+EXPORTS = (ExactExport(
+    source_format="compressed-tensors",
+    rules=(ExportRule("int4", True, "gguf-q4_0", group_multiple=32),
+           ExportRule("int4", False, "gguf-q4_1", group_multiple=32),
+           ExportRule("int8", True, "gguf-q8_0", group_multiple=32)),
+    exporter="quantmatch.plugins.methods.gguf_export:export_compressed",
+    options=GGUFExportOptions,
+    weight_only_hint="llama.cpp quantizes activations itself; export the weight-only scheme or use --to onnx",
+    tolerance="Q4_0/Q8_0 hold the codes and fp16 scales bit for bit; Q4_1 rounds its minimum -(z+8)*s to fp16. "
+              "llama.cpp then quantizes activations to Q8_0 for the integer dot products: logits differ from the "
+              "compressed-tensors checkpoint's by that rounding only",
+    source=GGML_BLOCKS),)
+"""GPTQ, AWQ and round-to-nearest checkpoints rewritten into GGUF blocks (a group of any multiple of 32
+repeats its scale per 32-value block)."""
+
+
 class GGUFQuantizer(Quantizer):
     name = "gguf"
     description = "GGUF via the gguf writer and llama.cpp's quantizer (legacy and k-quants)"
@@ -149,6 +178,7 @@ class GGUFQuantizer(Quantizer):
     source = "ggml-org/llama.cpp tools/quantize/quantize.cpp (QUANT_OPTIONS)"
     priors = PRIORS
     options = GGUFOptions
+    exports = EXPORTS
 
     def check_model(self, model: ModelInfo, scheme: Scheme) -> list[Problem]:
         """The base checks plus the converter's own limits (architectures, mixture-of-experts and,

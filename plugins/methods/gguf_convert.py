@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -381,6 +381,116 @@ def _stored_type(gguf_name: str, ndim: int, out_type: str) -> Any:
     return q.F16 if out_type == "f16" else q.BF16
 
 
+# ---- the file: shared with gguf_export ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Model:
+    """What writing the tensors needs from ``config.json``."""
+
+    cfg: dict[str, Any]
+    arch: Any  # gguf.MODEL_ARCH
+    permute: bool  # Q/K rows into llama.cpp's rotary layout
+    n_head: int
+    n_kv: int
+    tied: bool
+    tensor_map: Any  # gguf.TensorNameMap
+
+    @property
+    def arch_name(self) -> str:
+        import gguf
+
+        return str(gguf.MODEL_ARCH_NAMES[self.arch])
+
+    def gguf_name(self, hf_name: str, model_dir: Path) -> str | None:
+        """The GGUF name of a checkpoint tensor; ``None`` for one not written (rotary frequencies, a tied head)."""
+        if hf_name.endswith(".rotary_emb.inv_freq") or (self.tied and hf_name == "lm_head.weight"):
+            return None
+        new_name = self.tensor_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if new_name is None:
+            raise ConversionError(f"{model_dir}: cannot map tensor {hf_name!r} to a GGUF name")
+        return str(new_name)
+
+    def permute_rows(self, hf_name: str, data: Any) -> Any:
+        """``data`` (rows first: a weight, a bias, a row's scales or codes) with Q/K rows permuted for rope."""
+        if self.permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            return permute_qk(data, self.n_head, self.n_head)
+        if self.permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            return permute_qk(data, self.n_head, self.n_kv)
+        return data
+
+
+def _read_model(model_dir: Path) -> _Model:
+    """The architecture facts of ``model_dir``'s ``config.json``; :class:`ConversionError` when unsupported."""
+    import gguf
+
+    cfg_file = model_dir / "config.json"
+    if not cfg_file.is_file():
+        raise ConversionError(f"{model_dir}: no config.json (give a directory written by save_pretrained)")
+    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if "text_config" in cfg and "hidden_size" not in cfg:
+        cfg = {**cfg["text_config"], **{k: v for k, v in cfg.items() if k.endswith("token_id")}}
+    model_type = str(cfg.get("model_type", "")).lower()
+    if model_type not in _ARCHS:
+        raise ConversionError(f"{model_dir}: model_type {model_type!r} cannot be converted to GGUF here "
+                              f"(supported: {', '.join(sorted(_ARCHS))})")
+    if cfg.get("num_local_experts") or cfg.get("num_experts"):
+        raise ConversionError(f"{model_dir}: mixture-of-experts models are not supported by this converter")
+    arch_name, permute = _ARCHS[model_type]
+    arch = gguf.MODEL_ARCH[arch_name]
+    n_layers = int(cfg["num_hidden_layers"])
+    n_head = int(cfg["num_attention_heads"])
+    return _Model(cfg, arch, permute, n_head, int(cfg.get("num_key_value_heads") or n_head),
+                  bool(cfg.get("tie_word_embeddings", False)), gguf.get_tensor_name_map(arch, n_layers))
+
+
+def _float_payload(array: Any, qtype: Any) -> tuple[Any, Any]:
+    """``(data, raw type or None)`` for :meth:`gguf.GGUFWriter.add_tensor` of a float32 array stored as ``qtype``."""
+    import gguf
+    import numpy as np
+
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return array, None
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return array.astype(np.float16), None
+    return gguf.quants.quantize(array, qtype), qtype
+
+
+TensorStream = Iterable[tuple[str, Any, Any]]
+"""``(GGUF name, data, raw type or None)`` per tensor, as :func:`_write_file` writes them."""
+
+
+def _write_file(out_path: Path, model_dir: Path, model: _Model, file_type: int, name: str,
+                tokenizer_pre: str | None, tensors: TensorStream) -> tuple[str, int]:
+    """Write hyperparameters, vocabulary and ``tensors`` into ``out_path``: ``(pre-tokenizer, tensors written)``.
+
+    ``out_path`` is removed when anything fails (including the iteration of ``tensors``).
+    """
+    import gguf
+    import numpy as np
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(out_path), model.arch_name, use_temp_file=True)
+    try:
+        rope_factors = _write_hparams(writer, model.cfg, file_type, name)
+        pre = _write_vocab(writer, model_dir, int(model.cfg["vocab_size"]), tokenizer_pre)
+        if rope_factors is not None:
+            writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
+                              np.asarray(rope_factors, dtype=np.float32))
+        written = int(rope_factors is not None)
+        for new_name, data, raw_dtype in tensors:
+            writer.add_tensor(new_name, data, raw_dtype=raw_dtype)
+            written += 1
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file(progress=False)
+    except BaseException:
+        writer.close()
+        out_path.unlink(missing_ok=True)
+        raise
+    writer.close()
+    return pre, written
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
 def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, out_type: str = "f16", *,
@@ -395,7 +505,6 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, out_type: st
     before anything is written. ``out_path`` is overwritten when it exists.
     """
     import gguf
-    import numpy as np
     import torch
 
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -403,72 +512,25 @@ def convert_hf_to_gguf(model_dir: str | Path, out_path: str | Path, out_type: st
     if out_type not in OUT_TYPES:
         raise ConversionError(f"cannot write GGUF type {out_type!r} directly (choose {', '.join(OUT_TYPES)}; "
                               "quantized types are made from these by llama.cpp)")
-    cfg_file = model_dir / "config.json"
-    if not cfg_file.is_file():
-        raise ConversionError(f"{model_dir}: no config.json (give a directory written by save_pretrained)")
-    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if "text_config" in cfg and "hidden_size" not in cfg:
-        cfg = {**cfg["text_config"], **{k: v for k, v in cfg.items() if k.endswith("token_id")}}
-    model_type = str(cfg.get("model_type", "")).lower()
-    if model_type not in _ARCHS:
-        raise ConversionError(f"{model_dir}: model_type {model_type!r} cannot be converted to GGUF here "
-                              f"(supported: {', '.join(sorted(_ARCHS))})")
-    if cfg.get("num_local_experts") or cfg.get("num_experts"):
-        raise ConversionError(f"{model_dir}: mixture-of-experts models are not supported by this converter")
+    model = _read_model(model_dir)
     files = _weight_files(model_dir)
     total = sum(len(_safetensors_header(f)) for f in files)  # refuses truncated files early
-
-    arch_name, permute = _ARCHS[model_type]
-    arch = gguf.MODEL_ARCH[arch_name]
-    n_layers = int(cfg["num_hidden_layers"])
-    n_head = int(cfg["num_attention_heads"])
-    n_kv = int(cfg.get("num_key_value_heads") or n_head)
-    tied = bool(cfg.get("tie_word_embeddings", False))
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                  "bf16": gguf.LlamaFileType.MOSTLY_BF16}[out_type]
-    tensor_map = gguf.get_tensor_name_map(arch, n_layers)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out_path), gguf.MODEL_ARCH_NAMES[arch], use_temp_file=True)
-    try:
-        rope_factors = _write_hparams(writer, cfg, int(file_type), name or model_dir.name)
-        pre = _write_vocab(writer, model_dir, int(cfg["vocab_size"]), tokenizer_pre)
-        if rope_factors is not None:
-            writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
-                              np.asarray(rope_factors, dtype=np.float32))
-        count, written = 0, int(rope_factors is not None)
-        for hf_name, tensor in _iter_tensors(files):
-            count += 1
+    def tensors() -> Iterator[tuple[str, Any, Any]]:
+        for count, (hf_name, tensor) in enumerate(_iter_tensors(files), 1):
             if progress is not None:
                 progress("convert", count, total)
-            if hf_name.endswith(".rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
-                continue
-            new_name = tensor_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            new_name = model.gguf_name(hf_name, model_dir)
             if new_name is None:
-                raise ConversionError(f"{model_dir}: cannot map tensor {hf_name!r} to a GGUF name")
-            data = tensor.to(torch.float32)
-            if permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-                data = permute_qk(data, n_head, n_head)
-            elif permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-                data = permute_qk(data, n_head, n_kv)
-            qtype = _stored_type(new_name, data.dim(), out_type)
-            array = data.numpy()
-            if qtype == gguf.GGMLQuantizationType.F32:
-                writer.add_tensor(new_name, array)
-            elif qtype == gguf.GGMLQuantizationType.F16:
-                writer.add_tensor(new_name, array.astype(np.float16))
-            else:
-                writer.add_tensor(new_name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-            written += 1
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file(progress=False)
-    except BaseException:
-        writer.close()
-        out_path.unlink(missing_ok=True)
-        raise
-    writer.close()
-    return ConvertResult(path=out_path, out_type=out_type, arch=gguf.MODEL_ARCH_NAMES[arch],
+                continue
+            data = model.permute_rows(hf_name, tensor.to(torch.float32))
+            yield (new_name, *_float_payload(data.numpy(), _stored_type(new_name, data.dim(), out_type)))
+
+    pre, written = _write_file(out_path, model_dir, model, int(file_type), name or model_dir.name,
+                               tokenizer_pre, tensors())
+    return ConvertResult(path=out_path, out_type=out_type, arch=model.arch_name,
                          tokenizer_pre=pre, n_tensors=written, size_bytes=out_path.stat().st_size)
 
 

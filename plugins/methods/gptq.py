@@ -64,7 +64,7 @@ class GPTQQuantizer(Quantizer):
     name = "gptq"
     description = "GPTQ (own torch implementation): 2/3/4/8-bit weights, groups, act-order"
     support = SchemeSupport(weights=("int2", "int3", "int4", "int8"), group_sizes=(0, 32, 64, 128))
-    schemes = ("w4a16-g128", "w4a16-g64", "w4a16-g64-asym", "w3a16-g64", "w8a16", "w2a16-g64")
+    schemes = ("w4a16-g128", "w4a16-g64", "w4a16-g32", "w4a16-g64-asym", "w3a16-g64", "w8a16", "w2a16-g64")
     layer_precisions = ("int8", "int4", "int3", "int2")
     artifact_format = "compressed-tensors"
     needs_calibration = True

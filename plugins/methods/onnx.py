@@ -33,19 +33,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from quantmatch.plugins.methods._common import HF_CAUSAL_LM
 from quantmatch.plugins.methods.onnx_export import OnnxLayout, export_llama, layout_of
 from quantmatch.sdk.errors import InputError
+from quantmatch.sdk.export import ExactExport, ExportRule
 from quantmatch.sdk.hookspecs import Register
+from quantmatch.sdk.options import MethodOptions, option
 from quantmatch.sdk.pluginhost import hookimpl
 from quantmatch.sdk.priors import JobPriors, MethodPriors
 from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 from quantmatch.sdk.scheme import Scheme
 
-__all__ = ["GRAPH_FILE", "RECIPES", "OnnxArtifact", "OnnxQuantizer", "OnnxRecipe", "graph_weight_bytes", "op_counts",
-           "quantize_onnx", "weight_matmuls"]
+__all__ = ["GRAPH_FILE", "RECIPES", "OnnxArtifact", "OnnxExportOptions", "OnnxQuantizer", "OnnxRecipe",
+           "graph_weight_bytes", "op_counts", "quantize_onnx", "weight_matmuls"]
 
 GRAPH_FILE = "model.onnx"
 ProgressFn = Callable[[str, int, int], None]
@@ -299,6 +301,37 @@ PRIORS = MethodPriors(
 """Planning priors (quantmatch.sdk.priors)."""
 
 
+@dataclass(frozen=True)
+class OnnxExportOptions(MethodOptions):
+    """``quantmatch export --to onnx`` options (``--option KEY=VALUE``); see :mod:`.onnx_exact`."""
+
+    accuracy_level: Literal[1, 4] = option(
+        1, "MatMulNBits arithmetic: 1 fp32 (the checkpoint's math) or 4, activations rounded to int8 per block "
+           "for the integer kernels (faster on CPUs with VNNI/AMX or Arm dot products; weights stay exact)")
+    head: Literal["source", "int8"] = option(
+        "source", "a float LM head: as the checkpoint stores it (fp32 MatMul, exact) or int8, MatMulNBits 8-bit "
+                  "blocks of 32 rounded as llama.cpp's Q8_0, run at accuracy_level 4 (smaller and faster; not "
+                  "exact for the head)")
+
+
+EXPORTS = (ExactExport(
+    source_format="compressed-tensors",
+    rules=(ExportRule("int4", True, "w4a32-g{group}", group_multiple=16),
+           ExportRule("int4", False, "w4a32-g{group}-asym", group_multiple=16),
+           ExportRule("int8", True, "w8a32", group_multiple=16),
+           ExportRule("int8", False, "w8a32-asym", group_multiple=16),
+           ExportRule("int8", True, "w8a8-int8-static", activations="int8", static=True),
+           ExportRule("int8", True, "w8a8-int8", activations="int8", static=False)),
+    exporter="quantmatch.plugins.methods.onnx_exact:export_compressed",
+    options=OnnxExportOptions,
+    tolerance="MatMulNBits dequantizes the same codes, scales and zero points in float32; the integer W8A8 graph "
+              "multiplies the checkpoint's int8 weights with activations rounded on the same scales (options: "
+              "accuracy_level=4 rounds MatMulNBits activations to int8 per block, head=int8 rounds a float LM head "
+              "to 8-bit blocks; the details' accuracy_level and head say which)",
+    source="https://github.com/microsoft/onnxruntime/blob/main/docs/ContribOperators.md#com.microsoft.MatMulNBits"),)
+"""GPTQ, AWQ, round-to-nearest and SmoothQuant checkpoints rewritten into ONNX Runtime's integer operators."""
+
+
 class OnnxQuantizer(Quantizer):
     name = "onnx"
     description = "onnxruntime.quantization: int8 dynamic (MatMulInteger), static QDQ, MatMulNBits int4"
@@ -312,6 +345,7 @@ class OnnxQuantizer(Quantizer):
     architectures = HF_CAUSAL_LM
     source = "https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html"
     priors = PRIORS
+    exports = EXPORTS
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:

@@ -55,6 +55,15 @@ KV_COMBOS = ["gguf:gguf-q4_0:llama.cpp", "gguf:gguf-q4_0-kvq8_0:llama.cpp", "ggu
 length and decode speed after a prompt of that length. Goal: Q8_0 K/V within 1% of F16's perplexity with a
 cache at least 1.8x smaller."""
 KV_GOAL = (1.0, 1.8)
+OPTION_VARIANTS = [  # (label, runtime, export format, exporter options): the same GPTQ checkpoint each time
+    ("torch fp32 (baseline)", "torch", None, None),
+    ("GGUF, head as stored (F16)", "llama.cpp", "gguf", {}),
+    ("GGUF, head=q8_0", "llama.cpp", "gguf", {"head": "q8_0"}),
+    ("ONNX, accuracy_level 1, head as stored", "onnxruntime", "onnx", {}),
+    ("ONNX, accuracy_level 4", "onnxruntime", "onnx", {"accuracy_level": 4}),
+    ("ONNX, accuracy_level 4, head=int8", "onnxruntime", "onnx", {"accuracy_level": 4, "head": "int8"}),
+]
+"""``--only options``: the exporters' speed options on GPTQ W4 g32, each measured in its own process in one run."""
 
 
 def _by_key(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -112,6 +121,55 @@ def kv_markdown(kv: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def run_options(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Export the cached GPTQ W4 g32 checkpoint with each of :data:`OPTION_VARIANTS` and measure each (no
+    fidelity reference: perplexity, decode, size)."""
+    from quantmatch.measure.bench import Bench, Combo
+    from quantmatch.sdk.export import export_artifact
+    from quantmatch.sdk.runner import MeasureConfig
+
+    bench = Bench(MODEL, config=MeasureConfig(tokens=args.tokens), threads=args.threads, text=args.text,
+                  budget=None)
+    source = bench.artifact_dir(Combo("gptq", "w4a16-g32", "torch"))
+    if not (source / "quantmatch.json").is_file():
+        raise SystemExit(f"{source} is missing: run the exports part first")
+    rows = []
+    for label, backend, fmt, options in OPTION_VARIANTS:
+        target = MODEL
+        if fmt is not None:
+            suffix = "-".join(f"{k}{v}" for k, v in sorted((options or {}).items())) or "default"
+            out = source.with_name(f"{source.name}-{fmt}-{suffix}")
+            if not (out / "quantmatch.json").is_file():
+                export_artifact(source, fmt, out, force=True, options=options)
+            target = str(out)
+        print(f"[options] {label}", file=sys.stderr)
+        ok, run, err = bench._job({"kind": "run", "backend": backend, "target": target, "threads": bench.threads,
+                                   "dtype": "float32", "config": bench.config.to_dict(), "text": bench.text,
+                                   "model": MODEL, "budget": None, "reference": None})
+        rows.append({"label": label, "backend": backend, "format": fmt, "options": options, "target": target,
+                     "ok": ok, "error": err, "run": run if ok else None})
+    base = rows[0]["run"]
+    for r in rows:
+        if r["run"] and base:
+            r["decode_ratio"] = r["run"]["decode_tps"] / base["decode_tps"]
+            r["ppl_delta_pct"] = 100.0 * (r["run"]["perplexity"] / base["perplexity"] - 1.0)
+    return rows
+
+
+def options_markdown(rows: list[dict[str, Any]]) -> str:
+    out = ["| GPTQ W4 g32 exported as | decode tok/s | x fp32 torch | prefill tok/s | ppl | Δppl | weight MiB/token |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        run = r["run"]
+        if run is None:
+            out.append(f"| {r['label']} | failed: {r['error'][:80]} | | | | | |")
+            continue
+        out.append(f"| {r['label']} | {run['decode_tps']:.1f} | {_f(r.get('decode_ratio'), '.2f')} | "
+                   f"{run['prefill_tps']:.0f} | {run['perplexity']:.3f} | {_f(r.get('ppl_delta_pct'), '+.2f')}% | "
+                   f"{run['weight_bytes_per_token'] / 2**20:.0f} |")
+    return "\n".join(out)
+
+
 def _f(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -151,7 +209,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, help="threads (default: physical cores)")
     ap.add_argument("--requantize", action="store_true", help="re-create cached artifacts")
     ap.add_argument("--context", type=int, default=4096, help="context of the KV-cache runs (default 4096; 0 skips)")
-    ap.add_argument("--only", choices=("exports", "kv"), help="run one part only")
+    ap.add_argument("--only", choices=("exports", "kv", "options"),
+                    help="run one part only (options: the exporters' speed options, not part of the default run)")
     ap.add_argument("--from", dest="source", help="a `quantmatch bench --json` output instead of running")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
@@ -167,11 +226,13 @@ def main() -> int:
             print(f"[{done}/{total}] {what}", file=sys.stderr)
 
         data = {"results": []}
-        if args.only != "kv":
+        if args.only == "options":
+            data["options"] = run_options(args)
+        elif args.only != "kv":
             bench = Bench(MODEL, config=MeasureConfig(tokens=args.tokens), threads=args.threads,
                           requantize=args.requantize, text=args.text, budget=None)
             data = bench.run(parse_combos(",".join(COMBOS)), progress=show).to_dict()
-        if args.context and args.only != "exports":
+        if args.context and args.only not in ("exports", "options"):
             cfg = MeasureConfig(tokens=args.context, window=args.context, context=args.context, new_tokens=16,
                                 batch=1)
             kv = Bench(MODEL, config=cfg, threads=args.threads, text=args.text, budget=None)
@@ -183,6 +244,10 @@ def main() -> int:
     data["python"] = platform.python_version()
     data["wall_s"] = round(time.perf_counter() - started, 1)
     Path(args.out).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    if data.get("options"):
+        print(options_markdown(data["options"]))
+        Path(args.out).write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+        return 0
     print(markdown(data))
     if "kv" in data:
         print()

@@ -293,6 +293,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             check_output(args.out, args.force)
         except OutputExistsError as e:  # the real run would refuse it: the dry run says so
             plan.problems.append(Problem(str(e), fix="choose another --out, or pass --force to replace it"))
+    if args.format and args.format.strip().lower() != plan.quantizer.artifact_format:
+        from quantmatch.sdk.export import export_route
+
+        try:  # a grid the format cannot hold is refused before anything loads (and by --dry-run)
+            export_route(plan.quantizer.artifact_format, plan.scheme, args.format, args.allow_requantize)
+        except InputError as e:
+            plan.problems.append(Problem(str(e)))
     if not args.json or plan.fatal:
         qr.plan_report(plan, err)
     plan.raise_if_fatal()
@@ -302,11 +309,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         else:
             err.print("checks passed; nothing loaded or written (--dry-run)")
         return 0
-    if args.format:  # refuse a grid the format cannot hold before anything loads
-        from quantmatch.sdk.export import export_route
-
-        if args.format.strip().lower() != plan.quantizer.artifact_format:
-            export_route(plan.quantizer.artifact_format, plan.scheme, args.format, args.allow_requantize)
     with qr.progress_bar(not args.json) as progress:
         result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
                           rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,

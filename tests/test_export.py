@@ -183,3 +183,15 @@ def test_bench_runs_an_exported_combination(tiny_llama_dir: Path, tmp_path: Path
     assert res is not None and res.status == "ok", res and res.reason
     assert (bench.artifact_dir(Combo("rtn", "w4a16-g32", "torch")) / "quantmatch.json").is_file()  # made once
     assert "llama.cpp" in res.run["compute"] and res.run["perplexity"] > 1  # type: ignore[index]
+
+
+def test_cli_quantize_format_refusals_come_with_the_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from quantmatch.cli.main import main
+
+    args = ["quantize", "smollm2-135m", "--method", "gptq", "--out", "/nonexistent/out", "--dry-run"]
+    assert main([*args, "--scheme", "w3a16-g64", "--format", "gguf"]) == 2
+    assert "cannot hold w3a16-g64 exactly" in capsys.readouterr().err
+    assert main([*args, "--scheme", "w4a16-g32", "--format", "tflite"]) == 2
+    assert "Valid export formats: gguf, onnx" in capsys.readouterr().err
+    assert main([*args, "--scheme", "w4a16-g32", "--format", "gguf"]) == 0
+    assert main([*args, "--scheme", "w4a16-g32", "--format", "compressed-tensors"]) == 0  # the method's own

@@ -325,10 +325,8 @@ class Bench:
     def export_format(self, c: Combo) -> str | None:
         """The format ``c``'s artifact is exported to because its backend does not load the method's own
         (GPTQ on llama.cpp: ``gguf``); ``None`` when the backend loads what the method writes."""
-        if c.method is None:
-            return None
-        route = self.registry.export_route(self.registry.method(c.method), c.backend)
-        return None if route is None else str(route[0].artifact_format)
+        exported = self.registry.exported_as(c.method, self.artifact_scheme(c), c.backend)
+        return None if exported is None else str(exported[0].artifact_format)
 
     # -- running --
     def run(self, combos: Sequence[Combo] | None = None, all_runnable: bool = False,

@@ -130,14 +130,10 @@ def probe_key(method: str | None, scheme: str, backend: str, host: Any = None) -
 def _kernel_of(reg: Any, v: Any) -> tuple[str | None, Any]:
     """``(method, scheme)`` whose kernel ``v`` runs: an exact export (GPTQ w4a16-g32 on llama.cpp) runs the
     exporting plugin's scheme (``gguf``, ``gguf-q4_0``), so it shares that probe."""
-    s = reg.scheme(v.scheme)
-    if v.method is None:
-        return None, s
-    route = reg.export_route(reg.method(v.method), v.backend)
-    rule = route[1].rule_for(s) if route is not None else None
-    if route is None or rule is None:
-        return v.method, s
-    return route[0].name, reg.scheme(rule.scheme_for(s))
+    exported = reg.exported_as(v.method, v.scheme, v.backend)
+    if exported is None:
+        return v.method, reg.scheme(v.scheme)
+    return exported[0].name, exported[1]
 
 
 # ---- the command ------------------------------------------------------------------------------------------

@@ -134,19 +134,8 @@ class _Builder:
     def exported_as(self, v: Verdict) -> tuple[str, Scheme] | None:
         """``(format, scheme it runs as)`` when ``v``'s backend runs an exact export of the method's artifact
         (GPTQ w4a16-g32 on llama.cpp: ``("gguf", gguf-q4_0)``), read from the plugins' declarations."""
-        if v.method is None:
-            return None
-        try:
-            route = self.reg.export_route(self.reg.method(v.method), v.backend)
-        except Exception:
-            return None
-        if route is None:
-            return None
-        owner, spec = route
-        rule = spec.rule_for(self.reg.scheme(v.scheme))
-        if rule is None:
-            return None
-        return str(owner.artifact_format), self.reg.scheme(rule.scheme_for(self.reg.scheme(v.scheme)))
+        exported = self.reg.exported_as(v.method, v.scheme, v.backend)
+        return None if exported is None else (str(exported[0].artifact_format), exported[1])
 
     def evaluate(self, v: Verdict) -> Candidate:
         info, params, spec, wl = self.info, self.params, self.spec, self.workload

@@ -233,6 +233,20 @@ class Registry:
                                          None)
         return self._routes[key]
 
+    def exported_as(self, method: str | None, scheme: str | Scheme, backend: str | type[Backend]
+                    ) -> tuple[type[Quantizer], Scheme] | None:
+        """``(plugin, scheme it runs as)`` when ``backend`` runs ``method``'s ``scheme`` artifacts through an exact
+        export (GPTQ w4a16-g32 on llama.cpp: the gguf plugin, ``gguf-q4_0``); ``None`` when the backend loads the
+        method's format itself, nothing exports it there, or the export does not hold that grid."""
+        if method is None:
+            return None
+        route = self.export_route(self.method(method), backend)
+        sch = self.scheme(scheme)
+        rule = route[1].rule_for(sch) if route is not None else None
+        if route is None or rule is None:
+            return None
+        return route[0], self.scheme(rule.scheme_for(sch))
+
     def _loads(self, be: type[Backend], q: type[Quantizer]) -> bool:
         return _loads(be, q) or self.export_route(q, be) is not None
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import llama_config, save_tiny_model
 
 from quantmatch.measure import RUNNERS, MeasureConfig, RunnerError, measure, runner_for
 from quantmatch.measure.run import time_generation
@@ -30,18 +31,8 @@ CTX = MeasureConfig(tokens=400, window=400, prompt=16, new_tokens=4, batch=2, re
 
 
 def _llama_head32(out: Path) -> Path:
-    """A tiny random Llama with ``head_dim`` 32 (hidden 128, 4 heads, 2 KV heads), with the tiny tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from quantmatch.sdk.synthetic import write_tiny_model
-
-    write_tiny_model(out)  # for its tokenizer; the weights are replaced below
-    cfg = LlamaConfig(vocab_size=320, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(str(out), safe_serialization=True)
-    return out
+    """A tiny random Llama with ``head_dim`` 32 (hidden 128, 4 heads, 2 KV heads, tied), with the tiny tokenizer."""
+    return save_tiny_model(out, llama_config(hidden=128, tie=True))
 
 
 @pytest.fixture(scope="module")

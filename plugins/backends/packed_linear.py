@@ -89,6 +89,14 @@ def _flat(x: Tensor, in_features: int, dtype: torch.dtype) -> Tensor:
     return x.reshape(-1, in_features).to(dtype).contiguous()
 
 
+def _unflat(y: Tensor, x: Tensor, bias: Tensor | None, out_features: int) -> Tensor:
+    """The kernel's ``[rows, out]`` result back in ``x``'s dtype and leading shape, plus the bias."""
+    y = y.to(x.dtype)
+    if bias is not None:
+        y = y + bias.to(x.dtype)
+    return y.reshape(*x.shape[:-1], out_features)
+
+
 class Int4PackedLinear(nn.Module):
     """``y = x @ W^T + b`` with ``W = (q - zero_point) * scale`` held as packed nibbles.
 
@@ -130,10 +138,7 @@ class Int4PackedLinear(nn.Module):
         y: Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
             _flat(x, self.in_features, self.scale_and_zero.dtype), self.weight_int4, self.group_size,
             self.scale_and_zero)
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return _unflat(y, x, self.bias, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, group_size={self.group_size}, "
@@ -170,10 +175,7 @@ class Int8PackedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y: Tensor = torch.ops.aten._weight_int8pack_mm(_flat(x, self.in_features, self.scale.dtype),
                                                        self.weight_int8, self.scale)
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return _unflat(y, x, self.bias, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -202,9 +202,12 @@ def test_w8a8_int8_first_on_ampere_for_serving(reg: Registry) -> None:
 
 
 @pytest.mark.parametrize("dev", ["spr", "genoa", "local"])
-def test_gguf_on_cpus(reg: Registry, dev: str) -> None:
+def test_gguf_on_cpus(reg: Registry, dev: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if dev == "local" and not reg.local().is_cpu:
         pytest.skip("this machine's local device is not a CPU")
+    # for `local` the planner also checks that the job fits this machine's free disk, which is the outside
+    # world here (a CI machine may have 17 GiB free): give it room, the ranking is what this test is about
+    monkeypatch.setattr("quantmatch.planner.job._free_disk_gib", lambda where: 1000.0)
     # decode-heavy chat: on a CPU the time goes to reading weights, where 4-bit GGUF wins. (With a long
     # prompt and a known int8 peak, a W8A8 runtime may rank first for its faster prefill.)
     p = P("llama-3.1-8b", dev, reg, memory_budget=64, prompt=64, gen=512)
@@ -212,6 +215,17 @@ def test_gguf_on_cpus(reg: Registry, dev: str) -> None:
     # a GGUF type, or a GPTQ/AWQ checkpoint exported exactly into one (issue 17): its command says so
     assert p.top.scheme.startswith("gguf-") or (p.top.export_format == "gguf" and p.top.command is not None
                                                  and "--format gguf" in p.top.command), p.top.label
+
+
+def test_local_plan_refuses_a_job_the_free_disk_cannot_hold(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not reg.local().is_cpu:
+        pytest.skip("this machine's local device is not a CPU")
+    monkeypatch.setattr("quantmatch.planner.job._free_disk_gib", lambda where: 5.0)
+    p = P("llama-3.1-8b", "local", reg, memory_budget=64, prompt=64, gen=512)
+    disk = [r for r in p.rejected("job") if r.backend == "llama.cpp"]
+    assert disk and all("GiB disk" in r.reason and "5.0 GiB free" in r.reason for r in disk)
+    # the catalog device is not this machine: its plan is not checked against this disk
+    assert not P("llama-3.1-8b", "spr", reg, memory_budget=64).rejected("job")
 
 
 @pytest.mark.parametrize("dev", ["h100", "h200"])

@@ -279,7 +279,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from quantmatch.cli import quantize_view as qr
     from quantmatch.sdk.artifact import OutputExistsError, check_output
     from quantmatch.sdk.calibration import CalibrationSpec
-    from quantmatch.sdk.pipeline import plan_quantization, quantize
+    from quantmatch.sdk.pipeline import plan_quantization, quantize, stream_problems
     from quantmatch.sdk.quantizer import Problem
 
     err = Console(stderr=True, highlight=False, markup=False)
@@ -300,12 +300,23 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             export_route(plan.quantizer.artifact_format, plan.scheme, args.format, args.allow_requantize)
         except InputError as e:
             plan.problems.append(Problem(str(e)))
+    resume = "resume" if args.resume else "restart" if args.restart else "auto"
+    stream = False if args.no_stream else None
+    plan.problems.extend(stream_problems(plan.quantizer, stream, resume, args.offload_dir))
+    estimate = None
+    if not plan.fatal:
+        estimate = _job_estimate(plan, args, calibration, stream)
     if not args.json or plan.fatal:
         qr.plan_report(plan, err)
+        if estimate is not None:
+            qr.job_report(estimate, err)
     plan.raise_if_fatal()
     if args.dry_run:
         if args.json:
-            _emit_json({"schema": JSON_SCHEMA_VERSION, "plan": plan.to_dict()})
+            payload = {"schema": JSON_SCHEMA_VERSION, "plan": plan.to_dict()}
+            if estimate is not None:
+                payload["job"] = estimate.to_dict()
+            _emit_json(payload)
         else:
             err.print("checks passed; nothing loaded or written (--dry-run)")
         return 0
@@ -313,7 +324,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
                           rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
                           progress=progress, artifact_format=args.format, allow_requantize=args.allow_requantize,
-                          **options)
+                          stream=stream, resume=resume, offload_dir=args.offload_dir, **options)
     if args.json:
         _emit_json({"schema": JSON_SCHEMA_VERSION, "result": result.to_dict()})
     else:
@@ -322,6 +333,42 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             err.print(Text.assemble(("warning", "yellow"), f": {warning}"))
         qr.quantize_table(result, Console(highlight=False, markup=False))
     return 0
+
+
+def _job_estimate(plan: Any, args: argparse.Namespace, calibration: Any, stream: bool | None) -> Any:
+    """The job's peak RAM, disk and time on this machine (a problem, with the flags that help, when it does
+    not fit); ``None`` when there is nothing to estimate (a model without weights here)."""
+    from pathlib import Path
+
+    from quantmatch.planner.job import estimate_quantize_job
+    from quantmatch.sdk.pipeline import calibrates
+    from quantmatch.sdk.quantizer import Problem
+
+    q = plan.quantizer
+    streamed = bool(q.streams) and stream is not False
+    cal = calibrates(q, plan.scheme)
+    samples = (calibration.samples or 16) if cal else 0
+    seq = (calibration.seq_len or 256) if cal else 0
+    offload = Path(args.offload_dir) if args.offload_dir else None
+    try:
+        est = estimate_quantize_job(plan.source, q.name, plan.scheme, streamed=streamed, samples=samples,
+                                    seq_len=seq, offload_dir=offload, out_dir=Path(args.out).absolute().parent)
+    except (ValueError, KeyError, TypeError):  # shapes the planner does not model: nothing to check
+        return None
+    if est.feasible is False:
+        fixes = []
+        if "RAM" in est.reason:
+            if not streamed and q.streams:
+                fixes.append("drop --no-stream (read the model block by block)")
+            if cal and offload is None:
+                fixes.append("--offload-dir DIR (carry calibration activations on disk)")
+            if cal:
+                fixes.append(f"fewer calibration samples (--samples {max(samples // 2, 1)})")
+        if "disk" in est.reason:
+            fixes.append("an --out on a disk with more room" + (", --offload-dir on another disk" if cal else ""))
+        plan.problems.append(Problem(f"this job does not fit this machine: {est.reason}",
+                                     fix="; ".join(fixes) or "a machine with more memory"))
+    return est
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -592,7 +639,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allow-requantize", action="store_true",
                     help="with --format: round layers the format cannot hold exactly again on its grid")
     sp.add_argument("--force", action="store_true", help="replace an existing --out")
-    sp.add_argument("--dry-run", action="store_true", help="run the checks and show the layer plan only")
+    sp.add_argument("--offload-dir", metavar="DIR",
+                    help="carry calibration activations on disk in DIR instead of in memory (streaming methods: "
+                         "gptq, awq, smoothquant, rtn)")
+    resume = sp.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the interrupted job for --out (it must exist; without the flag a matching "
+                             "job is continued anyway)")
+    resume.add_argument("--restart", action="store_true",
+                        help="discard an interrupted job for --out and start from the first block")
+    sp.add_argument("--no-stream", action="store_true",
+                    help="load the whole model instead of reading it block by block (no resume)")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="run the checks, show the layer plan and the job's peak RAM, disk and time; write nothing")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("export", cmd_export, "rewrite an artifact into another runtime's format without requantizing: GPTQ/"

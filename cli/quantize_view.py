@@ -68,6 +68,16 @@ def plan_report(plan: Any, console: Console) -> None:
             console.print(Text.assemble(("warning", "yellow"), f": rule {line}"))
 
 
+def job_report(estimate: Any, console: Console) -> None:
+    """One line: the job's peak RAM, disk and time as estimated before anything loads."""
+    mins = estimate.time_s / 60 if estimate.time_s is not None else None
+    when = "" if mins is None else f", about {mins:.0f} min" if mins >= 1 else ", under a minute"
+    console.print(f"job estimate: peak RAM {estimate.ram_gib:.2f} GiB, disk {estimate.disk_gib:.2f} GiB{when} "
+                  f"({estimate.reason})")
+    for d in estimate.details:
+        console.print(f"  {d}")
+
+
 def quantize_table(result: Any, console: Console) -> None:
     t = Table(title=f"quantized {result.source} with {result.method}", title_justify="left", show_header=False)
     t.add_column("what")

@@ -28,11 +28,20 @@ from quantmatch.planner.shapes import ParamBreakdown
 from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.priors import JobPriors
 
-__all__ = ["DISK_GBS", "JobEstimate", "estimate_job"]
+__all__ = ["DISK_GBS", "STREAM_BASE_GIB", "STREAM_BLOCK_COPIES", "JobEstimate", "estimate_job",
+           "estimate_quantize_job", "estimate_streamed_job", "streamed_ram_bytes"]
 
 DISK_GBS = 1.0
 JOB_GPU_EFF = 0.05
 JOB_CPU_EFF = 0.3
+STREAM_BASE_GIB = 0.55
+"""A streamed job's process before any weight: Python, torch, transformers and compressed-tensors
+(0.37 GiB measured after the imports) and the tokenizer and meta model (docs/benchmarks.md, Streaming
+quantization)."""
+STREAM_BLOCK_COPIES = 2.5
+"""fp32 copies of one decoder block a streamed job holds at its peak: the block, a method's working
+copy of its largest layer and the compressed shard being written (fitted on the 1.5B RTN run, checked
+on 3B and on GPTQ: docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,41 @@ def _hessian_bytes(info: ModelInfo) -> float:
     return per * 4.0
 
 
+def streamed_ram_bytes(info: ModelInfo, params: ParamBreakdown, *, samples: int, tokens: int, hessians: bool,
+                       mlp_activations: bool, offload: bool = False,
+                       batch_size: int = 8) -> tuple[float, list[str]]:
+    """Peak RAM of a job that streams the checkpoint block by block (``JobPriors.memory == "streamed"``).
+
+    The largest of three phases, above :data:`STREAM_BASE_GIB`: computing the first block's inputs (the
+    fp32 embeddings and the calibration activations), quantizing a block (:data:`STREAM_BLOCK_COPIES`
+    fp32 copies of one block, the activations entering and leaving it, or one micro-batch of each with
+    ``offload``, GPTQ's Hessian and its factorisation) and writing the tensors outside the blocks one at
+    a time (the larger of embeddings and head, as stored and in 16 bits).
+    """
+    layers = max(info.num_layers, 1)
+    block = (params.attention + params.mlp + params.moe_experts + params.moe_router) / layers * 4.0
+    embed, head = params.embeddings * 4.0, params.lm_head * 4.0
+    details = [f"streamed: one decoder block at a time ({block / GIB:.2f} GiB in fp32), never the whole model"]
+    acts = 0.0
+    if samples and tokens:
+        rows = min(samples, batch_size) if offload else samples
+        acts = rows * tokens * info.hidden_size * 4.0
+        if mlp_activations:
+            acts += rows * tokens * (info.intermediate_size or info.hidden_size) * 4.0 / 2
+        where = "on disk, one micro-batch in memory" if offload else "in memory"
+        details.append(f"calibration activations carried {where}: {2 * acts / GIB:.2f} GiB (in and out of a block, "
+                       "fp32)")
+    hess = 0.0
+    if hessians:
+        widest = max(info.intermediate_size or 0, info.hidden_size, info.num_heads * info.head_dim)
+        hess = 3.0 * widest * widest * 4.0  # the Hessian, its inverse's Cholesky factor and a working copy
+        details.append(f"Hessians: {hess / GIB:.2f} GiB for the widest layer input (fp32, x3 while inverted)")
+    capture = embed + acts
+    quantize = STREAM_BLOCK_COPIES * block + 2 * acts + hess
+    rest = max(embed, head) * 1.5  # one tensor at a time: as stored (fp32 at most) and in 16 bits
+    return STREAM_BASE_GIB * GIB + max(capture, quantize, rest), details
+
+
 def estimate_job(method: str | None, needs_calibration: bool, info: ModelInfo, params: ParamBreakdown,
                  layout: WeightLayout, spec: DeviceSpec, local: bool, out_dir: Path | None = None,
                  priors: JobPriors | None = None) -> JobEstimate:
@@ -123,6 +167,10 @@ def estimate_job(method: str | None, needs_calibration: bool, info: ModelInfo, p
         calib_flops = jp.calibration_flops * tokens * params.active
     else:
         calib_flops = jp.flops_per_weight * params.linear
+    if jp.memory == "streamed" and not on_gpu:
+        ram, more = streamed_ram_bytes(info, params, samples=jp.calibration_samples, tokens=jp.calibration_tokens,
+                                       hessians=jp.hessians, mlp_activations=jp.mlp_activations)
+        details.extend(more)
     if jp.memory == "per-tensor":  # the largest tensor in fp32 at a time
         ram = max(params.output_params, per_layer) * 4.0 + 1.0 * GIB
     elif jp.memory == "fp32-export":  # the fp32 model and its exported graph
@@ -153,3 +201,84 @@ def estimate_job(method: str | None, needs_calibration: bool, info: ModelInfo, p
         reason = "; ".join(problems) if problems else "fits this machine's RAM, accelerator memory and free disk"
     return JobEstimate(method, needs_calibration or jp.calibrated, ram / GIB,
                        None if acc is None else acc / GIB, disk / GIB, time_s, feasible, reason, tuple(details))
+
+
+IN_MEMORY_COPIES = 1.3
+"""fp32 copies of the model a job that loads it whole holds at its peak (the model, the compressed
+checkpoint being built and transformers' loading buffers: 1.48x the fp32 model measured for RTN on a
+1.1B Llama before streaming existed, 1.3x plus the process here)."""
+STREAM_S_PER_GPARAM = {"rtn": 25.0, "gptq": 450.0}
+"""Seconds per billion linear-layer parameters of a streamed job on the 2-core development CPU, the
+I/O included (docs/benchmarks.md, Streaming quantization); methods without a figure use GPTQ's."""
+
+
+def _artifact_bytes(params: ParamBreakdown, scheme: Any) -> float:
+    linear = params.linear
+    other = params.total - linear
+    return float(linear * scheme.bits_per_weight / 8.0 + other * 2.0)
+
+
+def estimate_quantize_job(model: Any, method: str, scheme: Any, *, streamed: bool, samples: int = 0,
+                          seq_len: int = 0, offload_dir: Path | None = None, out_dir: Path | None = None,
+                          batch_size: int = 8, check: bool = True) -> JobEstimate:
+    """What ``quantmatch quantize`` will need for this request on this machine, before anything loads.
+
+    ``samples`` x ``seq_len``: the calibration set (0: data-free). Peak RAM follows
+    :func:`streamed_ram_bytes` (``streamed``) or :data:`IN_MEMORY_COPIES` fp32 models; disk is the
+    artifact plus the carried activations (on ``offload_dir``'s disk when given). With ``check`` the
+    figures are compared with this machine's RAM and free disk: ``feasible`` and ``reason`` say which
+    does not fit and by how much.
+    """
+    from quantmatch.planner.shapes import param_breakdown, resolve_model
+    from quantmatch.sdk.scheme import parse_scheme
+
+    src = resolve_model(model)
+    info = src.info
+    params = param_breakdown(info)
+    s = parse_scheme(scheme) if isinstance(scheme, str) else scheme
+    jp = method_priors(method).job
+    calibrated = samples > 0 and seq_len > 0
+    details: list[str] = []
+    if streamed:
+        ram, details = streamed_ram_bytes(info, params, samples=samples if calibrated else 0, tokens=seq_len,
+                                          hessians=jp.hessians, mlp_activations=jp.mlp_activations,
+                                          offload=offload_dir is not None, batch_size=batch_size)
+    else:
+        ram = STREAM_BASE_GIB * GIB + params.total * 4.0 * IN_MEMORY_COPIES
+        if calibrated:
+            ram += 2 * samples * seq_len * info.hidden_size * 4.0
+        details.append(f"loads the whole model in fp32 ({params.total * 4.0 / GIB:.2f} GiB)")
+    art = _artifact_bytes(params, s)
+    carry = 2 * samples * seq_len * info.hidden_size * 4.0 if (calibrated and streamed) else 0.0
+    disk = art + (0.0 if offload_dir is not None else carry)
+    if carry:
+        details.append(f"checkpoints after every block: {carry / GIB:.2f} GiB of activations "
+                       f"({'in ' + str(offload_dir) if offload_dir else 'beside the output'})")
+    rate = STREAM_S_PER_GPARAM.get(method, STREAM_S_PER_GPARAM["gptq"])
+    time_s = params.linear / 1e9 * rate * (max(samples * seq_len, 2048) / 2048 if calibrated else 1.0) ** 0.25
+    feasible: bool | None = None
+    reason = "not checked against this machine"
+    if check:
+        problems = []
+        host = _host_ram_gib()
+        if host is not None and ram / GIB > host:
+            problems.append(f"needs about {ram / GIB:.1f} GiB RAM at its peak, this machine has {host:.1f} GiB")
+        free = _free_disk_gib(out_dir or Path.cwd())
+        if free is not None and disk / GIB > free:
+            problems.append(f"needs {disk / GIB:.1f} GiB disk for the artifact"
+                            f"{' and its checkpoints' if carry and offload_dir is None else ''}, {free:.1f} GiB free")
+        if offload_dir is not None and carry:
+            off_free = _free_disk_gib(offload_dir if offload_dir.exists() else offload_dir.parent)
+            if off_free is not None and carry / GIB > off_free:
+                problems.append(f"needs {carry / GIB:.1f} GiB in --offload-dir, {off_free:.1f} GiB free there")
+        feasible = not problems
+        reason = "; ".join(problems) if problems else "fits this machine's RAM and free disk"
+    return JobEstimate(method, calibrated, ram / GIB, None, disk / GIB, time_s, feasible, reason, tuple(details))
+
+
+def estimate_streamed_job(model: Any, method: str, *, stream: bool = True, samples: int = 16, seq_len: int = 256,
+                          scheme: str = "w4a16-g128", offload_dir: Path | None = None) -> JobEstimate:
+    """:func:`estimate_quantize_job` with ``quantmatch quantize``'s defaults (what the benchmark compares)."""
+    calibrated = method_priors(method).job.calibrated
+    return estimate_quantize_job(model, method, scheme, streamed=stream, samples=samples if calibrated else 0,
+                                 seq_len=seq_len if calibrated else 0, offload_dir=offload_dir, check=False)

@@ -131,6 +131,13 @@ def atomic_output(target: str | Path, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def job_dir_for(out: str | Path) -> Path:
+    """Where a resumable job writing ``out`` keeps its progress: ``.{name}.quantmatch-job`` beside it
+    (kept after an interruption, removed once ``out`` is complete)."""
+    o = Path(out).absolute()
+    return o.parent / f".{o.name}.quantmatch-job"
+
+
 def current_umask() -> int:
     """The process's umask (read without changing it where ``/proc`` tells it)."""
     try:

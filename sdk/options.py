@@ -29,7 +29,7 @@ from quantmatch.sdk.errors import InputError
 
 __all__ = ["PIPELINE_KEYS", "MethodOptions", "OptionSpec", "OptionsError", "option", "validate_options_class"]
 
-PIPELINE_KEYS = frozenset({"rules", "calibration", "seed", "progress"})
+PIPELINE_KEYS = frozenset({"rules", "calibration", "seed", "progress", "stream", "job_dir", "resume", "offload_dir"})
 """What the pipeline passes a method beside its options (each has its own argument and flag)."""
 
 _O = TypeVar("_O", bound="MethodOptions")

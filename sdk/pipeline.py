@@ -27,6 +27,7 @@ from quantmatch.sdk.artifact import (
     Manifest,
     atomic_output,
     check_output,
+    job_dir_for,
     library_versions,
     read_manifest,
     write_manifest,
@@ -44,9 +45,11 @@ __all__ = [
     "QuantizeError",
     "QuantizePlan",
     "QuantizeResult",
+    "calibrates",
     "load_artifact",
     "plan_quantization",
     "quantize",
+    "stream_problems",
 ]
 
 ProgressFn = Callable[[str, int, int], None]
@@ -129,8 +132,26 @@ def _quantizer(method: str) -> type[Quantizer]:
     return entry.obj  # type: ignore[no-any-return]
 
 
-def _calibrates(q: type[Quantizer], scheme: Scheme) -> bool:
+def calibrates(q: type[Quantizer], scheme: Scheme) -> bool:
+    """Whether ``q`` draws calibration samples for ``scheme``."""
     return q.needs_calibration or (not scheme.weight_only and not scheme.is_gguf)
+
+
+_calibrates = calibrates
+
+
+def stream_problems(q: type[Quantizer], stream: bool | None, resume: str = "auto",
+                    offload_dir: str | Path | None = None) -> list[Problem]:
+    """Streaming options a method that loads the whole model cannot honour (fatal), with the methods that can."""
+    asked = [flag for flag, on in (("--resume", resume == "resume"), ("--restart", resume == "restart"),
+                                   ("--offload-dir", bool(offload_dir)), ("stream=True", stream is True)) if on]
+    if q.streams or not asked:
+        return []
+    from quantmatch.sdk.pluginhost import get_host
+
+    able = sorted(e.obj.name for e in get_host().quantizers.values() if getattr(e.obj, "streams", False))
+    return [Problem(f"{q.name} loads the whole model, it does not stream block by block: {', '.join(asked)} "
+                    "cannot apply", fix=f"drop {', '.join(asked)}, or use a method that streams: {', '.join(able)}")]
 
 
 def plan_quantization(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
@@ -177,7 +198,8 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
              preset: str | None = None, calibration: CalibrationSpec | str | Path | None = None,
              force: bool = False, seed: int = 0, *, rules: Iterable[str | LayerRule] = (),
              progress: ProgressFn | None = None, artifact_format: str | None = None,
-             allow_requantize: bool = False, **options: Any) -> QuantizeResult:
+             allow_requantize: bool = False, stream: bool | None = None, resume: str = "auto",
+             offload_dir: str | Path | None = None, **options: Any) -> QuantizeResult:
     """Quantize ``model`` with ``method`` to ``scheme`` and write the artifact directory ``out``.
 
     ``model`` is a model directory, ``.gguf`` file, hub id or bundled alias (``smollm2-135m``).
@@ -194,12 +216,21 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
     ``artifact_format`` (``gguf``, ``onnx`` ...; default: the method's own) writes the method's artifact
     and then exports it exactly into that format (:func:`~quantmatch.sdk.export.export_artifact`; the
     intermediate is not kept); a grid the format cannot hold is refused first unless ``allow_requantize``.
+
+    Methods that declare a block step (GPTQ, AWQ, SmoothQuant, round-to-nearest) read the checkpoint
+    one decoder block at a time instead of loading the model (``stream=False`` loads it as before), and
+    keep their progress beside ``out`` (``.{name}.quantmatch-job``): the same call after an interruption
+    continues from the first unfinished block. ``resume``: ``auto`` (continue a matching job, else
+    start), ``resume`` (one must exist), ``restart`` (discard it). ``offload_dir`` carries calibration
+    activations on disk there instead of in memory. A job left by another request is refused
+    (:class:`~quantmatch.plugins.methods._stream_job.StaleJobError`, an ``InputError``).
     """
     method_q = _quantizer(method)
     if artifact_format and artifact_format.strip().lower() != method_q.artifact_format:
         return _quantize_and_export(model, method, scheme, out, artifact_format, allow_requantize, preset=preset,
                                     calibration=calibration, force=force, seed=seed, rules=rules,
-                                    progress=progress, **options)
+                                    progress=progress, stream=stream, resume=resume, offload_dir=offload_dir,
+                                    **options)
     values = method_q.options.parse(options, method=method_q.name).to_dict()
     check_output(out, force)
     if isinstance(calibration, CalibrationSpec):
@@ -208,11 +239,14 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
         cal = CalibrationSpec(source=str(calibration) if calibration else None, seed=seed)
     check_source(cal.source)
     plan = plan_quantization(model, method, scheme, preset, rules, options=options)
+    plan.problems.extend(stream_problems(plan.quantizer, stream, resume, offload_dir))
     if cal.source and not _calibrates(plan.quantizer, plan.scheme):
         plan.problems.append(Problem(f"{plan.quantizer.name} {plan.scheme} does not calibrate; the calibration "
                                      f"text {cal.source} is not used", fatal=False))
     plan.raise_if_fatal()
-    opts: dict[str, Any] = {"rules": plan.rules, "calibration": cal, "seed": seed, "progress": progress, **values}
+    opts: dict[str, Any] = {"rules": plan.rules, "calibration": cal, "seed": seed, "progress": progress, **values,
+                            "stream": stream, "job_dir": job_dir_for(out), "resume": resume,
+                            "offload_dir": str(offload_dir) if offload_dir else None}
     started = time.perf_counter()
     q = plan.quantizer
     with atomic_output(out, force) as tmp:
@@ -237,7 +271,7 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
 def _quantize_and_export(model: Any, method: str, scheme: str | Scheme, out: str | Path, to: str,
                          allow_requantize: bool, *, force: bool, progress: ProgressFn | None,
                          **kw: Any) -> QuantizeResult:
-    import tempfile
+    import shutil
 
     from quantmatch.sdk.export import export_artifact, export_route
 
@@ -247,11 +281,15 @@ def _quantize_and_export(model: Any, method: str, scheme: str | Scheme, out: str
     check_output(out, force)
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".quantmatch-export-", dir=target.parent) as tmp:
-        first = quantize(model, method, s, Path(tmp) / "source", force=True, progress=progress, **kw)
+    # a stable name for the intermediate, so that an interrupted streamed job resumes
+    source = target.absolute().parent / f".{target.name}.quantmatch-source"
+    try:
+        first = quantize(model, method, s, source, force=True, progress=progress, **kw)
         done = export_artifact(first.artifact, to, target, force=force, allow_requantize=allow_requantize,
                                progress=progress,
                                source_label=f"{method_q.artifact_format} artifact written and removed by quantize")
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
     return QuantizeResult(target, first.method, first.scheme, first.requested_scheme, first.source,
                           done.size_bytes, first.seconds + done.seconds, done.manifest, first.warnings)
 

@@ -44,7 +44,7 @@ ACCELERATOR = "accelerator"
 DEQUANT_MODES = ("fused", "materialize")
 """How a runtime expands low-bit weights for weight-only schemes (:attr:`RuntimePriors.dequant`)."""
 
-JOB_MEMORY = ("checkpoint", "per-tensor", "fp32-export")
+JOB_MEMORY = ("checkpoint", "per-tensor", "fp32-export", "streamed")
 """How a quantization job holds the model (:attr:`JobPriors.memory`)."""
 
 
@@ -170,7 +170,9 @@ class JobPriors:
       artifact job).
     - ``memory``: how the job holds the model, one of :data:`JOB_MEMORY`: ``checkpoint`` (the 16-bit
       checkpoint plus working copies of two layers), ``per-tensor`` (converted tensor by tensor: the
-      largest tensor in fp32 plus 1 GiB), ``fp32-export`` (two fp32 copies of the whole model).
+      largest tensor in fp32 plus 1 GiB), ``fp32-export`` (two fp32 copies of the whole model),
+      ``streamed`` (read one decoder block at a time from the checkpoint: one block in fp32 plus the
+      calibration state, never the model; ``Quantizer.streams``).
     - ``scratch_bytes``: bytes per model parameter of intermediate files written next to the artifact;
       ``scratch_timed``: whether the time estimate counts writing them.
     - ``steps``: the job's steps in words, shown with the estimate.

@@ -112,6 +112,10 @@ class Quantizer:
     - ``artifact_format``: the format of what it writes (``quanto``, ``hqq``, ``gguf``,
       ``compressed-tensors``, ``onnx`` ...); backends declare which formats they load.
     - ``needs_calibration``: whether it needs calibration text.
+    - ``streams``: whether ``quantize`` reads the checkpoint one decoder block at a time from its
+      safetensors shards (peak memory about one block, not the model) and resumes an interrupted job
+      from its last finished block; it then honours the pipeline's ``stream``, ``resume`` and
+      ``offload_dir`` options. ``False``: the method loads the whole model.
     - ``requires``: pip requirement strings needed to run it here (checked without importing).
     - ``versioned``: more distributions whose versions its artifacts' manifests record (beyond torch,
       transformers, safetensors and the quantization libraries quantmatch records for every artifact).
@@ -137,6 +141,7 @@ class Quantizer:
     schemes: ClassVar[tuple[str, ...]] = ()
     artifact_format: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = False
+    streams: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     versioned: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""

@@ -25,6 +25,7 @@ from quantmatch.sdk.scheme import Scheme, parse_scheme
 
 if TYPE_CHECKING:
     from quantmatch.plugins.methods.algorithms.rtn import IntGrid, QuantizedWeight
+    from quantmatch.plugins.methods.algorithms.streaming import StreamSpec
 
 __all__ = [
     "DENSE_LLAMA",
@@ -116,7 +117,8 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
                   algorithm: Algorithm, *, precisions: tuple[str, ...], calibrate: bool = True,
                   default_exclude: tuple[str, ...] = ("lm_head",),
                   check: Callable[[Any, Scheme], list[Any]] | None = None,
-                  settings: CompressedOptions | None = None) -> CompressedArtifact:
+                  settings: CompressedOptions | None = None,
+                  stream: Callable[[], StreamSpec] | None = None) -> CompressedArtifact:
     """Load ``source``, run ``algorithm`` and write a compressed-tensors checkpoint into ``out``.
 
     ``options``: the pipeline's ``calibration`` (a :class:`~quantmatch.sdk.calibration.CalibrationSpec`;
@@ -126,6 +128,12 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
     ``a32``; ``threads``, torch threads while quantizing); ``None`` parses them from ``options``.
     ``out`` is a fresh directory owned by the caller. ``check`` (the quantizer's) runs on the model's
     shapes first; a fatal problem raises ``ValueError``.
+
+    ``stream`` (the method's block step, built on demand) quantizes the checkpoint block by block from
+    its safetensors shards instead of loading the model (:mod:`.algorithms.streaming`), when
+    ``options["stream"]`` is true, or is not false and ``options["job_dir"]`` names where the job keeps
+    its progress (the pipeline always does). ``options["resume"]`` (``auto``, ``resume``, ``restart``)
+    and ``options["offload_dir"]`` (carry calibration activations on disk) apply to it.
     """
     import torch
 
@@ -140,6 +148,12 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
         raise ValueError(f"{method} cannot produce {s} for {src.spec}: " + "; ".join(fatal))
     cfg = settings if settings is not None else CompressedOptions.of(options, method)
     progress: ProgressFn | None = options.get("progress")
+    wanted = options.get("stream")
+    if stream is not None and (wanted or (wanted is None and options.get("job_dir"))):
+        streamed = _stream_with(method, src, s, out, options, stream(), cfg, calibrate, precisions,
+                                default_exclude, started)
+        if streamed is not None:
+            return streamed
     threads = cfg.threads
     before = torch.get_num_threads()
     if threads:
@@ -169,6 +183,89 @@ def quantize_with(method: str, source: Any, scheme: Scheme | str, out: Any, opti
     details.update(result.details)
     return CompressedArtifact(Path(out), method, str(s), dtype, path_size(out),
                               time.perf_counter() - started, len(weights), details)
+
+
+def _fingerprint(method: str, src: Any, s: Scheme, options: Mapping[str, Any], cfg: CompressedOptions,
+                 calibrate: bool, dtype: str) -> dict[str, Any]:
+    import json
+
+    from quantmatch.plugins.methods._stream_job import checkpoint_fingerprint
+    from quantmatch.sdk.artifact import library_versions
+    from quantmatch.sdk.calibration import CalibrationSpec
+
+    cal = options.get("calibration") or CalibrationSpec(seed=int(options.get("seed", 0)))
+    fp = {"model": checkpoint_fingerprint(src.hf_dir), "method": method, "scheme": str(s),
+          "options": cfg.to_dict(), "rules": [r.to_dict() if hasattr(r, "to_dict") else str(r)
+                                              for r in options.get("rules") or ()],
+          "calibration": cal.to_dict() if calibrate else None, "seed": int(options.get("seed", 0)),
+          "quantmatch": library_versions(("quantmatch", "torch", "transformers", "compressed-tensors")),
+          "dtype": dtype}
+    return dict(json.loads(json.dumps(fp, default=str)))
+
+
+def _stream_with(method: str, src: Any, s: Scheme, out: Any, options: Mapping[str, Any], spec: StreamSpec,
+                 cfg: CompressedOptions, calibrate: bool, precisions: tuple[str, ...],
+                 default_exclude: tuple[str, ...], started: float) -> CompressedArtifact | None:
+    """The streamed job; ``None`` when this request cannot stream and ``stream`` was not demanded (the
+    caller then loads the model)."""
+    import torch
+
+    from quantmatch.plugins.methods._stream_job import job_dir_for, open_job
+    from quantmatch.plugins.methods.algorithms.streaming import meta_model, stream_quantize, unstreamable
+    from quantmatch.sdk.models import torch_dtype
+
+    def grids(model: Any) -> GridFn:
+        return grid_function(model, s, {"rules": options.get("rules"), "exclude": cfg.exclude}, precisions,
+                             default_exclude)
+
+    why = unstreamable(meta := meta_model(src.hf_dir), grids(meta), spec)
+    if why:
+        if options.get("stream"):
+            raise ValueError(f"{method} cannot stream this request: {why}; quantize without stream=True")
+        return None
+
+    progress: ProgressFn | None = options.get("progress")
+    dtype = str(cfg.dtype or ta.storage_dtype(s))
+    calibrates = calibrate and spec.calibrate
+    job_dir = Path(options.get("job_dir") or job_dir_for(out))
+    state = open_job(job_dir, _fingerprint(method, src, s, options, cfg, calibrates, dtype), src.info.num_layers,
+                     str(options.get("resume") or "auto"))
+    offload = options.get("offload_dir")
+    offload_dir = Path(offload) / job_dir.name if offload else None
+    before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        torch.manual_seed(int(options.get("seed", 0)))
+        tokenizer = src.load_tokenizer()
+        details: dict[str, Any] = {}
+
+        def samples() -> Any:
+            drawn, details["calibration"] = _samples(tokenizer, options)
+            return drawn
+
+        if calibrates and state.done and options.get("calibration") is not None:
+            details["calibration"] = options["calibration"].to_dict()
+
+        with torch.no_grad():
+            done = stream_quantize(src.hf_dir, out, spec, grid_for_model=grids, samples=samples if calibrates else None,
+                                   dtype=torch_dtype(dtype), state=state, offload_dir=offload_dir, progress=progress)
+        if offload_dir is not None:
+            import shutil
+
+            shutil.rmtree(offload_dir, ignore_errors=True)
+        if progress:
+            progress("save", 0, 1)
+        tokenizer.save_pretrained(str(out))
+        if progress:
+            progress("save", 1, 1)
+    finally:
+        torch.set_num_threads(before)
+    details.update(done.details)
+    details["streamed"] = {"blocks": src.info.num_layers, "shards": done.shards, "resumed_from": done.resumed_from,
+                           "offload_dir": str(offload) if offload else None}
+    return CompressedArtifact(Path(out), method, str(s), dtype, path_size(out), time.perf_counter() - started,
+                              done.quantized_layers, details)
 
 
 def load_compressed(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:

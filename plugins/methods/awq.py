@@ -46,6 +46,7 @@ class AWQOptions(CompressedOptions):
 
 PRIORS = MethodPriors(
     job=JobPriors(calibration_samples=128, calibration_tokens=512, calibration_flops=24.0, mlp_activations=True,
+                  memory="streamed",
                   source="AWQ keeps one decoder layer's calibration activations (128 samples x 512 tokens) and its "
                          "MLP intermediates, and repeats each block's forward pass for its ~20-point scale search"),
     # 0.34 of RTN's loss on Llama-3-8B-Instruct (torchao: ln(11.409/10.936) / ln(12.380/10.936)), 0.36 on
@@ -63,6 +64,7 @@ class AWQQuantizer(Quantizer):
     schemes = ("w4a16-g128-asym", "w4a16-g64-asym", "w4a16-g32-asym", "w3a16-g64-asym")
     layer_precisions = ("int4", "int3")
     artifact_format = "compressed-tensors"
+    streams = True
     needs_calibration = True
     requires = ("torch>=2.4", "transformers>=4.46", "compressed-tensors>=0.15")
     install_hint = "pip install 'quantmatch[torch,quant]'"
@@ -99,8 +101,18 @@ class AWQQuantizer(Quantizer):
             weights = awq_model(hf_model, samples, grid_for, config, batch_size=batch, progress=progress)
             return Quantized(weights, details={"awq": {**config.__dict__}})
 
+        def stream() -> Any:
+            from quantmatch.plugins.methods.algorithms.awq import awq_block
+            from quantmatch.plugins.methods.algorithms.streaming import BlockResult, StreamSpec
+
+            def step(block: Any, batches: Any, grids: Any) -> BlockResult:
+                layers, outputs = awq_block(block, batches, grids, config)
+                return BlockResult(layers, outputs)
+
+            return StreamSpec(step, None, True, batch, summarize=lambda _: {"awq": {**config.__dict__}})
+
         return quantize_with(self.name, model, scheme, out, opts, run, precisions=self.layer_precisions,
-                             check=self.check, settings=cfg)
+                             check=self.check, settings=cfg, stream=stream)
 
 
 @hookimpl

@@ -51,6 +51,7 @@ class GPTQOptions(CompressedOptions):
 
 PRIORS = MethodPriors(
     job=JobPriors(calibration_samples=128, calibration_tokens=2048, calibration_flops=6.0, hessians=True,
+                  memory="streamed",
                   source="GPTQ keeps one decoder layer's calibration activations (128 samples x 2048 tokens) and "
                          "one fp32 Hessian per distinct linear input of a layer (in_features^2 x 4 bytes: the MLP "
                          "down projection's is the largest)"),
@@ -67,6 +68,7 @@ class GPTQQuantizer(Quantizer):
     schemes = ("w4a16-g128", "w4a16-g64", "w4a16-g32", "w4a16-g64-asym", "w3a16-g64", "w8a16", "w2a16-g64")
     layer_precisions = ("int8", "int4", "int3", "int2")
     artifact_format = "compressed-tensors"
+    streams = True
     needs_calibration = True
     requires = ("torch>=2.4", "transformers>=4.46", "compressed-tensors>=0.15")
     install_hint = "pip install 'quantmatch[torch,quant]'"
@@ -103,8 +105,17 @@ class GPTQQuantizer(Quantizer):
             weights = gptq_model(hf_model, samples, grid_for, config, batch_size=batch, progress=progress)
             return Quantized(weights, details={"gptq": {**config.__dict__}})
 
+        def stream() -> Any:
+            from quantmatch.plugins.methods.algorithms.gptq import gptq_block
+            from quantmatch.plugins.methods.algorithms.streaming import BlockResult, StreamSpec
+
+            def step(block: Any, batches: Any, grids: Any) -> BlockResult:
+                return BlockResult(gptq_block(block, batches, grids, config))
+
+            return StreamSpec(step, None, True, batch, summarize=lambda _: {"gptq": {**config.__dict__}})
+
         return quantize_with(self.name, model, scheme, out, opts, run, precisions=self.layer_precisions,
-                             check=self.check, settings=cfg)
+                             check=self.check, settings=cfg, stream=stream)
 
 
 @hookimpl

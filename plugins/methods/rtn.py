@@ -22,10 +22,11 @@ from quantmatch.plugins.methods._compressed import (
     load_compressed,
     quantize_with,
 )
-from quantmatch.plugins.methods.smoothquant import DYNAMIC_LAYERS_HELP, smoothquant_algorithm
+from quantmatch.plugins.methods.smoothquant import DYNAMIC_LAYERS_HELP, smoothquant_algorithm, smoothquant_stream
 from quantmatch.sdk.hookspecs import Register
 from quantmatch.sdk.options import option
 from quantmatch.sdk.pluginhost import hookimpl
+from quantmatch.sdk.priors import JobPriors, MethodPriors
 from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 from quantmatch.sdk.scheme import Scheme, parse_scheme
 
@@ -54,11 +55,15 @@ class RTNQuantizer(Quantizer):
                "w4a16-nvfp4", "w4a4-nvfp4", "w4a4-mxfp4")
     layer_precisions = ("int8", "int4", "int3", "int2")
     artifact_format = "compressed-tensors"
+    streams = True
     requires = ("torch>=2.4", "compressed-tensors>=0.15")
     install_hint = "pip install 'quantmatch[torch,quant]'"
     architectures = DENSE_LLAMA
     source = "https://github.com/vllm-project/compressed-tensors"
     options = RTNOptions
+    priors = MethodPriors(job=JobPriors(memory="streamed", source="round-to-nearest streams the checkpoint one "
+                                                                  "decoder block at a time (docs/benchmarks.md, "
+                                                                  "Streaming quantization)"))
 
     @staticmethod
     def load_artifact(directory: str | Path, dtype: str | None = None) -> tuple[Any, Any]:
@@ -83,10 +88,10 @@ class RTNQuantizer(Quantizer):
         if why:
             raise NotImplementedError(why[0])
         if s.activation_type == "int8" and s.static_activations:
-            run = smoothquant_algorithm(static=True, smooth=False, batch_size=cfg.batch_size,
-                                        dynamic_layers=cfg.dynamic_layers)
-            return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
-                                 check=self.check, settings=cfg)
+            args = (True, None, False, False, cfg.batch_size, cfg.dynamic_layers)  # static, naive: not smoothed
+            return quantize_with(self.name, model, s, out, opts, smoothquant_algorithm(*args),
+                                 precisions=self.layer_precisions, check=self.check, settings=cfg,
+                                 stream=smoothquant_stream(*args))
         activations = "dynamic" if s.activation_type == "int8" else None
 
         def run_rtn(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
@@ -101,8 +106,19 @@ class RTNQuantizer(Quantizer):
                     progress("quantize", i + 1, len(names))
             return Quantized(weights, activations)
 
+        def stream() -> Any:
+            from quantmatch.plugins.methods.algorithms.blockwise import linear_modules
+            from quantmatch.plugins.methods.algorithms.rtn import rtn, store
+            from quantmatch.plugins.methods.algorithms.streaming import BlockResult, StreamSpec
+
+            def step(block: Any, _batches: Any, grids: Any) -> BlockResult:
+                lins = linear_modules(block)
+                return BlockResult({n: store(lins[n], rtn(lins[n].weight, g)) for n, g in grids.items()})
+
+            return StreamSpec(step, activations, calibrate=False, outside_blocks=True)
+
         return quantize_with(self.name, model, s, out, opts, run_rtn, precisions=self.layer_precisions,
-                             calibrate=False, check=self.check, settings=cfg)
+                             calibrate=False, check=self.check, settings=cfg, stream=stream)
 
 
 @hookimpl

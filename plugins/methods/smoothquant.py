@@ -30,7 +30,7 @@ from quantmatch.sdk.priors import JobPriors, MethodPriors, QualityPriors
 from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
 from quantmatch.sdk.scheme import Scheme, parse_scheme
 
-__all__ = ["SmoothQuantOptions", "SmoothQuantQuantizer", "smoothquant_algorithm"]
+__all__ = ["SmoothQuantOptions", "SmoothQuantQuantizer", "smoothquant_algorithm", "smoothquant_stream"]
 
 DYNAMIC_LAYERS_HELP = ("with -static: layer-name patterns, relative to a decoder block, that keep per-token "
                        "dynamic activations ([]: every layer static)")
@@ -48,35 +48,72 @@ class SmoothQuantOptions(CompressedOptions):
     batch_size: int = option(8, "calibration samples per forward pass")
 
 
+def _config(static: bool, alpha: float | None, smooth: bool, clip: bool,
+            dynamic_layers: tuple[str, ...] | None) -> Any:
+    from quantmatch.plugins.methods.algorithms.smoothquant import SmoothQuantConfig
+
+    if dynamic_layers is not None:
+        return SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip,
+                                 dynamic_layers=tuple(dynamic_layers))
+    return SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip)
+
+
+def _summary(config: Any, alphas: list[float], static_layers: int) -> dict[str, Any]:
+    chosen = sorted(alphas)
+    summary: dict[str, Any] = {"alpha": config.alpha if config.alpha is not None else "searched",
+                               "smooth": config.smooth, "static": config.static, "clip": config.clip,
+                               "dynamic_layers": list(config.dynamic_layers) if config.static else [],
+                               "static_layers": static_layers}
+    if chosen:
+        summary["alpha_chosen"] = {"min": chosen[0], "median": chosen[len(chosen) // 2], "max": chosen[-1]}
+    return {"smoothquant": summary}
+
+
 def smoothquant_algorithm(static: bool, alpha: float | None = None, smooth: bool = True, clip: bool = False,
                           batch_size: int = 8, dynamic_layers: tuple[str, ...] | None = None) -> Any:
     """The W8A8 algorithm for :func:`~._compressed.quantize_with`; ``smooth=False`` is naive W8A8.
     ``dynamic_layers`` (default: ``down_proj``) keep per-token activations under a static scheme."""
-    from quantmatch.plugins.methods.algorithms.smoothquant import SmoothQuantConfig, smoothquant_model
+    from quantmatch.plugins.methods.algorithms.smoothquant import smoothquant_model
 
-    config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip)
-    if dynamic_layers is not None:
-        config = SmoothQuantConfig(alpha=alpha, smooth=smooth, static=static, clip=clip,
-                                   dynamic_layers=tuple(dynamic_layers))
+    config = _config(static, alpha, smooth, clip, dynamic_layers)
 
     def run(hf_model: Any, samples: Any, grid_for: Any, progress: Any) -> Quantized:
         res = smoothquant_model(hf_model, samples, lambda n: grid_for(n) is not None, config,
                                 batch_size=batch_size, progress=progress)
-        chosen = sorted(res.alphas.values())
-        summary: dict[str, Any] = {"alpha": config.alpha if config.alpha is not None else "searched", "smooth": smooth,
-                   "static": static, "clip": clip,
-                   "dynamic_layers": list(config.dynamic_layers) if static else [],
-                   "static_layers": len(res.input_scales)}
-        if chosen:
-            summary["alpha_chosen"] = {"min": chosen[0], "median": chosen[len(chosen) // 2], "max": chosen[-1]}
         return Quantized(res.weights, "static" if static else "dynamic", res.input_scales,
-                         details={"smoothquant": summary})
+                         details=_summary(config, list(res.alphas.values()), len(res.input_scales)))
 
     return run
 
 
+def smoothquant_stream(static: bool, alpha: float | None = None, smooth: bool = True, clip: bool = False,
+                       batch_size: int = 8, dynamic_layers: tuple[str, ...] | None = None) -> Any:
+    """The same algorithm block by block (:class:`~.algorithms.streaming.StreamSpec`), built on demand."""
+
+    def build() -> Any:
+        from quantmatch.plugins.methods.algorithms.smoothquant import smoothquant_block
+        from quantmatch.plugins.methods.algorithms.streaming import BlockResult, StreamSpec
+
+        config = _config(static, alpha, smooth, clip, dynamic_layers)
+
+        def step(block: Any, batches: Any, grids: Any) -> BlockResult:
+            outputs: list[Any] = []
+            res = smoothquant_block(block, batches, list(grids), config, outputs)
+            return BlockResult(res.weights, outputs or None, res.input_scales,
+                               {"alphas": [float(a) for a in res.alphas.values()]})
+
+        def summarize(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+            alphas = [a for b in blocks for a in b.get("alphas", ())]
+            static_layers = sum(1 for b in blocks for kind in b.get("layers", {}).values() if kind[3] == "static")
+            return _summary(config, alphas, static_layers)
+
+        return StreamSpec(step, "static" if static else "dynamic", True, batch_size, summarize=summarize)
+
+    return build
+
+
 PRIORS = MethodPriors(
-    job=JobPriors(calibration_samples=512, calibration_tokens=512, calibration_flops=2.0,
+    job=JobPriors(calibration_samples=512, calibration_tokens=512, calibration_flops=2.0, memory="streamed",
                   source="SmoothQuant keeps one decoder layer's calibration activations (512 samples x 512 "
                          "tokens) to collect per-channel activation maxima"),
     quality=QualityPriors(int8_activation_loss=0.75, int8_static_activation_loss=0.5,
@@ -94,6 +131,7 @@ class SmoothQuantQuantizer(Quantizer):
     schemes = ("w8a8-int8", "w8a8-int8-static")
     layer_precisions = ("int8",)
     artifact_format = "compressed-tensors"
+    streams = True
     needs_calibration = True
     requires = ("torch>=2.4", "transformers>=4.46", "compressed-tensors>=0.15")
     install_hint = "pip install 'quantmatch[torch,quant]'"
@@ -121,10 +159,10 @@ class SmoothQuantQuantizer(Quantizer):
         opts = {**(options or {}), **more}
         cfg = SmoothQuantOptions.of(opts, self.name)
         s = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
-        run = smoothquant_algorithm(s.static_activations, cfg.alpha, cfg.smooth, cfg.clip, cfg.batch_size,
-                                    cfg.dynamic_layers)
-        return quantize_with(self.name, model, s, out, opts, run, precisions=self.layer_precisions,
-                             check=self.check, settings=cfg)
+        args = (s.static_activations, cfg.alpha, cfg.smooth, cfg.clip, cfg.batch_size, cfg.dynamic_layers)
+        return quantize_with(self.name, model, s, out, opts, smoothquant_algorithm(*args),
+                             precisions=self.layer_precisions, check=self.check, settings=cfg,
+                             stream=smoothquant_stream(*args))
 
 
 @hookimpl

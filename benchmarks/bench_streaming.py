@@ -138,13 +138,23 @@ def run_job(src: Path, out: Path, method: str, scheme: str, stream: bool, sample
     return dict(data)
 
 
-def planner_estimate(src: Path, method: str, stream: bool, samples: int, seq: int) -> float:
-    """``quantmatch plan``'s RAM estimate (GiB) for this job on this machine."""
-    try:
-        from quantmatch.planner.job import estimate_streamed_job
-    except ImportError:  # an older planner: the figures are still measured
-        return float("nan")
-    return float(estimate_streamed_job(src, method, stream=stream, samples=samples, seq_len=seq).ram_gib)
+def planner_estimate(size: str, method: str, stream: bool, samples: int, seq: int) -> float:
+    """The planner's RAM estimate (GiB) for this job, from the model's config alone."""
+    import tempfile
+
+    from quantmatch.planner.job import estimate_streamed_job
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "config.json").write_text(json.dumps({**BASE, **SIZES[size]}), encoding="utf-8")
+        return float(estimate_streamed_job(Path(d), method, stream=stream, samples=samples, seq_len=seq).ram_gib)
+
+
+def with_estimates(results: list[dict[str, Any]], samples: int, seq: int) -> list[dict[str, Any]]:
+    for r in results:
+        est = planner_estimate(r["size"], r["method"], r["streamed"], samples, seq)
+        r["planner_ram_gib"] = est
+        r["planner_error_pct"] = 100 * (est - r["peak_gib"]) / r["peak_gib"]
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--gptq-sizes", default="1.5b", help="sizes that also run GPTQ (slow: minutes per block)")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
+    ap.add_argument("--estimates-only", action="store_true",
+                    help="recompute the planner's column of the stored results, measure nothing")
     args = ap.parse_args(argv)
+    if args.estimates_only:
+        stored = json.loads(OUT.read_text(encoding="utf-8"))
+        stored["results"] = with_estimates(stored["results"], stored["samples"], stored["seq_len"])
+        report(stored["results"])
+        OUT.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
+        return 0
     results: list[dict[str, Any]] = []
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in sizes:
@@ -175,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                            args.samples, args.seq_len)
             rows = data["rows"]
             per_block = [b["t"] - a["t"] for a, b in itertools.pairwise(rows)]
-            est = planner_estimate(src, method, stream, args.samples, args.seq_len)
+            est = planner_estimate(size, method, stream, args.samples, args.seq_len)
             results.append({
                 "size": size, "method": method, "scheme": scheme, "streamed": stream, "fp32_gib": fp32 / GIB,
                 "peak_gib": data["peak"] / GIB, "peak_over_fp32": data["peak"] / fp32,
@@ -196,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(src, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(args.work / f"llama-{sizes[-1]}", ignore_errors=True)
+    report(results)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                           "python": platform.python_version()},
+                               "date": time.strftime("%Y-%m-%d"), "samples": args.samples, "seq_len": args.seq_len,
+                               "results": results}, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+def report(results: list[dict[str, Any]]) -> None:
     head = (f"{'size':>5} {'job':>22} {'fp32 GiB':>9} {'peak GiB':>9} {'peak/fp32':>9} {'last/2nd':>9} "
             f"{'s/block':>8} {'plan GiB':>9} {'plan err':>9}")
     print(head)
@@ -204,13 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         lo = f"{r['last_over_second']:.3f}" if r["last_over_second"] else "-"
         print(f"{r['size']:>5} {job:>22} {r['fp32_gib']:>9.2f} {r['peak_gib']:>9.2f} {r['peak_over_fp32']:>9.3f} "
               f"{lo:>9} {r['s_per_block'] or 0:>8.2f} {r['planner_ram_gib']:>9.2f} {r['planner_error_pct']:>+8.1f}%")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                                           "python": platform.python_version()},
-                               "date": time.strftime("%Y-%m-%d"), "samples": args.samples, "seq_len": args.seq_len,
-                               "results": results}, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,14 +34,14 @@ __all__ = ["DISK_GBS", "STREAM_BASE_GIB", "STREAM_BLOCK_COPIES", "JobEstimate", 
 DISK_GBS = 1.0
 JOB_GPU_EFF = 0.05
 JOB_CPU_EFF = 0.3
-STREAM_BASE_GIB = 0.55
+STREAM_BASE_GIB = 0.40
 """A streamed job's process before any weight: Python, torch, transformers and compressed-tensors
-(0.37 GiB measured after the imports) and the tokenizer and meta model (docs/benchmarks.md, Streaming
-quantization)."""
+imported, the tokenizer and the meta model (0.38-0.40 GiB of VmRSS measured; docs/benchmarks.md,
+Streaming quantization)."""
 STREAM_BLOCK_COPIES = 2.5
-"""fp32 copies of one decoder block a streamed job holds at its peak: the block, a method's working
-copy of its largest layer and the compressed shard being written (fitted on the 1.5B RTN run, checked
-on 3B and on GPTQ: docs/benchmarks.md)."""
+"""fp32 copies of one decoder block a streamed job holds at its peak: the block, the method's working
+copies of its layers and the compressed shard being written (0.44 GiB above the base for a 0.17 GiB
+block, measured on the 1.5B RTN run; checked on 3B and on GPTQ: docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -207,9 +207,6 @@ IN_MEMORY_COPIES = 1.3
 """fp32 copies of the model a job that loads it whole holds at its peak (the model, the compressed
 checkpoint being built and transformers' loading buffers: 1.48x the fp32 model measured for RTN on a
 1.1B Llama before streaming existed, 1.3x plus the process here)."""
-STREAM_S_PER_GPARAM = {"rtn": 25.0, "gptq": 450.0}
-"""Seconds per billion linear-layer parameters of a streamed job on the 2-core development CPU, the
-I/O included (docs/benchmarks.md, Streaming quantization); methods without a figure use GPTQ's."""
 
 
 def _artifact_bytes(params: ParamBreakdown, scheme: Any) -> float:
@@ -254,8 +251,11 @@ def estimate_quantize_job(model: Any, method: str, scheme: Any, *, streamed: boo
     if carry:
         details.append(f"checkpoints after every block: {carry / GIB:.2f} GiB of activations "
                        f"({'in ' + str(offload_dir) if offload_dir else 'beside the output'})")
-    rate = STREAM_S_PER_GPARAM.get(method, STREAM_S_PER_GPARAM["gptq"])
-    time_s = params.linear / 1e9 * rate * (max(samples * seq_len, 2048) / 2048 if calibrated else 1.0) ** 0.25
+    # the method's measured rate at 4,096 calibration tokens; more tokens cost more forward passes only
+    tokens = samples * seq_len if calibrated else 0
+    time_s: float | None = None
+    if jp.seconds_per_gparam:
+        time_s = params.linear / 1e9 * jp.seconds_per_gparam * max(1.0, tokens / 4096) ** 0.5
     feasible: bool | None = None
     reason = "not checked against this machine"
     if check:

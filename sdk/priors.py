@@ -176,6 +176,9 @@ class JobPriors:
     - ``scratch_bytes``: bytes per model parameter of intermediate files written next to the artifact;
       ``scratch_timed``: whether the time estimate counts writing them.
     - ``steps``: the job's steps in words, shown with the estimate.
+    - ``seconds_per_gparam``: seconds per billion linear-layer weights the job takes on a 2-core CPU at
+      its default calibration (16 x 256 tokens), reading and writing included (0: unknown; the time
+      then comes from the FLOP figures).
     - ``source``: why these numbers.
     """
 
@@ -190,6 +193,7 @@ class JobPriors:
     scratch_bytes: float = 0.0
     scratch_timed: bool = True
     steps: str = ""
+    seconds_per_gparam: float = 0.0
     source: str = ""
 
     @property

@@ -114,17 +114,19 @@ def test_quantize_eval_and_determinism(method: str, scheme: str, tiny_llama_dir:
     digests = []
     for run in ("a", "b"):
         res = quantize(tiny_llama_dir, method, scheme, tmp_path / run, calibration=cal, seed=3)
-        digests.append(hashlib.sha256((res.artifact / "model.safetensors").read_bytes()).hexdigest())
+        shards = sorted(res.artifact.glob("*.safetensors"))
+        digests.append(hashlib.sha256(b"".join(p.read_bytes() for p in shards)).hexdigest())
     assert digests[0] == digests[1], "same seed, different checkpoint"
     assert res.manifest.artifact_format == "compressed-tensors" and res.manifest.details["dtype"] == "float16"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "quantmatch.json"} <= {
-        p.name for p in res.artifact.iterdir()}
+    # streamed: one shard per block and per tensor outside the blocks, with the index transformers follows
+    assert {"config.json", "model.safetensors.index.json", "tokenizer.json", "quantmatch.json"} <= {
+        p.name for p in res.artifact.iterdir()} and len(shards) == 5
     ev = evaluate(res.artifact, tokens=300, window=100)
     assert ev.kind == "artifact" and ev.method == method and 1 < ev.perplexity < 1000
 
 
-def test_interrupted_quantization_leaves_nothing(tiny_llama_dir: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_quantization_leaves_no_artifact_and_resumes(tiny_llama_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import quantmatch.plugins.methods.algorithms.gptq as gptq
     from quantmatch.sdk.calibration import CalibrationSpec
     from quantmatch.sdk.pipeline import quantize
@@ -138,11 +140,16 @@ def test_interrupted_quantization_leaves_nothing(tiny_llama_dir: Path, tmp_path:
             raise KeyboardInterrupt
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
+    cal = CalibrationSpec(samples=2, seq_len=16)
     monkeypatch.setattr(gptq, "gptq_block", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        quantize(tiny_llama_dir, "gptq", "w4a16-g32", tmp_path / "out", calibration=CalibrationSpec(samples=2,
-                                                                                                     seq_len=16))
-    assert list(tmp_path.iterdir()) == []
+        quantize(tiny_llama_dir, "gptq", "w4a16-g32", tmp_path / "out", calibration=cal)
+    # Ctrl-C in block 2: no artifact, no temporary directory, only the job's progress (block 1 done)
+    assert [p.name for p in tmp_path.iterdir()] == [".out.quantmatch-job"]
+    assert json.loads((tmp_path / ".out.quantmatch-job" / "job.json").read_text())["done"] == 1
+    res = quantize(tiny_llama_dir, "gptq", "w4a16-g32", tmp_path / "out", calibration=cal)
+    assert res.manifest.details["streamed"]["resumed_from"] == 1 and len(calls) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 def test_cli_quantizes_with_progress_per_block(tiny_llama_dir: Path, tmp_path: Path,

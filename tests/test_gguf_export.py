@@ -23,6 +23,7 @@ from quantmatch.plugins.methods.gguf_convert import _read_model, _write_file, pe
 from quantmatch.plugins.methods.gguf_export import GGUF_FILE, export_compressed, export_refusals  # noqa: E402
 from quantmatch.sdk.errors import InputError  # noqa: E402
 from quantmatch.sdk.export import ExportRefused  # noqa: E402
+from tests_support import CheckpointTensors  # noqa: E402
 
 TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
         "foolishness; the weights scale with the group and the model of one is the model of all. ") * 4
@@ -76,12 +77,11 @@ def _checkpoint_weights(src: Path) -> dict[str, tuple[Any, Any]]:
     from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
     from compressed_tensors.quantization import QuantizationArgs
     from compressed_tensors.quantization.lifecycle.forward import dequantize
-    from safetensors import safe_open
 
     qc = json.loads((src / "config.json").read_text())["quantization_config"]
     args = QuantizationArgs(**qc["config_groups"]["group_0"]["weights"])
     out = {}
-    with safe_open(str(src / "model.safetensors"), "pt") as f:
+    with CheckpointTensors(src) as f:
         keys = set(f.keys())
         for key in sorted(k for k in keys if k.endswith(".weight_scale")):
             m = key.removesuffix(".weight_scale")

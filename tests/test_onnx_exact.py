@@ -28,6 +28,7 @@ from calibrated_support import one_thread  # noqa: F401  (fixture)
 
 from quantmatch.plugins.methods.onnx_exact import check_exportable, export_compressed, unpack_int32
 from quantmatch.sdk.export import ExportRefused
+from tests_support import CheckpointTensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,11 +148,10 @@ def _ct_float32_weights(src: Path) -> dict[str, Any]:
     from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
     from compressed_tensors.quantization import QuantizationArgs
     from compressed_tensors.quantization.lifecycle.forward import dequantize
-    from safetensors.torch import load_file
 
     qc = json.loads((src / "config.json").read_text())["quantization_config"]
     args = QuantizationArgs(**next(iter(qc["config_groups"].values()))["weights"])
-    state = load_file(str(src / "model.safetensors"))
+    state: Any = CheckpointTensors(src).tensors
     out = {}
     for key in state:
         if key.endswith(".weight_packed"):

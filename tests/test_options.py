@@ -257,7 +257,8 @@ def test_quantize_validates_before_anything_loads_and_hands_plugins_a_mapping(tm
     assert {k: got[k] for k in ("level", "exclude", "seed", "progress")} == {
         "level": 3, "exclude": ("lm_head",), "seed": 0, "progress": None}
     assert isinstance(got["calibration"], CalibrationSpec) and got["rules"] == ()
-    assert set(got) == {"level", "exclude", "rules", "calibration", "seed", "progress"}
+    assert set(got) == {"level", "exclude", "rules", "calibration", "seed", "progress", "stream", "job_dir", "resume",
+                        "offload_dir"}
     assert res.manifest.details["level"] == 3
 
 

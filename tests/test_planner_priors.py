@@ -129,7 +129,7 @@ def test_a_third_party_backend_with_bad_priors_is_broken(quantmatch_plugin: Any,
 
 @pytest.mark.parametrize(("priors", "needle"), [
     ({"job": {}}, "expected a MethodPriors"),
-    (MethodPriors(job=JobPriors(memory="streamed")), "job.memory"),
+    (MethodPriors(job=JobPriors(memory="mmapped")), "job.memory"),
     (MethodPriors(quality=QualityPriors(rtn_loss_fraction=0.5)), "no source"),
     (MethodPriors(produce_with="tool {model} {scheme}"), "{scheme}"),
 ])

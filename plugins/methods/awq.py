@@ -46,9 +46,11 @@ class AWQOptions(CompressedOptions):
 
 PRIORS = MethodPriors(
     job=JobPriors(calibration_samples=128, calibration_tokens=512, calibration_flops=24.0, mlp_activations=True,
-                  memory="streamed",
+                  memory="streamed", seconds_per_gparam=970.0,
                   source="AWQ keeps one decoder layer's calibration activations (128 samples x 512 tokens) and its "
-                         "MLP intermediates, and repeats each block's forward pass for its ~20-point scale search"),
+                         "MLP intermediates, and repeats each block's forward pass for its ~20-point scale search; "
+                         "103 CPU s for SmolLM2-135M's 106M linear weights at 16 samples (docs/benchmarks.md, "
+                         "Calibration size)"),
     # 0.34 of RTN's loss on Llama-3-8B-Instruct (torchao: ln(11.409/10.936) / ln(12.380/10.936)), 0.36 on
     # LLaMA-7B and 0.50 on Llama-2-7B (AWQ Table 4), mean 0.4
     quality=QualityPriors(rtn_loss_fraction=0.4, source=f"{AWQ_TABLE4}; {TORCHAO_AWQ}"),

@@ -51,10 +51,11 @@ class GPTQOptions(CompressedOptions):
 
 PRIORS = MethodPriors(
     job=JobPriors(calibration_samples=128, calibration_tokens=2048, calibration_flops=6.0, hessians=True,
-                  memory="streamed",
+                  memory="streamed", seconds_per_gparam=400.0,
                   source="GPTQ keeps one decoder layer's calibration activations (128 samples x 2048 tokens) and "
                          "one fp32 Hessian per distinct linear input of a layer (in_features^2 x 4 bytes: the MLP "
-                         "down projection's is the largest)"),
+                         "down projection's is the largest), streamed block by block: 17.9 s per block of a 1.5B "
+                         "Llama (45M linear weights) on 2 cores (docs/benchmarks.md, Streaming quantization)"),
     # GPTQ with act-order (quantmatch's default; GPTQ-R in the table): 0.54 and 0.62 of RTN's loss
     quality=QualityPriors(rtn_loss_fraction=0.6, source=AWQ_TABLE4),
 )

@@ -114,8 +114,10 @@ def smoothquant_stream(static: bool, alpha: float | None = None, smooth: bool = 
 
 PRIORS = MethodPriors(
     job=JobPriors(calibration_samples=512, calibration_tokens=512, calibration_flops=2.0, memory="streamed",
+                  seconds_per_gparam=780.0,
                   source="SmoothQuant keeps one decoder layer's calibration activations (512 samples x 512 "
-                         "tokens) to collect per-channel activation maxima"),
+                         "tokens) to collect per-channel activation maxima; 83 CPU s for SmolLM2-135M's 106M linear "
+                         "weights at 16 samples (docs/benchmarks.md, Calibration size)"),
     quality=QualityPriors(int8_activation_loss=0.75, int8_static_activation_loss=0.5,
                           source="quantmatch estimate: smoothing moves activation outliers into the weights, so "
                                  "int8 activations lose less, static ones most"),

@@ -111,21 +111,34 @@ def rss(key):
             return int(line.split()[1]) * 1024
 t0 = time.perf_counter()
 rows = []
+anon = [0]
+def sample():  # the peak of memory the process owns (file pages it maps, such as a GGUF it reads, excluded)
+    while True:
+        anon[0] = max(anon[0], rss("RssAnon:"))
+        time.sleep(0.02)
+import threading
+threading.Thread(target=sample, daemon=True).start()
 def progress(stage, done, total):
     if stage == "quantize":
         rows.append({"block": done, "rss": rss("VmRSS:"), "t": time.perf_counter() - t0})
 from quantmatch.sdk.calibration import CalibrationSpec
 from quantmatch.sdk.pipeline import quantize
-kw = {"calibration": CalibrationSpec(samples=int(samples), seq_len=int(seq))} if method != "rtn" else {}
-res = quantize(src, method, scheme, out, force=True, stream=stream == "1", progress=progress, **kw)
-Path(log).write_text(json.dumps({"rows": rows, "peak": rss("VmHWM:"), "seconds": time.perf_counter() - t0,
+calibrated = method in ("gptq", "awq", "smoothquant")
+kw = {"calibration": CalibrationSpec(samples=int(samples), seq_len=int(seq))} if calibrated else {}
+if stream != "-":
+    kw["stream"] = stream == "1"
+res = quantize(src, method, scheme, out, force=True, progress=progress, **kw)
+Path(log).write_text(json.dumps({"rows": rows, "peak": rss("VmHWM:"), "peak_anon": anon[0],
+                                 "seconds": time.perf_counter() - t0,
                                  "size_bytes": res.size_bytes}))
 """
 
 
-def run_job(src: Path, out: Path, method: str, scheme: str, stream: bool, samples: int, seq: int) -> dict[str, Any]:
+def run_job(src: Path, out: Path, method: str, scheme: str, stream: bool | None, samples: int,
+            seq: int) -> dict[str, Any]:
     log = out.with_suffix(".json")
-    cmd = [sys.executable, "-c", JOB, str(src), str(out), method, scheme, "1" if stream else "0", str(samples),
+    flag = "-" if stream is None else "1" if stream else "0"
+    cmd = [sys.executable, "-c", JOB, str(src), str(out), method, scheme, flag, str(samples),
            str(seq), str(log)]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -138,7 +151,7 @@ def run_job(src: Path, out: Path, method: str, scheme: str, stream: bool, sample
     return dict(data)
 
 
-def planner_estimate(size: str, method: str, stream: bool, samples: int, seq: int) -> float:
+def planner_estimate(size: str, method: str, stream: bool | None, samples: int, seq: int) -> float:
     """The planner's RAM estimate (GiB) for this job, from the model's config alone."""
     import tempfile
 
@@ -146,7 +159,9 @@ def planner_estimate(size: str, method: str, stream: bool, samples: int, seq: in
 
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "config.json").write_text(json.dumps({**BASE, **SIZES[size]}), encoding="utf-8")
-        return float(estimate_streamed_job(Path(d), method, stream=stream, samples=samples, seq_len=seq).ram_gib)
+        return float(estimate_streamed_job(Path(d), method, stream=stream is True, samples=samples,
+                                           seq_len=seq, scheme="gguf-q4_0" if method == "gguf" else "w4a16-g128",
+                                           ).ram_gib)
 
 
 def with_estimates(results: list[dict[str, Any]], samples: int, seq: int) -> list[dict[str, Any]]:
@@ -165,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--gptq-sizes", default="1.5b", help="sizes that also run GPTQ (slow: minutes per block)")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
+    ap.add_argument("--jobs", help="instead of the default jobs: METHOD:SCHEME:MODE,... with MODE streamed, whole "
+                                   "or own (a method that does not stream: its own path), e.g. gguf:gguf-q4_0:own")
+    ap.add_argument("--append", action="store_true",
+                    help="merge into the stored results (rows of the same size, method and mode are replaced)")
     ap.add_argument("--estimates-only", action="store_true",
                     help="recompute the planner's column of the stored results, measure nothing")
     args = ap.parse_args(argv)
@@ -182,21 +201,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"writing a synthetic {size} checkpoint into {src} ...", flush=True)
             write_checkpoint(src, SIZES[size])
         fp32 = sum(f.stat().st_size for f in src.glob("*.safetensors"))
-        jobs = [("rtn", "w4a16-g128", True)]
+        jobs: list[tuple[str, str, bool | None]] = [("rtn", "w4a16-g128", True)]
         if size in args.gptq_sizes.split(","):
             jobs.append(("gptq", "w4a16-g128", True))
         if size == sizes[0]:
             jobs.append(("rtn", "w4a16-g128", False))
+        if args.jobs:
+            modes = {"streamed": True, "whole": False, "own": None}
+            jobs = [(m, sc, modes[mode]) for m, sc, mode in (j.split(":") for j in args.jobs.split(","))]
         for method, scheme, stream in jobs:
-            print(f"{size}: {method} {scheme} {'streamed' if stream else 'in memory'} ...", flush=True)
-            data = run_job(src, args.work / f"out-{size}-{method}-{int(stream)}", method, scheme, stream,
-                           args.samples, args.seq_len)
+            print(f"{size}: {method} {scheme} {_mode(stream)} ...", flush=True)
+            out = args.work / f"out-{size}-{method}-{_mode(stream).replace(' ', '-')}"
+            data = run_job(src, out, method, scheme, stream, args.samples, args.seq_len)
             rows = data["rows"]
             per_block = [b["t"] - a["t"] for a, b in itertools.pairwise(rows)]
             est = planner_estimate(size, method, stream, args.samples, args.seq_len)
             results.append({
                 "size": size, "method": method, "scheme": scheme, "streamed": stream, "fp32_gib": fp32 / GIB,
                 "peak_gib": data["peak"] / GIB, "peak_over_fp32": data["peak"] / fp32,
+                "peak_anon_gib": data.get("peak_anon", 0) / GIB,
                 "rss_second_gib": rows[1]["rss"] / GIB if len(rows) > 1 else None,
                 "rss_last_gib": rows[-1]["rss"] / GIB,
                 "last_over_second": rows[-1]["rss"] / rows[1]["rss"] if len(rows) > 1 else None,
@@ -214,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(src, ignore_errors=True)
     if not args.keep:
         shutil.rmtree(args.work / f"llama-{sizes[-1]}", ignore_errors=True)
+    if args.append and OUT.is_file():
+        stored = json.loads(OUT.read_text(encoding="utf-8"))["results"]
+        new = {(r["size"], r["method"], r["streamed"]) for r in results}
+        results = [r for r in stored if (r["size"], r["method"], r["streamed"]) not in new] + results
     report(results)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -224,12 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _mode(stream: bool | None) -> str:
+    return "own path" if stream is None else "streamed" if stream else "in memory"
+
+
 def report(results: list[dict[str, Any]]) -> None:
     head = (f"{'size':>5} {'job':>22} {'fp32 GiB':>9} {'peak GiB':>9} {'peak/fp32':>9} {'last/2nd':>9} "
             f"{'s/block':>8} {'plan GiB':>9} {'plan err':>9}")
     print(head)
     for r in results:
-        job = f"{r['method']} {'streamed' if r['streamed'] else 'in memory'}"
+        job = f"{r['method']} {_mode(r['streamed'])}"
         lo = f"{r['last_over_second']:.3f}" if r["last_over_second"] else "-"
         print(f"{r['size']:>5} {job:>22} {r['fp32_gib']:>9.2f} {r['peak_gib']:>9.2f} {r['peak_over_fp32']:>9.3f} "
               f"{lo:>9} {r['s_per_block'] or 0:>8.2f} {r['planner_ram_gib']:>9.2f} {r['planner_error_pct']:>+8.1f}%")

@@ -28,7 +28,7 @@ from quantmatch.planner.shapes import ParamBreakdown
 from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.priors import JobPriors
 
-__all__ = ["DISK_GBS", "STREAM_BASE_GIB", "STREAM_BLOCK_COPIES", "JobEstimate", "estimate_job",
+__all__ = ["DISK_GBS", "STREAM_BASE_GIB", "STREAM_BLOCK_COPIES", "STREAM_HESSIAN_COPIES", "JobEstimate", "estimate_job",
            "estimate_quantize_job", "estimate_streamed_job", "streamed_ram_bytes"]
 
 DISK_GBS = 1.0
@@ -41,7 +41,12 @@ Streaming quantization)."""
 STREAM_BLOCK_COPIES = 2.5
 """fp32 copies of one decoder block a streamed job holds at its peak: the block, the method's working
 copies of its layers and the compressed shard being written (0.44 GiB above the base for a 0.17 GiB
-block, measured on the 1.5B RTN run; checked on 3B and on GPTQ: docs/benchmarks.md)."""
+block, measured on the 1.5B RTN run; -3.7% on the 2.9B one: docs/benchmarks.md)."""
+STREAM_HESSIAN_COPIES = 5.5
+"""fp32 Hessian-sized buffers GPTQ holds for its widest layer input while it quantizes that layer: the
+Hessian, its Cholesky factor and inverse, act-order's permuted copies and the lazy-batch update's
+temporaries (fitted on the 1.5B and 2.9B streamed GPTQ runs, +8.9% and -5.8%: in sample;
+docs/benchmarks.md, Streaming quantization)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,8 @@ def streamed_ram_bytes(info: ModelInfo, params: ParamBreakdown, *, samples: int,
     The largest of three phases, above :data:`STREAM_BASE_GIB`: computing the first block's inputs (the
     fp32 embeddings and the calibration activations), quantizing a block (:data:`STREAM_BLOCK_COPIES`
     fp32 copies of one block, the activations entering and leaving it, or one micro-batch of each with
-    ``offload``, GPTQ's Hessian and its factorisation) and writing the tensors outside the blocks one at
-    a time (the larger of embeddings and head, as stored and in 16 bits).
+    ``offload``, GPTQ's Hessian and its factorisation, :data:`STREAM_HESSIAN_COPIES`) and writing the
+    tensors outside the blocks one at a time (the larger of embeddings and head, as stored and in 16 bits).
     """
     layers = max(info.num_layers, 1)
     block = (params.attention + params.mlp + params.moe_experts + params.moe_router) / layers * 4.0
@@ -121,8 +126,9 @@ def streamed_ram_bytes(info: ModelInfo, params: ParamBreakdown, *, samples: int,
     hess = 0.0
     if hessians:
         widest = max(info.intermediate_size or 0, info.hidden_size, info.num_heads * info.head_dim)
-        hess = 3.0 * widest * widest * 4.0  # the Hessian, its inverse's Cholesky factor and a working copy
-        details.append(f"Hessians: {hess / GIB:.2f} GiB for the widest layer input (fp32, x3 while inverted)")
+        hess = STREAM_HESSIAN_COPIES * widest * widest * 4.0
+        details.append(f"Hessians: {hess / GIB:.2f} GiB for the widest layer input (fp32, x{STREAM_HESSIAN_COPIES:g} "
+                       "with its factors and act-order's permuted copies)")
     capture = embed + acts
     quantize = STREAM_BLOCK_COPIES * block + 2 * acts + hess
     rest = max(embed, head) * 1.5  # one tensor at a time: as stored (fp32 at most) and in 16 bits
@@ -240,6 +246,13 @@ def estimate_quantize_job(model: Any, method: str, scheme: Any, *, streamed: boo
         ram, details = streamed_ram_bytes(info, params, samples=samples if calibrated else 0, tokens=seq_len,
                                           hessians=jp.hessians, mlp_activations=jp.mlp_activations,
                                           offload=offload_dir is not None, batch_size=batch_size)
+    elif jp.memory == "per-tensor":  # converted tensor by tensor (as estimate_job)
+        per_layer = params.linear / max(info.num_layers, 1) * 4.0
+        ram = STREAM_BASE_GIB * GIB + max(params.output_params * 4.0, per_layer) + 1.0 * GIB
+        details.append("converted tensor by tensor: the largest tensor in fp32 at a time")
+    elif jp.memory == "fp32-export":
+        ram = STREAM_BASE_GIB * GIB + params.total * 4.0 * 2
+        details.append(f"exports the fp32 model as a graph: two fp32 copies ({params.total * 8.0 / GIB:.2f} GiB)")
     else:
         ram = STREAM_BASE_GIB * GIB + params.total * 4.0 * IN_MEMORY_COPIES
         if calibrated:

@@ -484,7 +484,10 @@ def _assemble(model: Any, ckpt: Checkpoint, out: str | Path, job: Path, n: int, 
     size = 0
     for i in range(total):
         name = _shard_name(i, total)
-        shutil.move(str(job / name), str(directory / name))
+        try:  # linked, not moved: a job killed while assembling still has every shard
+            os.link(job / name, directory / name)
+        except OSError:
+            shutil.copy2(job / name, directory / name)
         with safe_open(str(directory / name), framework="pt", device="cpu") as st:
             for k in st.keys():  # noqa: SIM118 - not a mapping
                 weight_map[k] = name

@@ -320,11 +320,18 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         else:
             err.print("checks passed; nothing loaded or written (--dry-run)")
         return 0
-    with qr.progress_bar(not args.json) as progress:
-        result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
-                          rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
-                          progress=progress, artifact_format=args.format, allow_requantize=args.allow_requantize,
-                          stream=stream, resume=resume, offload_dir=args.offload_dir, **options)
+    try:
+        with qr.progress_bar(not args.json) as progress:
+            result = quantize(plan.source, args.method, plan.scheme, args.out, preset=args.preset,
+                              rules=args.rule or (), calibration=calibration, force=args.force, seed=args.seed,
+                              progress=progress, artifact_format=args.format,
+                              allow_requantize=args.allow_requantize, stream=stream, resume=resume,
+                              offload_dir=args.offload_dir, **options)
+    except KeyboardInterrupt:
+        kept = qr.interrupted_job(args.out, args.format is not None)
+        if kept:
+            err.print(kept)
+        raise
     if args.json:
         _emit_json({"schema": JSON_SCHEMA_VERSION, "result": result.to_dict()})
     else:

@@ -78,6 +78,25 @@ def job_report(estimate: Any, console: Console) -> None:
         console.print(f"  {d}")
 
 
+def interrupted_job(out: str, exported: bool = False) -> str:
+    """What an interrupted ``quantize`` kept for the next run ("" when nothing: a method that does not stream)."""
+    import json
+    from pathlib import Path
+
+    from quantmatch.sdk.artifact import job_dir_for
+
+    target = Path(out)
+    if exported:  # quantize --format: the streamed job writes the intermediate beside the output
+        target = target.absolute().parent / f".{target.name}.quantmatch-source"
+    job = job_dir_for(target)
+    try:
+        state = json.loads((job / "job.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return (f"{state.get('done', 0)} of {state.get('blocks', '?')} blocks are done and kept in {job}: run the "
+            "same command again to continue from there (--restart starts over)")
+
+
 def quantize_table(result: Any, console: Console) -> None:
     t = Table(title=f"quantized {result.source} with {result.method}", title_justify="left", show_header=False)
     t.add_column("what")
@@ -87,6 +106,11 @@ def quantize_table(result: Any, console: Console) -> None:
                                          else f" (asked: {result.requested_scheme})"))
     t.add_row("size on disk", _mib(result.size_bytes))
     t.add_row("time", f"{result.seconds:,.1f} s")
+    streamed = result.manifest.details.get("streamed") or {}
+    if streamed:
+        resumed = streamed.get("resumed_from")
+        t.add_row("read", f"block by block ({streamed.get('blocks')} blocks)"
+                  + (f", resumed at block {resumed + 1}" if resumed is not None else ""))
     modules = result.manifest.details.get("quantized_modules")
     if modules:
         t.add_row("quantized modules", ", ".join(f"{n} {k}" for k, n in sorted(modules.items())))
@@ -113,6 +137,11 @@ def export_table(result: Any, console: Console) -> None:
                   ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
     t.add_row("size on disk", _mib(result.size_bytes))
     t.add_row("time", f"{result.seconds:,.1f} s")
+    streamed = result.manifest.details.get("streamed") or {}
+    if streamed:
+        resumed = streamed.get("resumed_from")
+        t.add_row("read", f"block by block ({streamed.get('blocks')} blocks)"
+                  + (f", resumed at block {resumed + 1}" if resumed is not None else ""))
     console.print(t)
     console.print(f"next: quantmatch eval {result.artifact}")
 

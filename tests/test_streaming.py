@@ -156,6 +156,31 @@ def test_killed_gptq_job_resumes_to_the_same_artifact(sharded_llama: Path, tmp_p
     assert_same_tensors(out, tmp_path / "uninterrupted")
 
 
+def test_ctrl_c_in_the_cli_says_what_is_kept_and_the_rerun_says_it_resumed(
+        sharded_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import quantmatch.plugins.methods.algorithms.gptq as gptq
+
+    real = gptq.gptq_block
+    calls: list[int] = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "art"
+    cmd = ["quantize", str(sharded_llama), "--method", "gptq", "--scheme", "w4a16-g32", "--out", str(out)]
+    monkeypatch.setattr(gptq, "gptq_block", interrupted)
+    assert main(cmd) == 130
+    err = capsys.readouterr().err
+    assert "2 of 4 blocks are done" in err and "run the same command again" in err and "interrupted" in err
+    assert main(cmd) == 0
+    table = capsys.readouterr().out
+    assert "block by block (4 blocks), resumed at block 3" in table
+
+
 def test_stale_job_is_refused_and_restart_discards_it(sharded_llama: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "art"

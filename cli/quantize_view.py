@@ -106,7 +106,9 @@ def quantize_table(result: Any, console: Console) -> None:
                                          else f" (asked: {result.requested_scheme})"))
     t.add_row("size on disk", _mib(result.size_bytes))
     t.add_row("time", f"{result.seconds:,.1f} s")
-    streamed = result.manifest.details.get("streamed") or {}
+    details = result.manifest.details
+    # quantize --format: the streamed job wrote the intermediate, whose details the export keeps
+    streamed = details.get("streamed") or (details.get("source_details") or {}).get("streamed") or {}
     if streamed:
         resumed = streamed.get("resumed_from")
         t.add_row("read", f"block by block ({streamed.get('blocks')} blocks)"
@@ -137,11 +139,6 @@ def export_table(result: Any, console: Console) -> None:
                   ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
     t.add_row("size on disk", _mib(result.size_bytes))
     t.add_row("time", f"{result.seconds:,.1f} s")
-    streamed = result.manifest.details.get("streamed") or {}
-    if streamed:
-        resumed = streamed.get("resumed_from")
-        t.add_row("read", f"block by block ({streamed.get('blocks')} blocks)"
-                  + (f", resumed at block {resumed + 1}" if resumed is not None else ""))
     console.print(t)
     console.print(f"next: quantmatch eval {result.artifact}")
 

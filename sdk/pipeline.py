@@ -137,8 +137,6 @@ def calibrates(q: type[Quantizer], scheme: Scheme) -> bool:
     return q.needs_calibration or (not scheme.weight_only and not scheme.is_gguf)
 
 
-_calibrates = calibrates
-
 
 def stream_problems(q: type[Quantizer], stream: bool | None, resume: str = "auto",
                     offload_dir: str | Path | None = None) -> list[Problem]:
@@ -240,7 +238,7 @@ def quantize(model: str | Path | ModelSource, method: str, scheme: str | Scheme,
     check_source(cal.source)
     plan = plan_quantization(model, method, scheme, preset, rules, options=options)
     plan.problems.extend(stream_problems(plan.quantizer, stream, resume, offload_dir))
-    if cal.source and not _calibrates(plan.quantizer, plan.scheme):
+    if cal.source and not calibrates(plan.quantizer, plan.scheme):
         plan.problems.append(Problem(f"{plan.quantizer.name} {plan.scheme} does not calibrate; the calibration "
                                      f"text {cal.source} is not used", fatal=False))
     plan.raise_if_fatal()

@@ -249,7 +249,8 @@ def _stream_with(method: str, src: Any, s: Scheme, out: Any, options: Mapping[st
 
         with torch.no_grad():
             done = stream_quantize(src.hf_dir, out, spec, grid_for_model=grids, samples=samples if calibrates else None,
-                                   dtype=torch_dtype(dtype), state=state, offload_dir=offload_dir, progress=progress)
+                                   dtype=torch_dtype(dtype), state=state, offload_dir=offload_dir, progress=progress,
+                                   model=meta)
         if offload_dir is not None:
             import shutil
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from quantmatch.plugins.methods.algorithms.rtn import IntGrid, QuantizedWeight, dequantize
 
-__all__ = ["ACTIVATION_MODES", "attach", "mark_packed_zero_points", "quantization_args", "round_scales",
-           "save_compressed"]
+__all__ = ["ACTIVATION_MODES", "activation_modes", "attach", "load_quantized", "mark_packed_zero_points",
+           "quantization_args", "quantization_config", "round_scales", "save_compressed"]
 
 ACTIVATION_MODES = (None, "dynamic", "static")
 """Weight-only, int8 per-token dynamic, int8 per-tensor static activations."""
@@ -74,6 +74,44 @@ def round_scales(weights: Mapping[str, QuantizedWeight], dtype: torch.dtype) -> 
     return weights
 
 
+def quantization_config(kinds: Mapping[str, tuple[IntGrid, str | None]], ignore: Iterable[str],
+                        single_target: bool = True) -> Any:
+    """The compressed-tensors ``QuantizationConfig`` (status ``frozen``) for layers of the given
+    ``(grid, activation mode)`` kinds, by full module name: one config group per kind, the largest first;
+    a model with one kind targets ``Linear`` (with ``single_target``), else the layer names. ``ignore``:
+    the linear layers left in float."""
+    from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, QuantizationStatus
+
+    by_kind: dict[tuple[IntGrid, str | None], list[str]] = defaultdict(list)
+    for name, kind in kinds.items():
+        by_kind[kind].append(name)
+    single = single_target and len(by_kind) == 1
+    groups = {}
+    for i, ((grid, act), names) in enumerate(sorted(by_kind.items(), key=lambda kv: -len(kv[1]))):
+        groups[f"group_{i}"] = QuantizationScheme(
+            targets=["Linear"] if single else sorted(names), weights=quantization_args(grid),
+            input_activations=_activation_args(act) if act else None)
+    return QuantizationConfig(config_groups=groups, ignore=sorted(ignore),
+                              quantization_status=QuantizationStatus.FROZEN)
+
+
+@torch.no_grad()
+def load_quantized(module: Any, qw: QuantizedWeight, input_scale: Tensor | None = None) -> None:
+    """Copy ``qw`` (and a static ``input_scale``) into a layer that ``apply_quantization_config`` prepared."""
+    module.weight.copy_(qw.weight.to(module.weight.dtype))
+    module.weight_scale.copy_(qw.scale.reshape(module.weight_scale.shape))
+    if qw.zero_point is not None:
+        module.weight_zero_point.copy_(qw.zero_point.reshape(module.weight_zero_point.shape))
+    if input_scale is not None:
+        module.input_scale.copy_(input_scale.reshape(module.input_scale.shape))
+
+
+def activation_modes(names: Iterable[str], activations: str | None,
+                     input_scales: Mapping[str, Tensor]) -> dict[str, str | None]:
+    """Each layer's activation mode: with ``static``, a layer without an input scale runs per-token dynamic."""
+    return {n: "dynamic" if activations == "static" and n not in input_scales else activations for n in names}
+
+
 @torch.no_grad()
 def attach(model: nn.Module, weights: Mapping[str, QuantizedWeight], activations: str | None = None,
            input_scales: Mapping[str, Tensor] | None = None) -> Any:
@@ -84,42 +122,19 @@ def attach(model: nn.Module, weights: Mapping[str, QuantizedWeight], activations
     tensor, scales from ``input_scales``; a quantized layer without one falls back to per-token
     dynamic activations). Linear layers not in ``weights`` are listed as ignored.
     """
-    from compressed_tensors.quantization import (
-        QuantizationConfig,
-        QuantizationScheme,
-        QuantizationStatus,
-        apply_quantization_config,
-    )
+    from compressed_tensors.quantization import apply_quantization_config
 
     if activations not in ACTIVATION_MODES:
         raise ValueError(f"activations must be one of {ACTIVATION_MODES}, not {activations!r}")
     if activations == "static" and not input_scales:
         raise ValueError("static activations need input_scales (a layer without one runs per-token dynamic)")
     scales = input_scales or {}
-
-    def mode(name: str) -> str | None:
-        return "dynamic" if activations == "static" and name not in scales else activations
-
-    by_kind: dict[tuple[IntGrid, str | None], list[str]] = defaultdict(list)
-    for name, qw in weights.items():
-        by_kind[(qw.grid, mode(name))].append(name)
-    single = len(by_kind) == 1
-    groups = {}
-    for i, ((grid, act), names) in enumerate(sorted(by_kind.items(), key=lambda kv: -len(kv[1]))):
-        groups[f"group_{i}"] = QuantizationScheme(
-            targets=["Linear"] if single else sorted(names), weights=quantization_args(grid),
-            input_activations=_activation_args(act) if act else None)
-    ignore = sorted(n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in weights)
-    config = QuantizationConfig(config_groups=groups, ignore=ignore, quantization_status=QuantizationStatus.FROZEN)
+    modes = activation_modes(weights, activations, scales)
+    ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in weights]
+    config = quantization_config({n: (qw.grid, modes[n]) for n, qw in weights.items()}, ignore)
     apply_quantization_config(model, config, show_progress=False)
     for name, qw in weights.items():
-        mod: Any = model.get_submodule(name)
-        mod.weight.copy_(qw.weight.to(mod.weight.dtype))
-        mod.weight_scale.copy_(qw.scale.reshape(mod.weight_scale.shape))
-        if qw.zero_point is not None:
-            mod.weight_zero_point.copy_(qw.zero_point.reshape(mod.weight_zero_point.shape))
-        if mode(name) == "static":
-            mod.input_scale.copy_(scales[name].reshape(mod.input_scale.shape))
+        load_quantized(model.get_submodule(name), qw, scales[name] if modes[name] == "static" else None)
     return config
 
 

@@ -232,24 +232,11 @@ def _grid(kind: Sequence[Any]) -> tuple[IntGrid, str | None]:
 
 
 def _config(kinds: Mapping[str, Sequence[Any]], linears: Sequence[str], single_target: bool) -> Any:
-    """The compressed-tensors ``QuantizationConfig`` that :func:`..export.attach` builds for the same layers."""
-    from collections import defaultdict
+    """:func:`..export.quantization_config` for kinds recorded in ``job.json`` (lists)."""
+    from quantmatch.plugins.methods.algorithms.export import quantization_config
 
-    from compressed_tensors.quantization import QuantizationConfig, QuantizationScheme, QuantizationStatus
-
-    from quantmatch.plugins.methods.algorithms.export import _activation_args, quantization_args
-
-    by_kind: dict[tuple[IntGrid, str | None], list[str]] = defaultdict(list)
-    for name, kind in kinds.items():
-        by_kind[_grid(kind)].append(name)
-    single = single_target and len(by_kind) == 1
-    groups = {}
-    for i, ((grid, act), names) in enumerate(sorted(by_kind.items(), key=lambda kv: -len(kv[1]))):
-        groups[f"group_{i}"] = QuantizationScheme(
-            targets=["Linear"] if single else sorted(names), weights=quantization_args(grid),
-            input_activations=_activation_args(act) if act else None)
-    ignore = sorted(n for n in linears if n not in kinds)
-    return QuantizationConfig(config_groups=groups, ignore=ignore, quantization_status=QuantizationStatus.FROZEN)
+    return quantization_config({n: _grid(k) for n, k in kinds.items()}, [n for n in linears if n not in kinds],
+                               single_target)
 
 
 @torch.no_grad()
@@ -260,13 +247,14 @@ def _compressed_state(module: nn.Module, prefix: str, weights: Mapping[str, Quan
     from compressed_tensors.compressors import compress_module
     from compressed_tensors.quantization import apply_quantization_config
 
-    def mode(name: str) -> str | None:
-        return "dynamic" if activations == "static" and name not in input_scales else activations
+    from quantmatch.plugins.methods.algorithms.export import activation_modes, load_quantized
+
+    modes = activation_modes(weights, activations, input_scales)
 
     def full(n: str) -> str:
         return prefix + n if n else prefix.rstrip(".")
 
-    kinds = {full(n): _kind(qw.grid, mode(n)) for n, qw in weights.items()}
+    kinds = {full(n): _kind(qw.grid, modes[n]) for n, qw in weights.items()}
     count = len(weights)
     holder = nn.Module()
     parts = prefix.rstrip(".").split(".") if prefix else []
@@ -282,13 +270,7 @@ def _compressed_state(module: nn.Module, prefix: str, weights: Mapping[str, Quan
     if count:
         apply_quantization_config(holder, _config(kinds, [], single_target=False), show_progress=False)
         for n, qw in weights.items():
-            mod: Any = module.get_submodule(n)
-            mod.weight.copy_(qw.weight.to(mod.weight.dtype))
-            mod.weight_scale.copy_(qw.scale.reshape(mod.weight_scale.shape))
-            if qw.zero_point is not None:
-                mod.weight_zero_point.copy_(qw.zero_point.reshape(mod.weight_zero_point.shape))
-            if mode(n) == "static":
-                mod.input_scale.copy_(input_scales[n].reshape(mod.input_scale.shape))
+            load_quantized(module.get_submodule(n), qw, input_scales[n] if modes[n] == "static" else None)
         for n in list(weights):
             compress_module(module.get_submodule(n))
             if isinstance(weights, dict):  # the record holds the fp32 weight the compressed one replaces
@@ -322,18 +304,20 @@ def _loaded(module: nn.Module, prefix: str, ckpt: Checkpoint) -> Iterator[nn.Mod
 def stream_quantize(source_dir: str | Path, out: str | Path, spec: StreamSpec, *,
                     grid_for_model: Callable[[Any], Callable[[str], IntGrid | None]],
                     samples: Callable[[], Tensor] | None, dtype: torch.dtype, state: JobState,
-                    offload_dir: Path | None = None, progress: ProgressFn | None = None) -> StreamedCheckpoint:
+                    offload_dir: Path | None = None, progress: ProgressFn | None = None,
+                    model: Any = None) -> StreamedCheckpoint:
     """Quantize the checkpoint in ``source_dir`` block by block into ``out`` (a fresh directory).
 
     ``grid_for_model(model)`` gives each linear layer's grid from the meta model's module names;
     ``samples()`` draws the calibration token ids (called only when the first block's inputs are
     computed). ``state`` is the opened job (:func:`~quantmatch.plugins.methods._stream_job.open_job`):
     finished blocks are skipped; its directory is removed once ``out`` is complete. Weights and config
-    only: the caller writes the tokenizer.
+    only: the caller writes the tokenizer. ``model``: the :func:`meta_model` of ``source_dir`` when the
+    caller has built it already.
     """
     _large_allocations_unmapped()
     ckpt = Checkpoint(source_dir)
-    model = meta_model(source_dir)
+    model = model if model is not None else meta_model(source_dir)
     grid_for = grid_for_model(model)
     blocks = decoder_blocks(model)
     prefix = blocks_prefix(model) + "."

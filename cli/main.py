@@ -458,6 +458,13 @@ def _bench_progress() -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.executor != "local":
+        from quantmatch.cli.fleet_view import cmd_sweep
+
+        return cmd_sweep(args, [args.model])
+    if args.address or args.artifact_store or args.device or args.rerun:
+        raise UsageError("--address, --artifact-store, --device and --rerun are for a sweep on a fleet: add "
+                         "--executor NAME (quantmatch plugins lists the executors), or use quantmatch sweep")
     from rich.console import Console
 
     from quantmatch.cli.measure_view import bench_table
@@ -486,6 +493,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from quantmatch.cli.fleet_view import cmd_sweep as run
+
+    return run(args)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from quantmatch.cli import fleet_view
+
+    fn = {"start": fleet_view.cmd_fleet_start, "stop": fleet_view.cmd_fleet_stop,
+          "nodes": fleet_view.cmd_fleet_nodes}.get(args.fleet_command or "")
+    if fn is None:
+        raise UsageError("say what to do: quantmatch fleet start|stop|nodes (quantmatch fleet --help)")
+    return fn(args)
+
+
+def _executor_args(sp: argparse.ArgumentParser, sweep: bool = True) -> None:
+    sp.add_argument("--executor", default="local", help="where the units run: local (this machine, the default) "
+                    "or ray (a Ray cluster: pip install 'quantmatch[fleet]'); quantmatch plugins lists them")
+    sp.add_argument("--address", help="the fleet to join (ray: auto, or HOST:PORT of the head; default auto)")
+    if sweep:
+        sp.add_argument("--artifact-store", metavar="DIR", help="a directory every node sees: each artifact is "
+                        "quantized once, published there, and copied into each node's cache")
+        sp.add_argument("--device", action="append", help="only these fleet devices (a quantmatch/device label or "
+                        "catalog id; repeatable); a device no node has makes its units unverified")
+        sp.add_argument("--rerun", action="store_true", help="run units already in the results store again")
+
+
+def _measure_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--tokens", type=int, default=2048, help="perplexity tokens (default 2048: two windows)")
+    sp.add_argument("--window", type=int, default=1024, help="perplexity window (default 1024)")
+    sp.add_argument("--prompt", type=int, default=128, help="prefill tokens (default 128)")
+    sp.add_argument("--new-tokens", type=int, default=32, help="timed decode steps (default 32)")
+    sp.add_argument("--batch", type=int, default=4, help="the larger decode batch (default 4)")
+    sp.add_argument("--context", type=int, help="prompt tokens the timed decodes start from (default: --prompt)")
+    sp.add_argument("--threads", type=int, help="threads for every backend (default: physical cores)")
+    sp.add_argument("--text", help="UTF-8 text file for perplexity (default: bundled held-out Shakespeare)")
+    sp.add_argument("--requantize", action="store_true", help="re-create cached artifacts")
+    sp.add_argument("--budget", type=float, default=240, help="seconds the perplexity pass of one unit may take at "
+                    "its measured prefill speed (0: no limit)")
+    sp.add_argument("--timeout", type=float, default=900, help="seconds before one step of a unit is stopped")
+    sp.add_argument("--no-store", action="store_true", help="do not write the results store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def cmd_calibrate_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -504,6 +556,10 @@ def cmd_calibrate_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.executor != "local":
+        from quantmatch.cli.fleet_view import verify_on_fleet
+
+        return verify_on_fleet(args)
     from rich.console import Console
 
     from quantmatch.cli.measure_view import verify_table
@@ -730,6 +786,40 @@ def build_parser() -> argparse.ArgumentParser:
                     "and recorded as failed (default 900)")
     sp.add_argument("--no-store", action="store_true", help="do not write the results store")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    _executor_args(sp)
+
+    sp = add("sweep", cmd_sweep, "run combinations of several models across a fleet: each unit on a node of a "
+                                 "device the registry says runs it (--executor ray), or here (local)")
+    sp.add_argument("models", nargs="+", metavar="MODEL", help="model directories, .gguf files, hub ids or the "
+                    "bundled smollm2-135m (every node must be able to resolve them)")
+    sp.add_argument("--combos", help="comma-separated method:scheme:backend (none:fp32:torch for a baseline)")
+    sp.add_argument("--all-runnable", action="store_true", help="every combination the registry marks runnable on "
+                    "a device of the fleet")
+    _measure_args(sp)
+    _executor_args(sp)
+
+    sp = add("fleet", cmd_fleet, "start, stop and list the nodes of a fleet (Ray), labelled from quantmatch detect")
+    fsub = sp.add_subparsers(dest="fleet_command", metavar="ACTION")
+    fp = fsub.add_parser("start", help="start a node on this machine: --head, or --address HOST:PORT to join one",
+                         description="Start a node on this machine, labelled with what quantmatch detect finds "
+                                     "(quantmatch/device, family, arch and one label per feature flag). A head "
+                                     "listens on loopback only unless --node-ip-address says otherwise.")
+    fp.add_argument("--head", action="store_true", help="start the head node of a new fleet")
+    fp.add_argument("--address", help="HOST:PORT of the head to join (a worker node)")
+    fp.add_argument("--port", type=int, help="the head's port (default 6379)")
+    fp.add_argument("--node-ip-address", help="the address this node listens on and others reach it at "
+                    "(default: 127.0.0.1 for a head, so nothing outside this machine can reach it)")
+    fp.add_argument("--label", action="append", metavar="KEY=VALUE", help="add or override a label "
+                    "(device=h100 sets quantmatch/device; repeatable)")
+    fp.add_argument("--num-cpus", type=int, help="CPUs the node offers to units (as in ray start; one unit per CPU)")
+    fp.add_argument("--executor", default="ray", help="the executor whose nodes to start (default ray)")
+    fp.add_argument("--json", action="store_true", help="machine-readable output")
+    fp = fsub.add_parser("stop", help="stop the nodes `quantmatch fleet start` started on this machine (by process id)")
+    fp.add_argument("--pid", type=int, action="append", help="only the node with this process id (repeatable)")
+    fp = fsub.add_parser("nodes", help="list the fleet's nodes with what each detected")
+    fp.add_argument("--address", help="the fleet to ask (default auto: the one this machine is part of)")
+    fp.add_argument("--executor", default="ray", help="the executor whose fleet to list (default ray)")
+    fp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("calibrate-sweep", cmd_calibrate_sweep, "quantize with calibrated methods at several calibration sizes "
                                                      "and texts, and measure where more samples stop helping")
@@ -763,6 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="threads (default: physical cores)")
     sp.add_argument("--no-store", action="store_true", help="do not write the evidence to the results store")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    _executor_args(sp, sweep=False)
 
     sp = add("tui", cmd_tui, "explore devices, the matrix, explanations, plans and plugins in a terminal app")
     sp.add_argument("--device", default="local", help="device to explore first (default: local)")

@@ -13,6 +13,7 @@ from rich.text import Text
 from quantmatch.sdk.device import Detection
 from quantmatch.sdk.pluginhost import PluginInfo, contribution_summary
 from quantmatch.sdk.profile import Figure, HardwareProfile
+from quantmatch.sdk.store import disagreeing_nodes
 from quantmatch.sdk.verdict import Level, Verdict
 
 if TYPE_CHECKING:
@@ -187,7 +188,12 @@ def explain(dev: HardwareProfile, verdicts: Sequence[Verdict]) -> None:
         if v.provenance:
             c.print(f"  declared by plugin {v.provenance}", style="dim")
         for e in v.evidence:
-            c.print(f"  evidence ({e.date}): {e.kind}: {e.figure}")
+            where = f", {e.node}" if e.node else ""
+            c.print(f"  evidence ({e.date}{where}): {e.kind}: {e.figure}")
+        split = disagreeing_nodes(v.evidence)
+        if split:
+            c.print("  machines of this device disagree: " + "; ".join(f"{n} observed {lvl}" for n, lvl in split),
+                    style="bold")
         c.print()
 
 

@@ -375,7 +375,8 @@ class Bench:
             out = self.artifact_dir(c)
             fmt = self.export_format(c)
             made = out.with_name(out.name.removesuffix(f"-{fmt}")) if fmt else out
-            if self.requantize or not (made / "quantmatch.json").is_file():
+            exported = bool(fmt) and (out / "quantmatch.json").is_file()  # the export is all the run needs
+            if self.requantize or not (exported or (made / "quantmatch.json").is_file()):
                 ok, _, err = self._job({"kind": "prepare", "model": self.model, "method": c.method,
                                         "scheme": self.artifact_scheme(c), "backend": c.backend, "out": str(made),
                                         "threads": self.threads})

@@ -44,7 +44,7 @@ class Registry:
                 self._aliases.setdefault(a.lower(), dev_id)
         self._local: HardwareProfile | None = None
         self._local_detected = False  # True once local() detected this machine (evidence applies to it only)
-        self._evidence: dict[tuple[str, str, str], tuple[Evidence, ...]] | None = None
+        self._evidence: dict[tuple[str, ...], dict[tuple[str, str, str], tuple[Evidence, ...]]] | None = None
         self._decisions: dict[tuple[str, Query, int], Decision] = {}
         self._rows: dict[str, tuple[tuple[Any, Provenance], ...]] = {}
         self._schemes: dict[str, Scheme] = {}
@@ -87,6 +87,22 @@ class Registry:
             self._local = found[0]
             self._local_detected = True
         return self._local
+
+    def catalog_match(self, profile: HardwareProfile) -> HardwareProfile | None:
+        """The catalog device a detected profile is (the one device of its family and architecture), or ``None``."""
+        if profile.id in self.host.devices:
+            return self.host.devices[profile.id].obj  # type: ignore[no-any-return]
+        same = [e.obj for e in self.host.devices.values()
+                if e.obj.family == profile.family and e.obj.arch and e.obj.arch == profile.arch]
+        return same[0] if len(same) == 1 else None
+
+    def device_label(self, profile: HardwareProfile) -> str:
+        """The fleet label of a device (:data:`~quantmatch.sdk.executor.DEVICE_LABEL`): the catalog id it matches,
+        else :func:`~quantmatch.sdk.executor.device_label`."""
+        from quantmatch.sdk.executor import device_label
+
+        match = self.catalog_match(profile)
+        return match.id if match is not None else device_label(profile)
 
     def methods(self) -> list[Entry]:
         return [self.host.quantizers[k] for k in sorted(self.host.quantizers)]
@@ -202,18 +218,29 @@ class Registry:
         return self._with_evidence(v, dev)
 
     def _with_evidence(self, v: Verdict, dev: HardwareProfile) -> Verdict:
-        """``v`` with the measurements ``quantmatch verify``/``bench`` stored for it on this machine.
+        """``v`` with the measurements ``quantmatch verify``/``bench``/``sweep`` stored for it on ``dev``.
 
-        Only the detected machine gets evidence (not a profile given to :meth:`with_local`, nor a catalog
-        device); the store is read once per registry, read-only, and a missing store means none.
+        The detected machine gets what was measured here (its id) and on any fleet node of the same device
+        (:func:`~quantmatch.sdk.executor.device_label`); a catalog device gets what fleet nodes labelled with its
+        id measured. A profile given to :meth:`with_local` gets none. The store is read once per device and
+        registry, read-only, and a missing store means none.
         """
-        if not (self._local_detected and dev is self._local):
+        if dev is self._local:
+            if not self._local_detected:
+                return v
+            ids: tuple[str, ...] = (dev.id, self.device_label(dev))
+        elif dev.id in self.host.devices:
+            ids = (dev.id,)
+        else:
             return v
         if self._evidence is None:
+            self._evidence = {}
+        found_all = self._evidence.get(ids)
+        if found_all is None:
             from quantmatch.sdk.store import read_evidence
 
-            self._evidence = read_evidence(dev.id)
-        found = self._evidence.get((v.method or "none", v.scheme, v.backend))
+            found_all = self._evidence[ids] = read_evidence(ids)
+        found = found_all.get((v.method or "none", v.scheme, v.backend))
         return replace(v, evidence=found) if found else v
 
     def export_route(self, quantizer: type[Quantizer], backend: str | type[Backend]

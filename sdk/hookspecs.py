@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # annotations only: importing the hooks stays as cheap as plu
     from quantmatch.sdk.backend import Backend
     from quantmatch.sdk.capability import Capability
     from quantmatch.sdk.device import DeviceFamily
+    from quantmatch.sdk.executor import Executor
     from quantmatch.sdk.profile import HardwareProfile
     from quantmatch.sdk.quantizer import Quantizer
 
@@ -54,6 +55,7 @@ __all__ = [
     "register_capabilities",
     "register_device_families",
     "register_devices",
+    "register_executors",
     "register_quantizers",
 ]
 
@@ -120,4 +122,17 @@ def register_capabilities(register: Callable[[str, Capability], None]) -> None:
     adds that target to the backend, as a vendor's runtime plugin teaches the runtime a new chip;
     such a refinement should end with a catch-all row for that target so that none of the
     backend's own rows decides for hardware they were not written for.
+    """
+
+
+@hookspec
+def register_executors(register: Register[type[Executor]]) -> None:
+    """Register executors (subclasses of :class:`quantmatch.sdk.executor.Executor`): where units of a sweep,
+    a bench or a verification run (``--executor NAME``).
+
+    Call ``register(ExecutorClass)``. The class declares ``name``, ``description``, ``requires`` (import
+    names, checked without importing them) and ``install`` (the ``pip install`` line that provides them) as
+    class variables; importing the plugin must not import the engine (Ray, Dask ...): do that in
+    :meth:`~quantmatch.sdk.executor.Executor.connect`. The executor honours each unit's label selector and
+    never chooses hardware itself: routing is the registry's. ``local`` is the built-in default.
     """

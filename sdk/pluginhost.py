@@ -43,6 +43,7 @@ from quantmatch.sdk.scheme import SchemeError, parse_scheme
 from quantmatch.sdk.text import count
 
 if TYPE_CHECKING:  # the runner contract is imported when a runner is asked for, not at start-up
+    from quantmatch.sdk.executor import Executor
     from quantmatch.sdk.runner import Runner
 
 __all__ = [
@@ -68,13 +69,14 @@ BUILTIN_PLUGINS = tuple(
                      "onnx", "mlx", "torchao")),
         ("backends", ("hardware", "torch", "optimum_quanto", "hqq", "onnxruntime", "llama_cpp", "vllm",
                       "tensorrt_llm", "bitsandbytes", "mlx", "torchao")),
+        ("executors", ("local", "ray_cluster")),
     )
     for mod in mods
 )
 """Built-in plugin modules, registered through the same hooks as third-party plugins."""
 
 HOOKS = ("register_device_families", "register_devices", "register_quantizers", "register_backends",
-         "register_capabilities")
+         "register_capabilities", "register_executors")
 
 
 def _version() -> str:
@@ -214,6 +216,21 @@ _TARGET_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _RUNNER_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 
 
+def _validate_executor(cls: Any) -> list[str]:
+    from quantmatch.sdk.executor import Executor
+
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        return [f"{cls!r} is not a quantmatch.sdk.executor.Executor subclass"]
+    problems = []
+    if not cls.name or cls.name != cls.name.lower() or " " in cls.name:
+        problems.append(f"executor {cls.__name__} needs a lower-case `name` without spaces")
+    if not cls.description:
+        problems.append(f"executor {cls.name or cls.__name__} needs a `description`")
+    if cls.requires and not cls.install:
+        problems.append(f"executor {cls.name} requires {', '.join(cls.requires)} but gives no `install` line")
+    return problems
+
+
 def _validate_family(cls: Any) -> list[str]:
     if not (isinstance(cls, type) and issubclass(cls, DeviceFamily)):
         return [f"{cls!r} is not a DeviceFamily subclass"]
@@ -264,6 +281,7 @@ class PluginHost:
         self.devices: dict[str, Entry] = {}
         self.quantizers: dict[str, Entry] = {}
         self.backends: dict[str, Entry] = {}
+        self.executors: dict[str, Entry] = {}
         self.refinements: dict[str, list[tuple[Capability, Provenance]]] = {}
         self.targets: tuple[str, ...] = TARGETS
         """Execution targets known to this host: :data:`~quantmatch.sdk.profile.TARGETS` plus those that
@@ -438,6 +456,8 @@ class PluginHost:
         self._call_each("register_backends", simple,
                         lambda i, s: self._commit(i, s, "backend", self.backends, backend_ok))
         self._call_each("register_capabilities", refine, self._commit_refinements)
+        self._call_each("register_executors", simple,
+                        lambda i, s: self._commit(i, s, "executor", self.executors, _validate_executor))
 
     def _commit(self, info: PluginInfo, items: list[Any], kind: str, table: dict[str, Entry],
                 validate: Callable[[Any], list[str]]) -> None:
@@ -540,6 +560,14 @@ class PluginHost:
         if entry is None:
             raise UnknownChoiceError("backend", name, self.backends)
         return entry
+
+    def executor_class(self, name: str) -> type[Executor]:
+        """The registered executor ``name``; :class:`~quantmatch.sdk.errors.UnknownChoiceError` with the valid
+        names otherwise."""
+        entry = self.executors.get(name.strip().lower()) if name else None
+        if entry is None:
+            raise UnknownChoiceError("executor", name, self.executors)
+        return entry.obj  # type: ignore[no-any-return]
 
     def runner_class(self, backend: str) -> type[Runner] | None:
         """The :class:`~quantmatch.sdk.runner.Runner` class ``backend`` names (imported now), or ``None``

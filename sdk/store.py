@@ -31,17 +31,41 @@ from typing import Any
 
 from quantmatch.sdk.verdict import Evidence
 
-__all__ = ["EVIDENCE_SCHEMA", "FIDELITY_COLUMNS", "KV_COLUMNS", "RUNS_SCHEMA", "SCHEMA", "SETTINGS_COLUMNS",
-           "EvidenceRow", "MeasuredFidelity", "MeasuredRun", "ResultRow", "ResultsStore", "measured_fidelity",
-           "measured_quality", "measured_runs", "read_evidence", "results_path", "run_settings"]
+__all__ = [
+    "EVIDENCE_SCHEMA",
+    "FIDELITY_COLUMNS",
+    "KV_COLUMNS",
+    "RUNS_SCHEMA",
+    "SCHEMA",
+    "SETTINGS_COLUMNS",
+    "UNITS_SCHEMA",
+    "EvidenceRow",
+    "MeasuredFidelity",
+    "MeasuredRun",
+    "ResultRow",
+    "ResultsStore",
+    "disagreeing_nodes",
+    "measured_fidelity",
+    "measured_quality",
+    "measured_runs",
+    "read_evidence",
+    "results_path",
+    "run_settings",
+]
 
 RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
     model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, date TEXT, status TEXT, detail TEXT
 )"""
 EVIDENCE_SCHEMA = """CREATE TABLE IF NOT EXISTS evidence (
     method TEXT, scheme TEXT, backend TEXT, device TEXT, kind TEXT, figure TEXT, date TEXT, versions TEXT,
-    agrees INTEGER, claimed TEXT, observed TEXT
+    agrees INTEGER, claimed TEXT, observed TEXT, node TEXT
 )"""
+UNITS_SCHEMA = """CREATE TABLE IF NOT EXISTS units (
+    key TEXT PRIMARY KEY, model TEXT, method TEXT, scheme TEXT, backend TEXT, device TEXT, node TEXT,
+    status TEXT, date TEXT, detail TEXT
+)"""
+"""Fleet units (``quantmatch sweep``): one row per finished unit, keyed by what makes it the same unit (model
+fingerprint, combination, device, versions, settings), so that running the same sweep again skips it."""
 
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS results (
@@ -183,7 +207,7 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(str(self.path), timeout=30)
         try:
-            for ddl in (SCHEMA, RUNS_SCHEMA, EVIDENCE_SCHEMA):
+            for ddl in (SCHEMA, RUNS_SCHEMA, EVIDENCE_SCHEMA, UNITS_SCHEMA):
                 con.execute(ddl)
             _upgrade(con)
             yield con
@@ -221,9 +245,34 @@ class ResultsStore:
         with self._connect() as con:
             for r in rows:
                 e = r.evidence
-                con.execute("INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                con.execute("INSERT INTO evidence (method, scheme, backend, device, kind, figure, date, versions, "
+                            "agrees, claimed, observed, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (r.method, r.scheme, r.backend, r.device, e.kind, e.figure, e.date, e.versions,
-                             None if e.agrees is None else int(e.agrees), r.claimed, r.observed))
+                             None if e.agrees is None else int(e.agrees), r.claimed, r.observed or e.observed,
+                             e.node))
+
+    def add_unit(self, key: str, model: str, method: str, scheme: str, backend: str, device: str, node: str,
+                 status: str, date: str, detail: Mapping[str, Any]) -> None:
+        """Record a finished fleet unit (replacing an earlier row of the same key)."""
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (key, model, method, scheme, backend, device, node, status, date,
+                         json.dumps(dict(detail), default=str)))
+
+    def units(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{key: {"status", "node", "date", "detail"}}`` for the stored units among ``keys``."""
+        wanted = list(keys)
+        if not wanted or not self.path.is_file():
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        with self._connect() as con:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i:i + 500]
+                marks = ", ".join("?" * len(chunk))
+                for key, node, status, date, detail in con.execute(
+                        f"SELECT key, node, status, date, detail FROM units WHERE key IN ({marks})", chunk).fetchall():
+                    out[key] = {"status": status, "node": node, "date": date, "detail": json.loads(detail or "{}")}
+        return out
 
     def evidence(self, device: str) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:
         """See :func:`read_evidence`."""
@@ -232,6 +281,8 @@ class ResultsStore:
 
 def _upgrade(con: sqlite3.Connection) -> None:
     """Add the settings columns to a ``results`` table written before them, filled in from ``runs``."""
+    if "node" not in {r[1] for r in con.execute("PRAGMA table_info(evidence)")}:
+        con.execute("ALTER TABLE evidence ADD COLUMN node TEXT")
     have = {r[1] for r in con.execute("PRAGMA table_info(results)")}
     for c, kind in {**FIDELITY_COLUMNS, **KV_COLUMNS}.items():
         if c not in have:
@@ -255,32 +306,48 @@ def _upgrade(con: sqlite3.Connection) -> None:
                         (*values.values(), rowid))
 
 
-def read_evidence(device: str, path: str | Path | None = None) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:
-    """``{(method, scheme, backend): evidence}`` for ``device``: the newest row of each kind per combination.
+def read_evidence(device: str | Iterable[str], path: str | Path | None = None
+                  ) -> dict[tuple[str, str, str], tuple[Evidence, ...]]:
+    """``{(method, scheme, backend): evidence}`` for ``device`` (an id, or several ids that name the same device):
+    the newest row of each kind per combination and per node, so that two machines of one device that
+    measured differently both show.
 
     ``method`` is ``none`` for baselines. A missing file or table means no evidence (the store is
     opened read-only and never created here).
     """
+    ids = [device] if isinstance(device, str) else list(dict.fromkeys(device))
     p = Path(path) if path else results_path()
-    if not p.is_file():
+    if not p.is_file() or not ids:
         return {}
     try:
         con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
     except sqlite3.Error:
         return {}
     try:
-        rows = con.execute("SELECT method, scheme, backend, kind, figure, date, versions, agrees FROM evidence "
-                           "WHERE device = ? ORDER BY date DESC, rowid DESC", (device,)).fetchall()
+        cols = {r[1] for r in con.execute("PRAGMA table_info(evidence)")}
+        node = "node" if "node" in cols else "NULL"
+        observed = "observed" if "observed" in cols else "NULL"
+        rows = con.execute(f"SELECT method, scheme, backend, kind, figure, date, versions, agrees, {node}, {observed} "
+                           f"FROM evidence WHERE device IN ({', '.join('?' * len(ids))}) "
+                           "ORDER BY date DESC, rowid DESC", ids).fetchall()
     except sqlite3.Error:
         return {}
     finally:
         con.close()
     out: dict[tuple[str, str, str], list[Evidence]] = {}
-    for method, scheme, backend, kind, figure, date, versions, agrees in rows:
+    for method, scheme, backend, kind, figure, date, versions, agrees, who, seen in rows:
         items = out.setdefault((method or "none", scheme, backend), [])
-        if all(e.kind != kind for e in items):
-            items.append(Evidence(kind, figure, date, versions or "", None if agrees is None else bool(agrees)))
+        if all((e.kind, e.node) != (kind, who or "") for e in items):
+            items.append(Evidence(kind, figure, date, versions or "", None if agrees is None else bool(agrees),
+                                  who or "", seen or ""))
     return {k: tuple(v) for k, v in out.items()}
+
+
+def disagreeing_nodes(evidence: Iterable[Evidence]) -> list[tuple[str, str]]:
+    """``[(node, observed level)]`` when machines of one device observed different levels for one combination
+    (the newest ``verify`` row of each node); empty when they agree or fewer than two nodes measured it."""
+    seen = {(e.node or "this machine"): e.observed for e in evidence if e.kind == "verify" and e.observed}
+    return sorted(seen.items()) if len(set(seen.values())) > 1 else []
 
 
 @contextmanager

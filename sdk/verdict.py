@@ -103,10 +103,14 @@ class Evidence:
     date: str
     versions: str = ""
     agrees: bool | None = None
+    node: str = ""
+    """The machine that measured it (a fleet node's name; empty: this machine, before fleets)."""
+    observed: str = ""
+    """The level the measurement observed (``verify``), where it judged one."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "figure": self.figure, "date": self.date,
-                "versions": self.versions, "agrees": self.agrees}
+                "versions": self.versions, "agrees": self.agrees, "node": self.node, "observed": self.observed}
 
 
 @dataclass(frozen=True)

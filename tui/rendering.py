@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from quantmatch.sdk.pluginhost import contribution_summary
+from quantmatch.sdk.store import disagreeing_nodes
 from quantmatch.sdk.verdict import Level, Verdict
 
 if TYPE_CHECKING:
@@ -141,8 +142,12 @@ def verdict_block(v: Verdict, device_name: str, hardware: Verdict | None = None)
         lines.append(_indent(Text("measured evidence:", style="bold")))
         for e in v.evidence:
             agrees = "" if e.agrees is None else (" (agrees)" if e.agrees else " (DISAGREES with the verdict)")
-            lines.append(_indent(Text(f"{e.date} {e.kind}: {e.figure}{agrees}"
+            lines.append(_indent(Text(f"{e.date}{' on ' + e.node if e.node else ''} {e.kind}: {e.figure}{agrees}"
                                       + (f" [{e.versions}]" if e.versions else "")), 3))
+        split = disagreeing_nodes(v.evidence)
+        if split:
+            lines.append(_indent(Text("machines of this device disagree: "
+                                      + "; ".join(f"{n} observed {lvl}" for n, lvl in split), style="bold red")))
     else:
         lines.append(_indent(Text("measured evidence: none yet (quantmatch verify / bench attach measurements)",
                                   style="dim")))

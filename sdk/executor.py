@@ -156,7 +156,7 @@ class Executor(ABC):
     - ``remote``: units may run on other machines (it connects to an ``address``).
 
     An executor object is used by one run: :meth:`connect`, then any number of :meth:`submit`/:meth:`wait`,
-    then :meth:`close`. Handles are opaque to the caller.
+    then :meth:`close`. Handles are opaque to the caller, and hashable.
     """
 
     name: ClassVar[str] = ""

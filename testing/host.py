@@ -9,6 +9,7 @@ from typing import Any
 from quantmatch.sdk import pluginhost
 from quantmatch.sdk.backend import Backend
 from quantmatch.sdk.device import DeviceFamily
+from quantmatch.sdk.executor import Executor
 from quantmatch.sdk.pluginhost import PluginHost, module_plugin, reset_host
 from quantmatch.sdk.profile import HardwareProfile
 from quantmatch.sdk.quantizer import Quantizer
@@ -25,8 +26,8 @@ def plugin_from(obj: Any, name: str) -> object:
 
     ``obj`` may be a plugin already (a module or object with ``@hookimpl`` functions: returned as is),
     or one declaration, wrapped into a plugin with the matching hook: a
-    :class:`~quantmatch.sdk.quantizer.Quantizer`, :class:`~quantmatch.sdk.backend.Backend` or
-    :class:`~quantmatch.sdk.device.DeviceFamily` subclass, or a
+    :class:`~quantmatch.sdk.quantizer.Quantizer`, :class:`~quantmatch.sdk.backend.Backend`,
+    :class:`~quantmatch.sdk.device.DeviceFamily` or :class:`~quantmatch.sdk.executor.Executor` subclass, or a
     :class:`~quantmatch.sdk.profile.HardwareProfile`.
     """
     def hand_over(item: Any) -> Callable[[Callable[[Any], None]], None]:
@@ -38,10 +39,10 @@ def plugin_from(obj: Any, name: str) -> object:
         return module_plugin(name, register_devices=hand_over(obj))
     if isinstance(obj, type):
         for base, hook in ((Quantizer, "register_quantizers"), (Backend, "register_backends"),
-                           (DeviceFamily, "register_device_families")):
+                           (DeviceFamily, "register_device_families"), (Executor, "register_executors")):
             if issubclass(obj, base):
                 return module_plugin(name, **{hook: hand_over(obj)})
-        raise TypeError(f"{obj.__name__} is not a Quantizer, Backend or DeviceFamily subclass")
+        raise TypeError(f"{obj.__name__} is not a Quantizer, Backend, DeviceFamily or Executor subclass")
     return obj
 
 

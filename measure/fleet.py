@@ -447,8 +447,9 @@ def plan_sweep(models: Sequence[str], combos: Sequence[str], executor: Executor,
                 units.append(Unit(key, model, c.key, label, {DEVICE_LABEL: label}, rel,
                                   {"model": model, "combo": c.key, **settings}))
             if not placed:
+                need = _need(registry, c.method, c.scheme, c.backend, info)
                 need = (f"no node with device {', '.join(missing)}" if missing and not profiles
-                        else f"no node with {_need(registry, c.method, c.scheme, c.backend, info)}")
+                        else need if need.startswith("no known device") else f"no node with {need}")
                 rows.append(UnitRow(model, c.key, ", ".join(missing) or "-", "unverified", reason=need))
     names = {n.id: node_name(n) for n in nodes}
     return _Plan(units, rows, nodes, names)

@@ -66,8 +66,14 @@ class RayExecutor(Executor):
     # -- connecting --
     def connect(self) -> None:
         self.check()
+        imported = "ray" in sys.modules
         for k, v in _ray_env().items():
             os.environ.setdefault(k, v)
+        if imported and os.environ.get("RAY_AUTH_MODE") == "token":  # Ray read its config before we set the mode
+            with contextlib.suppress(Exception):
+                from ray._raylet import Config
+
+                Config.initialize("")
         addr = str(self.address)
         if _host(addr) in LOOPBACK:
             from quantmatch.plugins.executors._ray_start import keep_loopback
@@ -217,15 +223,15 @@ class RayExecutor(Executor):
 
 
 def _session_pids(pid: int) -> list[int]:
-    """Processes of the session ``pid`` leads (``ray start`` and everything it started)."""
+    """Live processes of the session ``pid`` leads (``ray start`` and everything it started; zombies left out)."""
     out = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) == pid:
+            if os.getsid(int(entry.name)) == pid and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
                 out.append(int(entry.name))
-        except (ProcessLookupError, PermissionError, OSError):
+        except (ProcessLookupError, PermissionError, OSError, IndexError):
             continue
     return out
 
@@ -242,6 +248,9 @@ def _kill_session(pid: int) -> int:
     for p in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
+    end = time.monotonic() + STOP_GRACE
+    while time.monotonic() < end and _session_pids(pid):
+        time.sleep(0.1)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
     return len(left)

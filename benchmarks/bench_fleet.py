@@ -1,28 +1,30 @@
 """Sweeps on the ``local`` executor against a Ray fleet on this machine: wall time, node time, overhead per unit.
 
-Run: ``.venv/bin/python benchmarks/bench_fleet.py [--combos ...] [--trivial 8,32] [--keep]`` (prints a table,
-writes ``benchmarks/results/fleet.json``).
+Run: ``.venv/bin/python benchmarks/bench_fleet.py [--rounds 2] [--combos ...] [--trivial 8,32] [--keep]``
+(prints a table, writes ``benchmarks/results/fleet.json``).
 
 Everything happens in one run, side by side, so that the ratios hold on a shared, noisy machine:
 
 1. a tiny random Llama (``quantmatch.testing.models.write_tiny_model``) in a temporary directory, with a
    temporary ``QUANTMATCH_CACHE_DIR`` and ``QUANTMATCH_RESULTS_DB`` set before anything starts (the Ray nodes
    inherit them, so every node shares this machine's artifact cache);
-2. a warm-up sweep on the ``local`` executor (not timed in the table: it quantizes every artifact and computes the
-   fp32 reference once), so that both timed sweeps measure warm caches;
-3. the same sweep (8 units: ``none:fp32:torch`` and ``--combos``; ``rerun=True``, nothing stored) on ``local``;
-4. a Ray head with ``--num-cpus 0`` (it runs no unit) and two workers with ``--num-cpus 1`` (``--label node=w1``,
-   ``w2``; the device label from detection), started with ``quantmatch fleet start`` on a free loopback port,
-   then the same sweep on the ``ray`` executor;
+2. a warm-up sweep on the ``local`` executor (not in the table: it quantizes every artifact and computes the
+   fp32 reference once), so that every timed sweep measures warm caches;
+3. a Ray head with ``--num-cpus 0`` (it runs no unit) and two workers with ``--num-cpus 1`` (``--label node=w1``,
+   ``w2``; the device label from detection), started with ``quantmatch fleet start`` on a free loopback port;
+4. ``--rounds`` rounds of the same sweep (8 units: ``none:fp32:torch`` and ``--combos``; ``rerun=True``, nothing
+   stored) on ``local`` and on ``ray``, alternating ABBA (local, ray, ray, local, ...) so that a drift in the
+   machine's load falls on both; the summary takes the median per executor;
 5. the scheduling overhead alone: trivial units (a module-level function that returns at once) through
-   ``RayExecutor`` and ``LocalExecutor``: one at a time (the round trip of one unit), then batches of
-   ``--trivial`` units (wall / units, and the mean submit-to-outcome latency);
+   ``RayExecutor`` and ``LocalExecutor``: a cold batch (the first after connecting: on Ray it starts the worker
+   processes), one at a time (the round trip of one unit), then batches of ``--trivial`` units;
 6. ``quantmatch fleet stop`` (same environment: only the nodes this run started, by process id) in a ``finally``.
 
 Columns: wall s (the sweep's own figure: connect, detection on each node, planning and the units); sum of the
 units' seconds on their nodes; wall ratio local / ray; overhead per unit = (wall x slots - sum of unit seconds) /
-units, slots being 1 for ``local`` and the workers' CPUs for Ray; for trivial units, wall / units (batches) or the
-mean round trip (one at a time); nodes used by the units.
+units, slots being 1 for ``local`` and the workers' CPUs for Ray (for trivial units: wall / units, or the mean
+round trip when one at a time); mean submit-to-outcome latency; the machine's CPU busy fraction during the sweep
+(all processes, from /proc/stat); the nodes that ran the units.
 """
 
 from __future__ import annotations
@@ -216,38 +218,83 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def table(sweeps: dict[str, dict[str, Any]], trivial: list[dict[str, Any]]) -> None:
-    local, ray = sweeps.get("local"), sweeps.get("ray")
-    ratio = local["wall_s"] / ray["wall_s"] if local and ray and ray["wall_s"] else None
+def _sweep_row(what: str, s: dict[str, Any], ratio: float | None) -> None:
+    r = "-" if ratio is None else f"{ratio:.2f}"
+    ovh = "-" if s["overhead_per_unit_s"] is None else f"{s['overhead_per_unit_s']:.2f}"
+    lat = "-" if s["latency_mean_s"] is None else f"{s['latency_mean_s']:.2f}"
+    print(f"{what:<30} {s['ok']:>2}/{s['units']:<2} {s['wall_s']:>8.2f} {s['unit_seconds_sum']:>10.2f} {r:>9} "
+          f"{ovh:>10} {lat:>10} {_pct(s.get('machine_cpu_busy')):>8}  {_nodes(s['nodes'])}")
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per executor over the rounds, and the local / ray wall ratio of each round and of the medians."""
+    out: dict[str, Any] = {}
+    for name in ("local", "ray"):
+        mine = [r for r in runs if r["executor"] == name]
+        if not mine:
+            continue
+        out[name] = {k: statistics.median(r[k] for r in mine) for k in
+                     ("wall_s", "unit_seconds_sum", "overhead_per_unit_s", "latency_mean_s", "machine_cpu_busy")
+                     if all(r[k] is not None for r in mine)}
+        out[name].update(rounds=len(mine), slots=mine[0]["slots"], units=mine[0]["units"],
+                         ok=min(r["ok"] for r in mine), nodes=dict(sum((Counter(r["nodes"]) for r in mine),
+                                                                     Counter())))
+    rounds = sorted({r["round"] for r in runs})
+    pairs = []
+    for k in rounds:
+        got = {r["executor"]: r for r in runs if r["round"] == k}
+        if "local" in got and "ray" in got and got["ray"]["wall_s"]:
+            pairs.append(got["local"]["wall_s"] / got["ray"]["wall_s"])
+    out["ratio_per_round"] = pairs
+    if "local" in out and "ray" in out:
+        out["ratio_of_medians"] = out["local"]["wall_s"] / out["ray"]["wall_s"]
+    return out
+
+
+def table(runs: list[dict[str, Any]], summary: dict[str, Any], trivial: list[dict[str, Any]]) -> None:
     head = (f"{'what':<30} {'units':>5} {'wall s':>8} {'sum unit s':>10} {'local/ray':>9} {'ovh/unit s':>10} "
             f"{'mean lat s':>10} {'CPU busy':>8}  nodes used")
     print(head)
     print("-" * len(head))
-    for name, s in sweeps.items():
-        r = f"{ratio:.2f}" if ratio is not None and name == "ray" else "-"
-        ovh = "-" if s["overhead_per_unit_s"] is None else f"{s['overhead_per_unit_s']:.2f}"
-        lat = "-" if s["latency_mean_s"] is None else f"{s['latency_mean_s']:.2f}"
-        print(f"{'sweep ' + name + ' (' + str(s['slots']) + ' slot' + ('s' if s['slots'] > 1 else '') + ')':<30} "
-              f"{s['ok']:>2}/{s['units']:<2} {s['wall_s']:>8.2f} {s['unit_seconds_sum']:>10.2f} {r:>9} {ovh:>10} "
-              f"{lat:>10} {_pct(s['machine_cpu_busy']):>8}  {_nodes(s['nodes'])}")
+    for s in runs:
+        pair = [r for r in runs if r["round"] == s["round"] and r["executor"] == "local"]
+        ratio = pair[0]["wall_s"] / s["wall_s"] if s["executor"] == "ray" and pair and s["wall_s"] else None
+        _sweep_row(f"sweep {s['executor']}, round {s['round']}", s, ratio)
+    for name in ("local", "ray"):
+        if name in summary:
+            m = summary[name]
+            slots = f"{m['slots']} slot" + ("s" if m["slots"] > 1 else "")
+            _sweep_row(f"sweep {name} ({slots}), median", {**m, "overhead_per_unit_s": m.get("overhead_per_unit_s"),
+                                                           "latency_mean_s": m.get("latency_mean_s")},
+                       summary.get("ratio_of_medians") if name == "ray" else None)
     for t in trivial:
         lat = "-" if t["latency_mean_s"] is None else f"{t['latency_mean_s']:.3f}"
         per = t["latency_mean_s"] if t["kind"] == "one at a time" else t["per_unit_s"]
         ovh = "-" if per is None else f"{per:.3f}"
         print(f"{'trivial ' + t['executor'] + ', ' + t['kind']:<30} {t['units']:>5} {t['wall_s']:>8.2f} "
               f"{'-':>10} {'-':>9} {ovh:>10} {lat:>10} {'-':>8}  {_nodes(t['nodes'])}")
-    for name, s in sweeps.items():
+    for s in runs:
         for p in s["problems"]:
-            print(f"note: {name} sweep: {p['combo']} on {p['node'] or '?'}: {p['status']}: {p['reason']}")
+            print(f"note: {s['executor']} sweep, round {s['round']}: {p['combo']} on {p['node'] or '?'}: "
+                  f"{p['status']}: {p['reason']}")
     for t in trivial:
         for e in sorted(set(t["errors"])):
             print(f"note: trivial {t['executor']} {t['kind']}: {t['errors'].count(e)} failed: {e}")
+
+
+def idle_busy(seconds: float) -> float | None:
+    """The machine's CPU busy fraction over ``seconds`` while this process sleeps (the fleet idle, say)."""
+    ticks = cpu_ticks()
+    time.sleep(seconds)
+    return busy_since(ticks)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--combos", default=COMBOS, help="combinations besides none:fp32:torch (default: 7 that run "
                                                      "on a CPU with torch and onnxruntime)")
+    ap.add_argument("--rounds", type=int, default=2, help="timed sweeps per executor, alternating local and ray "
+                                                          "(ABBA: local, ray, ray, local, ...); default 2")
     ap.add_argument("--trivial", default="8,32", help="batch sizes of trivial units (default 8,32)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--window", type=int, default=64)
@@ -255,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=4)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up sweep (the local sweep then pays "
-                                                             "for quantizing: cold for local, warm for Ray)")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up sweep (the first timed sweep then "
+                                                             "pays for quantizing)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (model, cache, logs)")
     ap.add_argument("--out", type=Path, default=OUT, help=f"where the JSON goes (default {OUT})")
     args = ap.parse_args(argv)
@@ -276,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"config": config.to_dict(), "threads": args.threads, "timeout": 900.0, "budget": None,
                 "text": None, "requantize": False}
     started = time.perf_counter()
-    sweeps: dict[str, dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []
     trivial: list[dict[str, Any]] = []
     fleet: dict[str, Any] = {}
     warm: dict[str, Any] | None = None
@@ -285,22 +332,28 @@ def main(argv: list[str] | None = None) -> int:
             print("warm-up sweep on local (quantizes every artifact, computes the fp32 reference) ...", flush=True)
             warm = sweep(str(model), combos, "local", None, settings)
             print(f"  {warm['ok']}/{warm['units']} ok in {warm['wall_s']:.1f} s", flush=True)
-        print("sweep on local ...", flush=True)
-        sweeps["local"] = sweep(str(model), combos, "local", None, settings)
+        fleet["idle_cpu_busy_before"] = idle_busy(5.0)
         port = free_port()
         print(f"starting a Ray head (--num-cpus 0) and two workers (--num-cpus 1) on 127.0.0.1:{port} ...",
               flush=True)
         nodes, start_s = start_fleet(port)
-        fleet = {"port": port, "start_s": start_s, "nodes": nodes}
+        fleet.update(port=port, start_s=start_s, nodes=nodes)
         address = f"127.0.0.1:{port}"
-        print(f"  started in {start_s:.1f} s; sweep on ray ...", flush=True)
-        sweeps["ray"] = sweep(str(model), combos, "ray", address, settings)
+        fleet["idle_cpu_busy_fleet_up"] = idle_busy(5.0)
+        print(f"  started in {start_s:.1f} s; machine CPU busy {_pct(fleet['idle_cpu_busy_before'])} before, "
+              f"{_pct(fleet['idle_cpu_busy_fleet_up'])} with the fleet idle", flush=True)
+        for k in range(1, args.rounds + 1):
+            for name in ("local", "ray") if k % 2 else ("ray", "local"):
+                print(f"round {k}: sweep on {name} ...", flush=True)
+                run = sweep(str(model), combos, name, address if name == "ray" else None, settings)
+                runs.append({"round": k, **run})
+                print(f"  {run['ok']}/{run['units']} ok in {run['wall_s']:.1f} s", flush=True)
         print("trivial units on ray ...", flush=True)
         trivial += overhead("ray", address, batches)
         print("trivial units on local ...", flush=True)
         trivial += overhead("local", None, batches)
     finally:
-        if fleet or any(Path(os.environ["QUANTMATCH_CACHE_DIR"], "fleet", "nodes").glob("*.json")):
+        if fleet.get("nodes") or any(Path(os.environ["QUANTMATCH_CACHE_DIR"], "fleet", "nodes").glob("*.json")):
             t0 = time.perf_counter()
             print("stopping the Ray nodes (quantmatch fleet stop) ...", flush=True)
             print("  " + stop_fleet().replace("\n", "\n  "), flush=True)
@@ -309,23 +362,29 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}")
+    summary = summarize(runs)
     print()
-    table(sweeps, trivial)
+    table(runs, summary, trivial)
     import ray
 
-    caches = ("warm: a local warm-up sweep made every artifact and the fp32 reference first; both timed sweeps "
-              "reuse them from the shared QUANTMATCH_CACHE_DIR" if warm else
-              "local sweep cold (it quantizes), Ray sweep warm (reuses the local sweep's artifacts)")
+    caches = ("warm: a local warm-up sweep made every artifact and the fp32 reference first; every timed sweep "
+              "reuses them from the shared QUANTMATCH_CACHE_DIR" if warm else
+              "the first timed sweep (local) is cold (it quantizes), the others warm")
     print(f"\ncaches: {caches}")
-    ratio = sweeps["local"]["wall_s"] / sweeps["ray"]["wall_s"]
-    print(f"wall ratio local / ray: {ratio:.2f} (2 one-CPU Ray workers on a {os.cpu_count()}-core machine)")
+    print("the fleet stays up during the local sweeps (its idle daemons are part of the noise: "
+          f"{_pct(fleet.get('idle_cpu_busy_fleet_up'))} busy idle vs {_pct(fleet.get('idle_cpu_busy_before'))} "
+          "without it)")
+    ratio = summary.get("ratio_of_medians")
+    per_round = ", ".join(f"{x:.2f}" for x in summary["ratio_per_round"])
+    print(f"wall ratio local / ray: {ratio:.2f} (median walls; per round {per_round}); 2 one-CPU Ray workers on a "
+          f"{os.cpu_count()}-core machine")
     data = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "ray": ray.__version__},
         "date": time.strftime("%Y-%m-%d"),
         "command": " ".join([".venv/bin/python", "benchmarks/bench_fleet.py", *(argv or sys.argv[1:])]),
         "settings": settings, "combos": ["none:fp32:torch", *combos], "caches": caches,
-        "fleet": fleet, "warmup": warm, "sweeps": sweeps, "wall_ratio_local_over_ray": ratio,
+        "fleet": fleet, "warmup": warm, "sweeps": runs, "summary": summary, "wall_ratio_local_over_ray": ratio,
         "trivial": trivial, "seconds": time.perf_counter() - started,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from quantmatch.sdk.errors import InputError
 
-__all__ = ["cmd_fleet_nodes", "cmd_fleet_start", "cmd_fleet_stop", "cmd_sweep", "make_executor",
+__all__ = ["cmd_fleet_labels", "cmd_fleet_nodes", "cmd_fleet_start", "cmd_fleet_stop", "cmd_sweep", "make_executor",
            "verify_on_fleet"]
 
 
@@ -223,6 +223,24 @@ def cmd_fleet_start(args: argparse.Namespace) -> int:
               f"run a sweep on it:        quantmatch sweep MODEL --combos ... --executor {cls.name} "
               f"--address {node.address}\nstop it:                  quantmatch fleet stop")
     print(f"log: {node.log}")
+    if node.note:
+        print(node.note)
+    return 0
+
+
+def cmd_fleet_labels(args: argparse.Namespace) -> int:
+    """The labels ``fleet start`` would give this machine, for a cluster started otherwise (KubeRay, ``ray start``)."""
+    from quantmatch.sdk.executor import parse_labels
+
+    labels = _local_labels(parse_labels(args.label or []))
+    if args.format == "yaml":
+        print("labels:")
+        for k, v in labels.items():
+            print(f'  {k}: "{v}"')
+    elif args.format == "json":
+        print(json.dumps(labels, indent=2))
+    else:
+        print(",".join(f"{k}={v}" for k, v in labels.items()))
     return 0
 
 

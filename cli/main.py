@@ -503,9 +503,9 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from quantmatch.cli import fleet_view
 
     fn = {"start": fleet_view.cmd_fleet_start, "stop": fleet_view.cmd_fleet_stop,
-          "nodes": fleet_view.cmd_fleet_nodes}.get(args.fleet_command or "")
+          "nodes": fleet_view.cmd_fleet_nodes, "labels": fleet_view.cmd_fleet_labels}.get(args.fleet_command or "")
     if fn is None:
-        raise UsageError("say what to do: quantmatch fleet start|stop|nodes (quantmatch fleet --help)")
+        raise UsageError("say what to do: quantmatch fleet start|stop|nodes|labels (quantmatch fleet --help)")
     return fn(args)
 
 
@@ -820,6 +820,11 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--address", help="the fleet to ask (default auto: the one this machine is part of)")
     fp.add_argument("--executor", default="ray", help="the executor whose fleet to list (default ray)")
     fp.add_argument("--json", action="store_true", help="machine-readable output")
+    fp = fsub.add_parser("labels", help="print the labels `fleet start` would give this machine, for a cluster "
+                                        "started another way (ray start --labels, a KubeRay group's labels:)")
+    fp.add_argument("--label", action="append", metavar="KEY=VALUE", help="add or override a label (repeatable)")
+    fp.add_argument("--format", choices=("ray", "yaml", "json"), default="ray",
+                    help="ray: KEY=VALUE,... for ray start --labels (default); yaml: a KubeRay labels: block; json")
 
     sp = add("calibrate-sweep", cmd_calibrate_sweep, "quantize with calibrated methods at several calibration sizes "
                                                      "and texts, and measure where more samples stop helping")

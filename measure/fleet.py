@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tarfile
@@ -54,25 +55,42 @@ BLOB_LIMIT = 256 * 2**20
 """The largest artifact sent through the executor (the Ray object store) when there is no ``--artifact-store``."""
 NODE_LABEL = "quantmatch/node"
 """The label ``quantmatch fleet start`` sets to the machine's name (``--label node=NAME`` overrides it)."""
-VERSIONED = ("quantmatch", "torch", "transformers", "compressed-tensors", "llama_cpp_python", "onnxruntime",
-             "optimum-quanto", "hqq", "gguf")
-"""Distributions whose versions a unit's key includes (read from package metadata, nothing imported)."""
 LOST_CHECK_S = 2.0
 
 ProgressFn = Callable[["Progress"], None]
 
 
 # ---- what runs on a node -----------------------------------------------------------------------------------
+def _requirement_name(req: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower()
+
+
 def _versions() -> dict[str, str]:
+    """Installed versions of quantmatch and of every distribution a registered method or backend requires (asked
+    of the plugins: their ``requires``; read from package metadata, nothing imported)."""
     import importlib.metadata as md
 
+    from quantmatch.sdk.pluginhost import get_host
+
+    host = get_host()
+    names = {"quantmatch"} | {_requirement_name(r) for table in (host.quantizers, host.backends)
+                              for e in table.values() for r in e.obj.requires}
     out = {}
-    for name in VERSIONED:
+    for name in sorted(names):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             continue
     return out
+
+
+def _versions_for(versions: Mapping[str, str], combo: Any, registry: Any) -> dict[str, str]:
+    """The versions a unit depends on: quantmatch's and those of its method's and backend's requirements."""
+    reqs = list(registry.backend(combo.backend).requires)
+    if combo.method is not None:
+        reqs += list(registry.method(combo.method).requires)
+    wanted = {"quantmatch"} | {_requirement_name(r) for r in reqs}
+    return {k: v for k, v in versions.items() if k in wanted}
 
 
 def detect_unit(payload: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +157,7 @@ def run_unit(payload: dict[str, Any]) -> dict[str, Any]:
                   text=payload.get("text"), budget=payload.get("budget"),
                   requantize=bool(payload.get("requantize")))
     local = bench.registry.local()
-    out: dict[str, Any] = {"host": socket.gethostname(), "hardware": local.to_dict(), "versions": _versions(),
+    out: dict[str, Any] = {"host": socket.gethostname(), "profile": local.to_dict(), "versions": _versions(),
                            "detected_as": bench.registry.device_label(local), "made_here": False}
     todo, skipped = bench.plan([combo])
     res = next(r for r in [*todo, *skipped] if r.combo == combo)
@@ -196,7 +214,7 @@ def verify_unit(payload: dict[str, Any]) -> dict[str, Any]:
 
     reg = Registry()
     report = verify(registry=reg, threads=payload.get("threads"), save=False, only=only)
-    return {"report": report.to_dict(), "host": socket.gethostname(), "hardware": reg.local().to_dict(),
+    return {"report": report.to_dict(), "host": socket.gethostname(), "profile": reg.local().to_dict(),
             "detected_as": reg.device_label(reg.local()), "versions": _versions()}
 
 
@@ -236,7 +254,8 @@ class UnitRow:
     key: str = ""
     date: str = ""
     result: dict[str, Any] | None = None
-    hardware: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    """The hardware profile the node that ran it detected."""
     versions: dict[str, str] = field(default_factory=dict)
     artifact_from: str = ""
     made_here: bool = False
@@ -443,7 +462,7 @@ def plan_sweep(models: Sequence[str], combos: Sequence[str], executor: Executor,
                 placed = True
                 needs = not c.is_baseline or _prepares_baseline(bench, c.backend)
                 rel = str(bench.artifact_dir(c).relative_to(bench.work_dir)) if needs else ""
-                key = unit_key(fp, c.key, label, versions.get(label, {}), settings)
+                key = unit_key(fp, c.key, label, _versions_for(versions.get(label, {}), c, registry), settings)
                 units.append(Unit(key, model, c.key, label, {DEVICE_LABEL: label}, rel,
                                   {"model": model, "combo": c.key, **settings}))
             if not placed:
@@ -591,7 +610,7 @@ class _Runner:
             blob = v.pop("artifact_blob", None)
             row.status = v.get("status", "failed")
             row.reason, row.install = v.get("reason", "") or "", v.get("install", "") or ""
-            row.result, row.hardware, row.versions = v.get("result"), v.get("hardware"), v.get("versions") or {}
+            row.result, row.profile, row.versions = v.get("result"), v.get("profile"), v.get("versions") or {}
             row.seconds = float(v.get("seconds") or 0.0)
             row.artifact_from, row.made_here = v.get("artifact_from", ""), bool(v.get("made_here"))
             if first and oc.node and first != oc.node:
@@ -653,7 +672,7 @@ def _store_row(store: Any, row: UnitRow) -> None:
     fid = run.get("fidelity") or {}
     key = _model_key(row.model)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(row.versions.items()))
-    detail = {**res, "node": row.node, "node_id": row.node_id, "hardware": row.hardware, "unit": row.key}
+    detail = {**res, "node": row.node, "node_id": row.node_id, "profile": row.profile, "unit": row.key}
     if run:
         store.add_result(ResultRow(key, row.method, row.scheme, row.backend, row.device, run.get("perplexity"),
                                    None, run.get("decode_tps"), run.get("prefill_tps"), run.get("peak_rss_bytes"),
@@ -667,7 +686,7 @@ def _store_row(store: Any, row: UnitRow) -> None:
                                         Evidence("bench", fig, row.date, versions, node=row.node),
                                         res.get("level", ""))])
     store.add_unit(row.key, key, row.method, row.scheme, row.backend, row.device, row.node, row.status, row.date,
-                   {"result": res, "node_id": row.node_id, "hardware": row.hardware, "versions": row.versions})
+                   {"result": res, "node_id": row.node_id, "profile": row.profile, "versions": row.versions})
 
 
 def _model_key(model: str) -> str:
@@ -738,7 +757,7 @@ def verify_fleet(executor: Executor, *, threads: int | None = None, only: Sequen
             continue
         rep = oc.value["report"]
         device = node.device or oc.value.get("detected_as", "")
-        entry.update(device=device, report=rep, hardware=oc.value.get("hardware"), versions=oc.value.get("versions"))
+        entry.update(device=device, report=rep, profile=oc.value.get("profile"), versions=oc.value.get("versions"))
         out.nodes.append(entry)
         for c in rep.get("checks", []):
             if c["status"] not in ("agrees", "drift"):

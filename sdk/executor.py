@@ -141,10 +141,12 @@ class NodeProcess:
     head: bool
     labels: Mapping[str, str]
     log: str = ""
+    note: str = ""
+    """Anything the user must know or do (``wrote a new Ray token to ...: copy it to every machine that joins``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"executor": self.executor, "pid": self.pid, "address": self.address, "head": self.head,
-                "labels": dict(self.labels), "log": self.log}
+                "labels": dict(self.labels), "log": self.log, "note": self.note}
 
 
 class Executor(ABC):

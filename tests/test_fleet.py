@@ -238,9 +238,17 @@ def test_cli_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
                  "1.2.3.4:1"]) == 2
     assert "runs here" in capsys.readouterr().err
     assert main(["fleet"]) == 2
-    assert "fleet start|stop|nodes" in capsys.readouterr().err
+    assert "fleet start|stop|nodes|labels" in capsys.readouterr().err
     assert main(["fleet", "start", "--executor", "local", "--head"]) == 2
     assert "does not start nodes" in capsys.readouterr().err
+
+
+def test_fleet_labels_for_a_cluster_started_otherwise(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fleet", "labels", "--label", "node=gpu-box-3", "--format", "json"]) == 0
+    labels = json.loads(capsys.readouterr().out)
+    assert labels == local_labels() | {"quantmatch/node": "gpu-box-3"}
+    assert main(["fleet", "labels"]) == 0
+    assert f"{DEVICE_LABEL}={labels[DEVICE_LABEL]}," in capsys.readouterr().out
 
 
 def test_local_executor_contract() -> None:
@@ -254,3 +262,16 @@ def test_local_executor_contract() -> None:
         assert [n.device for n in ex.nodes()] == ["x"]
     finally:
         ex.close()
+
+
+def test_ray_token_stays_on(tmp_path: Path) -> None:
+    from quantmatch.plugins.executors.ray_cluster import ensure_token
+
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "ray" / "token")}
+    with pytest.raises(InputError, match="copy that file from the head"):
+        ensure_token(env, head=False)  # a worker never makes up a token of its own
+    assert "wrote a new Ray token" in ensure_token(env, head=True)
+    token = (tmp_path / "ray" / "token").read_text()
+    assert len(token) == 64 and (tmp_path / "ray" / "token").stat().st_mode & 0o777 == 0o600
+    assert ensure_token(env, head=True) == "" and (tmp_path / "ray" / "token").read_text() == token  # kept
+    assert ensure_token({**env, "RAY_AUTH_MODE": "disabled"}, head=False) == ""  # the user opted out

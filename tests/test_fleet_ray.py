@@ -68,8 +68,9 @@ class Fleet:
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        # the token lives with the test, not in ~/.ray: the head writes it there, the driver reads it there
         self.env = {**os.environ, "QUANTMATCH_CACHE_DIR": str(root / "cache"),
-                    "QUANTMATCH_RESULTS_DB": str(root / "results.sqlite")}
+                    "QUANTMATCH_RESULTS_DB": str(root / "results.sqlite"), "RAY_AUTH_TOKEN_PATH": str(root / "token")}
         self.nodes: dict[str, dict[str, Any]] = {}
 
     def start(self, name: str, *args: str) -> dict[str, Any]:
@@ -92,10 +93,12 @@ class Fleet:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     f = Fleet(tmp_path_factory.mktemp("fleet"))
     with pytest.MonkeyPatch.context() as mp:
-        for k in ("QUANTMATCH_CACHE_DIR", "QUANTMATCH_RESULTS_DB"):
+        for k in ("QUANTMATCH_CACHE_DIR", "QUANTMATCH_RESULTS_DB", "RAY_AUTH_TOKEN_PATH"):
             mp.setenv(k, f.env[k])
+        mp.delenv("RAY_AUTH_TOKEN", raising=False)
         try:
-            f.start("head")
+            head = f.start("head")
+            assert "wrote a new Ray token" in head["note"] and (f.root / "token").stat().st_mode & 0o077 == 0
             f.start("worker", "--label", f"device={WORKER_DEVICE}")
             yield f
         finally:
@@ -143,7 +146,7 @@ def test_units_land_on_matching_nodes_and_a_second_run_skips_them(fleet: Fleet, 
     for r in rows:  # each unit ran on the node whose device label it was routed to
         assert r.node_id == ids["worker" if r.device == WORKER_DEVICE else "head"], (r.combo, r.device, r.node)
         assert r.node == ("worker" if r.device == WORKER_DEVICE else "head")
-        assert r.hardware and r.hardware["family"] == "x86-cpu"  # what the node itself detected
+        assert r.profile and r.profile["family"] == "x86-cpu"  # what the node itself detected
     rtn = [r for r in rows if r.combo == "rtn:w8a16:torch"]
     assert sum(r.made_here for r in rtn) == 1  # quantized once, the other unit used it
     fp8 = next(r for r in report.rows if r.combo == VLLM_FP8)

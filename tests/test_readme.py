@@ -19,10 +19,10 @@ def _commands() -> list[str]:
 
 def test_the_readme_has_a_setup_command_and_a_test_command() -> None:
     setup, test = _commands()[:2]
-    assert setup.endswith("quantmatch registry --device local") and ".[all,test]" in setup
+    assert setup.endswith("quantmatch registry --device local") and ".[all,fleet,test]" in setup
     assert test.endswith(".venv/bin/python -m pytest")
     steps = [s.strip() for s in test.split("&&")]
-    quantmatch = next(i for i, s in enumerate(steps) if '-e ".[all,test]"' in s)
+    quantmatch = next(i for i, s in enumerate(steps) if '-e ".[all,fleet,test]"' in s)
     plugin = next(i for i, s in enumerate(steps) if "./examples/quantmatch-example-plugin" in s)
     # the plugin is installed by a pip call of its own, after quantmatch: one call for both fails to resolve
     # `quantmatch>=0.1` under the pip that `python3 -m venv` brings with Python 3.11 (23.2)

@@ -41,6 +41,31 @@ def _ray_env() -> dict[str, str]:
     return env
 
 
+def _token_path(env: Mapping[str, str]) -> Path:
+    return Path(env["RAY_AUTH_TOKEN_PATH"]) if env.get("RAY_AUTH_TOKEN_PATH") else Path.home() / ".ray" / "auth_token"
+
+
+def ensure_token(env: Mapping[str, str], head: bool) -> str:
+    """Make sure a node started with token authentication has Ray's token: a head writes a new one where Ray
+    looks for it (``$RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, mode 0600) when there is none; a worker
+    without one is refused, naming the fix. What was done, in words (empty: nothing to do)."""
+    if env.get("RAY_AUTH_MODE", "").lower() != "token" or env.get("RAY_AUTH_TOKEN"):
+        return ""
+    path = _token_path(env)
+    if path.is_file():
+        return ""
+    if not head:
+        raise InputError(f"this node needs the fleet's Ray token and {path} does not exist: copy that file from the "
+                         "head's machine (or set RAY_AUTH_TOKEN), then run the command again")
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes: 256 random bits
+    return f"wrote a new Ray token to {path}: copy it to every machine that joins"
+
+
 def _host(address: str) -> str:
     return address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
 
@@ -75,10 +100,9 @@ class RayExecutor(Executor):
 
                 Config.initialize("")
         addr = str(self.address)
-        if _host(addr) in LOOPBACK:
-            from quantmatch.plugins.executors._ray_start import keep_loopback
+        from quantmatch.plugins.executors._ray_start import keep_loopback
 
-            keep_loopback()
+        keep_loopback()  # a loopback head (also one found by "auto") is reached on loopback
         import ray
 
         try:
@@ -182,6 +206,8 @@ class RayExecutor(Executor):
         cls().check()
         if head == bool(address):
             raise InputError("say which node to start: --head, or --address HOST:PORT of a running head")
+        env = _ray_env()
+        note = ensure_token(env, head)
         ip = node_ip or ("127.0.0.1" if head or _host(str(address)) in LOOPBACK else None)
         args = ["start", "--block", "--disable-usage-stats"]
         if head:
@@ -199,7 +225,7 @@ class RayExecutor(Executor):
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "quantmatch.plugins.executors._ray_start", *args],
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=_ray_env(), start_new_session=True)
+                                    env=env, start_new_session=True)
         end = time.monotonic() + START_TIMEOUT
         while time.monotonic() < end:
             text = log.read_text(errors="replace")
@@ -213,7 +239,7 @@ class RayExecutor(Executor):
             _kill_session(proc.pid)
             raise InputError(f"the Ray node did not start in {START_TIMEOUT:.0f} s; log: {log}")
         where = f"{ip or 'this machine'}:{port or 6379}" if head else str(address)
-        return NodeProcess(cls.name, proc.pid, where, head, dict(labels), str(log))
+        return NodeProcess(cls.name, proc.pid, where, head, dict(labels), str(log), note)
 
     @classmethod
     def stop_node(cls, node: NodeProcess) -> str:

@@ -53,13 +53,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         backends = [{"name": name, "plugin": e.provenance.plugin, "runner": e.obj.runner or None,
                      "reference": e.obj.reference, "priors": sorted(e.obj.priors)}
                     for name, e in host.backends.items()]
+        executors = [{"name": name, "plugin": e.provenance.plugin, "description": e.obj.description,
+                      "requires": list(e.obj.requires), "install": e.obj.install, "missing": e.obj.missing()}
+                     for name, e in host.executors.items()]
         _emit_json({"schema": JSON_SCHEMA_VERSION, "plugins": [p.to_dict() for p in infos], "methods": methods,
-                    "backends": backends})
+                    "backends": backends, "executors": executors})
         return 0
     from quantmatch.cli import tables as render
 
     render.plugins_table(infos, {b: host.precedence(b) for b in sorted(host.refinements)})
     render.method_options({name: e.obj.options for name, e in host.quantizers.items()})
+    for name, e in host.executors.items():
+        missing = e.obj.missing()
+        print(f"executor {name}: {e.obj.description}" + (f" (needs {', '.join(missing)}: {e.obj.install})"
+                                                         if missing else ""))
     return 0
 
 

@@ -164,7 +164,7 @@ def run_unit(payload: dict[str, Any]) -> dict[str, Any]:
     if res.status == "skipped":
         return {**out, "status": "skipped", "reason": res.reason, "install": res.install,
                 "seconds": time.perf_counter() - t0}
-    rel = payload.get("artifact")
+    rel = str(payload.get("artifact") or "")
     target = bench.work_dir / rel if rel else None
     if target is not None and not payload.get("requantize"):
         _bring_artifact(payload, target, out)

@@ -20,7 +20,7 @@ def keep_loopback() -> None:
         return
 
     def resolve(host: str) -> str:
-        return host if services.is_localhost(host) else original(host)
+        return host if services.is_localhost(host) else original(host)  # type: ignore[attr-defined]
 
     resolve._quantmatch = True  # type: ignore[attr-defined]
     services.resolve_ip_for_localhost = resolve
@@ -32,7 +32,7 @@ def main() -> None:
     from ray.scripts.scripts import main as ray_main
 
     sys.argv = ["ray", *sys.argv[1:]]
-    ray_main()
+    ray_main()  # type: ignore[no-untyped-call]
 
 
 if __name__ == "__main__":

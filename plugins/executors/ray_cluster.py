@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -96,7 +97,7 @@ class RayExecutor(Executor):
             os.environ.setdefault(k, v)
         if imported and os.environ.get("RAY_AUTH_MODE") == "token":  # Ray read its config before we set the mode
             with contextlib.suppress(Exception):
-                from ray._raylet import Config
+                from ray._raylet import Config  # type: ignore[attr-defined]
 
                 Config.initialize("")
         addr = str(self.address)
@@ -106,7 +107,7 @@ class RayExecutor(Executor):
         import ray
 
         try:
-            ray.init(address=addr, logging_level="ERROR", log_to_driver=False, configure_logging=False,
+            ray.init(address=addr, logging_level=logging.ERROR, log_to_driver=False, configure_logging=False,
                      namespace="quantmatch")
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise InputError(f"cannot join a Ray cluster at {addr}: {e}\nStart one with `quantmatch fleet start "
@@ -122,7 +123,7 @@ class RayExecutor(Executor):
         import ray
 
         out = []
-        for n in ray.nodes():
+        for n in ray.nodes():  # type: ignore[no-untyped-call]
             res = n.get("Resources") or {}
             out.append(FleetNode(n["NodeID"], n.get("NodeName") or n.get("NodeManagerAddress", ""),
                                  n.get("NodeManagerAddress", ""), bool(n.get("Alive")), dict(n.get("Labels") or {}),

@@ -6,8 +6,9 @@ Run: ``.venv/bin/python benchmarks/bench_fleet.py [--rounds 2] [--combos ...] [-
 Everything happens in one run, side by side, so that the ratios hold on a shared, noisy machine:
 
 1. a tiny random Llama (``quantmatch.testing.models.write_tiny_model``) in a temporary directory, with a
-   temporary ``QUANTMATCH_CACHE_DIR`` and ``QUANTMATCH_RESULTS_DB`` set before anything starts (the Ray nodes
-   inherit them, so every node shares this machine's artifact cache);
+   temporary ``QUANTMATCH_CACHE_DIR``, ``QUANTMATCH_RESULTS_DB`` and ``RAY_AUTH_TOKEN_PATH`` set before anything
+   starts (the Ray nodes inherit them: every node shares this machine's artifact cache, and the head writes the
+   fleet's token there, not in ``~/.ray``);
 2. a warm-up sweep on the ``local`` executor (not in the table: it quantizes every artifact and computes the
    fp32 reference once), so that every timed sweep measures warm caches;
 3. a Ray head with ``--num-cpus 0`` (it runs no unit) and two workers with ``--num-cpus 1`` (``--label node=w1``,
@@ -311,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="quantmatch-bench-fleet-"))
     os.environ["QUANTMATCH_CACHE_DIR"] = str(tmp / "cache")
     os.environ["QUANTMATCH_RESULTS_DB"] = str(tmp / "results.sqlite")
+    if not os.environ.get("RAY_AUTH_TOKEN"):  # the head writes this fleet's own token there, not in ~/.ray
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(tmp / "ray_auth_token"))
     from quantmatch.sdk.runner import MeasureConfig
     from quantmatch.testing.models import write_tiny_model
 

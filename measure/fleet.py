@@ -391,9 +391,10 @@ def _fleet_devices(executor: Executor, registry: Any, devices: Sequence[str] | N
     """``(profile per device label, versions per device label, alive nodes, problem rows)``."""
     from quantmatch.sdk.profile import HardwareProfile
 
-    nodes = [n for n in executor.nodes() if n.alive]
+    nodes = [n for n in executor.nodes() if n.alive and n.cpus > 0]
     if not nodes:
-        raise InputError("the fleet has no alive node: start one with `quantmatch fleet start --head`")
+        raise InputError("the fleet has no alive node that takes units: start one with `quantmatch fleet start "
+                         "--head` (or a worker with --num-cpus 1 or more)")
     seen = executor.on_each_node(detect_unit, {})
     profiles: dict[str, Any] = {}
     versions: dict[str, dict[str, str]] = {}
@@ -589,7 +590,7 @@ class _Runner:
             self.report.interrupted = True
 
     def _find_lost(self) -> None:
-        alive = [n for n in self.ex.nodes() if n.alive]
+        alive = [n for n in self.ex.nodes() if n.alive and n.cpus > 0]
         for h, (u, _t0) in list(self.inflight.items()):
             if not any(selector_matches(u.selector, n.labels) for n in alive):
                 self.ex.cancel([h])

@@ -107,6 +107,7 @@ class FleetNode:
     alive: bool
     labels: Mapping[str, str] = field(default_factory=dict)
     cpus: float = 0.0
+    """CPUs the node offers to units; a node with none runs no unit (and is not a device of the fleet)."""
     head: bool = False
 
     @property
@@ -220,10 +221,11 @@ class Executor(ABC):
 
     def on_each_node(self, fn: UnitFn, payload: dict[str, Any], timeout: float = 3600
                      ) -> list[tuple[FleetNode, Outcome]]:
-        """Run ``fn(payload)`` once on every alive node (``detect``, ``verify``): each node with its outcome."""
+        """Run ``fn(payload)`` once on every alive node that takes units (``detect``, ``verify``): each node with its
+        outcome. A node that offers no CPU to units (a head started with ``--num-cpus 0``) is left out."""
         import time
 
-        alive = [n for n in self.nodes() if n.alive]
+        alive = [n for n in self.nodes() if n.alive and n.cpus > 0]
         handles = {id(h): (n, h) for n in alive
                    for h in [self.submit(fn, payload, {NODE_ID_LABEL: n.id}, f"{name_of(fn)}@{n.name}")]}
         todo = [h for _, h in handles.values()]

@@ -93,7 +93,8 @@ class Done:
 
 class InlineExecutor(Executor):
     """A third party's executor: runs each unit at once, in this process, on two pretend nodes that both carry
-    this machine's labels, alternating (to show that rows name the node the executor says ran them)."""
+    this machine's labels, alternating (to show that rows name the node the executor says ran them). A third node,
+    an H100 head that offers no CPU to units, must be no device of the fleet."""
 
     name = "inline"
     description = "test executor: runs units in the calling thread"
@@ -110,7 +111,8 @@ class InlineExecutor(Executor):
 
     def nodes(self) -> list[FleetNode]:
         return [FleetNode(f"n{i}", f"inline-{i}", "here", True, {**self.labels, "quantmatch/node": f"inline-{i}",
-                                                                 "ray.io/node-id": f"n{i}"}) for i in (0, 1)]
+                                                                 "ray.io/node-id": f"n{i}"}, cpus=1) for i in (0, 1)
+                ] + [FleetNode("n2", "gpu-head", "here", True, {DEVICE_LABEL: "nvidia_h100_sxm"}, cpus=0, head=True)]
 
     def submit(self, fn: UnitFn, payload: dict[str, Any], selector: Mapping[str, str] | None, name: str) -> Any:
         node = f"n{self.count % 2}"
@@ -141,6 +143,7 @@ def test_a_third_party_executor_runs_a_sweep(quantmatch_plugin: Any, tiny_llama_
     # every runnable combination ran on the one fleet device; each row names the node the executor reported
     assert {by["none:fp32:torch"].node, by["rtn:w8a16:torch"].node} <= {"inline-0", "inline-1"}
     assert by["rtn:w8a16:torch"].device == local_labels()[DEVICE_LABEL]
+    # the H100 head takes no units, so nothing is routed to it: FP8 in vLLM stays unverified
     assert by[VLLM_FP8].status == "unverified" and by[VLLM_FP8].reason.startswith("no node with a device that runs")
     assert "nvidia" in by[VLLM_FP8].reason and not by[VLLM_FP8].node
     assert report.exit_code == 0  # unverified is an answer, not an error

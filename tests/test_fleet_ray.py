@@ -198,3 +198,23 @@ def test_a_worker_killed_mid_unit_loses_its_units_and_the_sweep_finishes(fleet: 
     assert {r.status for r in report.rows} == {"lost"}, [(r.combo, r.status, r.reason) for r in report.rows]
     assert all(f"quantmatch/device={DOOMED_DEVICE}" in r.reason for r in report.rows)
     assert report.exit_code == 1 and time.monotonic() - killed[0] < 120
+
+
+def test_a_worker_killed_mid_unit_has_its_unit_retried_on_a_twin(fleet: Fleet, tiny_llama_dir: Path) -> None:
+    for name in ("twin-a", "twin-b"):
+        fleet.start(name, "--label", "device=amd_zen5_turin")
+    killed: list[str] = []
+
+    def kill_one(p: Any) -> None:
+        for name in ("twin-a", "twin-b"):
+            if not killed and p.nodes.get(name, {}).get("running"):
+                fleet.kill(name)
+                killed.append(name)
+
+    report = run_sweep([str(tiny_llama_dir)], ["rtn:w4a16-g64:torch"], RayExecutor(fleet.address),
+                       settings=SETTINGS, devices=["amd_zen5_turin"], rerun=True, progress=kill_one)
+    assert killed, "no unit started on a twin"
+    survivor = "twin-b" if killed[0] == "twin-a" else "twin-a"
+    assert {r.status for r in report.rows} == {"ok"}, [(r.combo, r.status, r.reason) for r in report.rows]
+    assert all(r.node == survivor for r in report.rows)
+    assert any(f"retried on {survivor} after {killed[0]} went away" in r.reason for r in report.rows)

@@ -418,11 +418,17 @@ def _fleet_devices(executor: Executor, registry: Any, devices: Sequence[str] | N
 
 
 def _combos_for(registry: Any, profiles: Mapping[str, Any], info: Any, combos: Sequence[str],
-                all_runnable: bool) -> list[str]:
+                all_runnable: bool, bench: Any) -> list[str]:
+    """The reference baseline, then (``all_runnable``) every runner's float baselines and every combination the
+    registry marks runnable on a fleet device, as ``bench --all-runnable`` plans them, then ``combos``."""
     from quantmatch.measure.bench import reference_combo
 
-    wanted = [reference_combo().key]
+    ref = reference_combo()
+    wanted = [ref.key]
     if all_runnable:
+        for backend in sorted(registry.host.runnable_backends(), key=lambda b: b != ref.backend):
+            cls = bench._runner_or_none(backend)
+            wanted += [k for s in (cls.baselines if cls else ()) if (k := f"none:{s}:{backend}") not in wanted]
         for prof in profiles.values():
             for v in registry.combinations(prof, model=info, include_unsupported=False):
                 key = f"{v.method or 'none'}:{v.scheme}:{v.backend}"
@@ -453,7 +459,7 @@ def plan_sweep(models: Sequence[str], combos: Sequence[str], executor: Executor,
         info = resolve_model(model, shapes_only=True).info
         fp = _model_fingerprint(model)
         bench = Bench(model, registry=registry, save=False)
-        for text in _combos_for(registry, profiles, info, combos, all_runnable):
+        for text in _combos_for(registry, profiles, info, combos, all_runnable, bench):
             c = Combo.parse(text)
             placed = False
             for label, prof in profiles.items():

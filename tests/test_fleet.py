@@ -278,3 +278,52 @@ def test_ray_token_stays_on(tmp_path: Path) -> None:
     assert len(token) == 64 and (tmp_path / "ray" / "token").stat().st_mode & 0o777 == 0o600
     assert ensure_token(env, head=True) == "" and (tmp_path / "ray" / "token").read_text() == token  # kept
     assert ensure_token({**env, "RAY_AUTH_MODE": "disabled"}, head=False) == ""  # the user opted out
+
+
+def test_artifacts_move_once_through_the_store_or_the_executor(tiny_llama_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that made an artifact publishes it to --artifact-store; a node with an empty cache takes it from there
+    instead of quantizing; without a store, the bytes the executor carries are unpacked the same way."""
+    from quantmatch.measure.fleet import _bring_artifact, _pack
+
+    monkeypatch.setenv("QUANTMATCH_RESULTS_DB", str(tmp_path / "results.sqlite"))
+    store = tmp_path / "shared"
+    monkeypatch.setenv("QUANTMATCH_CACHE_DIR", str(tmp_path / "node-a"))
+    first = run_sweep([str(tiny_llama_dir)], ["rtn:w8a16:torch"], LocalExecutor(labels=local_labels()),
+                      settings=SETTINGS, artifact_store=store, save=False)
+    made = next(r for r in first.rows if r.combo == "rtn:w8a16:torch")
+    assert made.status == "ok" and made.made_here, made.reason
+    rel = Bench(str(tiny_llama_dir), save=False).artifact_dir(Combo("rtn", "w8a16", "torch")).relative_to(
+        tmp_path / "node-a" / "bench-artifacts")
+    assert (store / rel / "quantmatch.json").is_file()
+    assert not list(store.rglob("*.tmp"))  # published through a temporary name and a rename
+    monkeypatch.setenv("QUANTMATCH_CACHE_DIR", str(tmp_path / "node-b"))  # another node: an empty cache
+    second = run_sweep([str(tiny_llama_dir)], ["rtn:w8a16:torch"], LocalExecutor(labels=local_labels()),
+                       settings=SETTINGS, artifact_store=store, save=False)
+    used = next(r for r in second.rows if r.combo == "rtn:w8a16:torch")
+    assert used.status == "ok" and not used.made_here and used.artifact_from == "artifact store"
+    assert used.result and used.result["run"]["perplexity"] == pytest.approx(made.result["run"]["perplexity"])
+    # no store: the producer's bytes travel with the unit and are unpacked into the node's cache
+    out: dict[str, Any] = {}
+    target = tmp_path / "node-c" / rel
+    _bring_artifact({"artifact": str(rel), "artifact_blob": _pack(store / rel)}, target, out)
+    assert out["artifact_from"] == "sent by the executor"
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in (store / rel).iterdir())
+
+
+def test_all_runnable_plans_what_bench_plans_on_each_fleet_device(tiny_llama_dir: Path) -> None:
+    from quantmatch.measure.fleet import plan_sweep
+
+    reg = Registry()
+    ex = LocalExecutor(labels=local_labels())
+    ex.connect()
+    try:
+        plan = plan_sweep([str(tiny_llama_dir)], [], ex, all_runnable=True, registry=reg)
+    finally:
+        ex.close()
+    combos = [u.combo for u in plan.units]
+    assert combos[0] == "none:fp32:torch" and "none:bf16:torch" in combos  # the runners' float baselines
+    bench_run, _ = Bench(str(tiny_llama_dir), registry=reg, save=False).plan(all_runnable=True)
+    assert set(combos) >= {r.combo.key for r in bench_run}  # everything bench --all-runnable would run here
+    assert len(set(u.key for u in plan.units)) == len(plan.units)  # one key per unit
+    assert all(u.selector == {DEVICE_LABEL: local_labels()[DEVICE_LABEL]} for u in plan.units)

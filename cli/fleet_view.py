@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -258,17 +257,8 @@ def _started_here() -> list[tuple[Path, Any]]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cmd_fleet_stop(args: argparse.Namespace) -> int:
+    from quantmatch.sdk.artifact import pid_alive
     from quantmatch.sdk.pluginhost import get_host
 
     found = _started_here()
@@ -279,7 +269,7 @@ def cmd_fleet_stop(args: argparse.Namespace) -> int:
         return 0
     # workers first, so that the head is not gone while they leave
     for f, node in sorted(found, key=lambda fn: fn[1].head):
-        if _alive(node.pid):
+        if pid_alive(node.pid):
             print(get_host().executor_class(node.executor).stop_node(node))
         else:
             print(f"node process {node.pid} had already exited")

@@ -447,9 +447,24 @@ def _derive(r: ComboResult, base: ComboResult | None, machine: Any) -> None:
                                                dt, run["batch"]).to_dict()
 
 
+def result_row(model_key: str, combo: str, device: str, run: Mapping[str, Any], date: str,
+               ppl_delta_pct: float | None = None) -> Any:
+    """The ``results`` row (:class:`~quantmatch.sdk.store.ResultRow`) of one measured run of ``combo``
+    (``method:scheme:backend``) on ``device``: what ``bench`` and fleet units store."""
+    from quantmatch.sdk.store import ResultRow
+
+    method, scheme, backend = combo.split(":")
+    fid = run.get("fidelity") or {}
+    return ResultRow(model_key, method, scheme, backend, device, run.get("perplexity"), ppl_delta_pct,
+                     run.get("decode_tps"), run.get("prefill_tps"), run.get("peak_rss_bytes"), date,
+                     kld_mean=fid.get("kld_mean"), kld_p99=fid.get("kld_p99"), top1_pct=fid.get("top1_pct"),
+                     ppl_ratio=fid.get("ppl_ratio"), kv_cache=run.get("kv_cache"), context=run.get("context"),
+                     kv_bytes=run.get("kv_bytes"))
+
+
 def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | None) -> Path:
     """Write one measured result to the ``results`` and ``runs`` tables, with ``bench`` evidence."""
-    from quantmatch.sdk.store import EvidenceRow, ResultRow, ResultsStore
+    from quantmatch.sdk.store import EvidenceRow, ResultsStore
     from quantmatch.sdk.verdict import Evidence
 
     st = ResultsStore(store)
@@ -457,11 +472,7 @@ def _save(report: BenchReport, r: ComboResult, model: str, store: str | Path | N
     if r.run is not None:
         c, run = r.combo, r.run
         fid = r.fidelity or {}
-        st.add_result(ResultRow(key, c.method or "none", c.scheme, c.backend, report.device, run["perplexity"],
-                                r.ppl_delta_pct, run["decode_tps"], run["prefill_tps"], run["peak_rss_bytes"],
-                                report.started, kld_mean=fid.get("kld_mean"), kld_p99=fid.get("kld_p99"),
-                                top1_pct=fid.get("top1_pct"), ppl_ratio=fid.get("ppl_ratio"),
-                                kv_cache=run.get("kv_cache"), context=run.get("context"), kv_bytes=run.get("kv_bytes")),
+        st.add_result(result_row(key, c.key, report.device, run, report.started, r.ppl_delta_pct),
                       detail={**r.to_dict(), "machine": report.machine})
         ratio = r.ratios.get("decode_tps")
         ach = (r.roofline or {}).get("achieved")

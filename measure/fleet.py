@@ -33,12 +33,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import socket
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -68,20 +66,13 @@ def _requirement_name(req: str) -> str:
 def _versions() -> dict[str, str]:
     """Installed versions of quantmatch and of every distribution a registered method or backend requires (asked
     of the plugins: their ``requires``; read from package metadata, nothing imported)."""
-    import importlib.metadata as md
-
+    from quantmatch.sdk.artifact import library_versions
     from quantmatch.sdk.pluginhost import get_host
 
     host = get_host()
     names = {"quantmatch"} | {_requirement_name(r) for table in (host.quantizers, host.backends)
                               for e in table.values() for r in e.obj.requires}
-    out = {}
-    for name in sorted(names):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return library_versions(sorted(names))
 
 
 def _versions_for(versions: Mapping[str, str], combo: Any, registry: Any) -> dict[str, str]:
@@ -104,41 +95,31 @@ def detect_unit(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pack(path: Path) -> bytes:
+    """An artifact directory's files as an uncompressed tar (what travels through the executor)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(str(path), arcname=path.name)
+        tar.add(str(path), arcname=".")
     return buf.getvalue()
 
 
 def _unpack(blob: bytes, dest: Path) -> None:
-    """Unpack an artifact into ``dest`` through a temporary directory beside it and a rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
-            tar.extractall(tmp, filter="data")
-        inner = tmp / dest.name
-        if dest.exists():
-            shutil.rmtree(dest)
-        inner.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Unpack an artifact into ``dest`` (:func:`~quantmatch.sdk.artifact.atomic_output`: nothing half-written)."""
+    from quantmatch.sdk.artifact import atomic_output
+
+    with atomic_output(dest, force=True) as tmp, tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        tar.extractall(tmp, filter="data")
 
 
 def _copy_in(src: Path, dest: Path) -> None:
-    """Copy an artifact directory (or file) to ``dest`` atomically: a temporary sibling, then a rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-    if src.is_dir():
-        shutil.copytree(src, tmp)
-    else:
-        shutil.copy2(src, tmp)
+    """Copy an artifact directory to ``dest`` through :func:`~quantmatch.sdk.artifact.atomic_output`; when another
+    node published the same artifact first, theirs is kept."""
+    from quantmatch.sdk.artifact import OutputExistsError, atomic_output
+
     try:
-        tmp.rename(dest)
-    except OSError:  # another node published it first: theirs is the same artifact
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_output(dest) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    except OutputExistsError:
+        pass
 
 
 def run_unit(payload: dict[str, Any]) -> dict[str, Any]:
@@ -181,8 +162,9 @@ def run_unit(payload: dict[str, Any]) -> dict[str, Any]:
             _copy_in(target, Path(store) / rel)
             out["published"] = str(Path(store) / rel)
         if payload.get("want_blob") and not had:
-            size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
-            if size <= BLOB_LIMIT:
+            from quantmatch.sdk.artifact import path_size
+
+            if path_size(target) <= BLOB_LIMIT:
                 out["artifact_blob"] = _pack(target)
     out.update(status=res.status, reason=res.reason, result=res.to_dict(), seconds=time.perf_counter() - t0)
     return out
@@ -671,22 +653,17 @@ class _Runner:
 def _store_row(store: Any, row: UnitRow) -> None:
     """A finished unit in the results store: its ``results``/``runs`` row, ``bench`` evidence (with the node)
     and its ``units`` row."""
-    from quantmatch.sdk.store import EvidenceRow, ResultRow
+    from quantmatch.measure.bench import result_row
+    from quantmatch.sdk.store import EvidenceRow
     from quantmatch.sdk.verdict import Evidence
 
     res = row.result or {}
     run = res.get("run") or {}
-    fid = run.get("fidelity") or {}
     key = _model_key(row.model)
     versions = ", ".join(f"{k} {v}" for k, v in sorted(row.versions.items()))
     detail = {**res, "node": row.node, "node_id": row.node_id, "profile": row.profile, "unit": row.key}
     if run:
-        store.add_result(ResultRow(key, row.method, row.scheme, row.backend, row.device, run.get("perplexity"),
-                                   None, run.get("decode_tps"), run.get("prefill_tps"), run.get("peak_rss_bytes"),
-                                   row.date, kld_mean=fid.get("kld_mean"), kld_p99=fid.get("kld_p99"),
-                                   top1_pct=fid.get("top1_pct"), ppl_ratio=fid.get("ppl_ratio"),
-                                   kv_cache=run.get("kv_cache"), context=run.get("context"),
-                                   kv_bytes=run.get("kv_bytes")), detail=detail)
+        store.add_result(result_row(key, row.combo, row.device, run, row.date), detail=detail)
         fig = (f"{key} on {row.node}: decode {run.get('decode_tps', 0):.1f} tok/s, prefill "
                f"{run.get('prefill_tps', 0):.0f} tok/s, ppl {run.get('perplexity', float('nan')):.3f}")
         store.add_evidence([EvidenceRow(row.method, row.scheme, row.backend, row.device,

@@ -37,6 +37,7 @@ __all__ = [
     "check_output",
     "library_versions",
     "path_size",
+    "pid_alive",
     "read_manifest",
     "remake_command",
     "write_manifest",
@@ -68,7 +69,8 @@ def path_size(path: str | Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -83,7 +85,7 @@ def _remove_stale_temporaries(target: Path) -> None:
     prefix = f".{target.name}{_TMP_MARK}"
     for p in target.parent.glob(prefix + "*"):
         pid_text = p.name[len(prefix):].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -27,6 +27,7 @@ import contextlib
 
 from quantmatch.measure.fleet import run_sweep, verify_fleet
 from quantmatch.plugins.executors.ray_cluster import RayExecutor
+from quantmatch.plugins.executors.ray_cluster import _session_pids as session_pids
 from quantmatch.registry import Registry
 from quantmatch.sdk.store import read_evidence
 
@@ -48,19 +49,6 @@ def free_port() -> int:
 def quantmatch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", "import sys; from quantmatch.cli import main; sys.exit(main())",
                            *args], capture_output=True, text=True, env=env, timeout=180)
-
-
-def session_pids(leader: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if os.getsid(int(entry.name)) == leader and stat[0] != "Z":
-                    out.append(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    return out
 
 
 class Fleet:

@@ -16,6 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session's caches and results store live under pytest's temporary root, never in the user's.
+
+    Dequantized models and ONNX exports take about 1 GB per run; in the user's cache directory they would
+    pile up, one copy per checkout, since the cache key includes the model file's path. Pytest keeps the last
+    three temporary roots only. Set here, the variables reach the subprocesses that tests start as well.
+    """
+    root = tmp_path_factory.mktemp("user-dirs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANTMATCH_CACHE_DIR", str(root / "cache"))
+        mp.setenv("QUANTMATCH_RESULTS_DB", str(root / "results.sqlite"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for var in ("QUANTMATCH_DISABLE_PLUGIN_AUTOLOAD", "QUANTMATCH_PLUGINS", "QUANTMATCH_BLOCK_PLUGINS"):

@@ -34,10 +34,15 @@ def _emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def _registry() -> Any:
+def _registry(args: argparse.Namespace | None = None) -> Any:
     from quantmatch.registry import Registry
 
-    return Registry()
+    asked = getattr(args, "runtime_version", None)
+    if not asked:
+        return Registry()
+    from quantmatch.registry.versions import parse_runtime_versions
+
+    return Registry(runtime_versions=parse_runtime_versions(asked))
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -115,7 +120,7 @@ def _model(spec: str | None) -> Any:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    reg = _registry()
+    reg = _registry(args)
     dev = reg.device(args.device)
     if args.level:
         from quantmatch.sdk.verdict import Level
@@ -151,7 +156,7 @@ def _why_empty(reg: Any, dev: Any, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    reg = _registry()
+    reg = _registry(args)
     method = None if args.method.lower() in ("-", "none", "any") else args.method
     layers = [args.layer] if args.layer else None
     verdicts = reg.explain(method, args.scheme, args.backend, args.device, args.target,
@@ -633,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--layer", default="linear", help="linear (default), moe or kv-cache")
     sp.add_argument("--model", help="a model directory or config.json for shape-aware pruning")
     sp.add_argument("--runnable", action="store_true", help="hide unsupported (pruned) combinations")
+    sp.add_argument("--runtime-version", action="append", metavar="NAME=VERSION",
+                    help="answer for this runtime version (repeatable), e.g. vllm=0.9.2; default: the installed "
+                         "version, else the newest the registry knows")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("explain", cmd_explain, "why one combination gets its verdict, with reasons and sources")
@@ -643,10 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", help="execution target: cuda, rocm, metal (mps), vulkan, cpu")
     sp.add_argument("--layer", help="only this layer type: linear, moe, kv-cache")
     sp.add_argument("--model", help="a model directory or config.json for shape-aware checks")
+    sp.add_argument("--runtime-version", action="append", metavar="NAME=VERSION",
+                    help="answer for this runtime version (repeatable), e.g. vllm=0.9.2; default: the installed "
+                         "version, else the newest the registry knows")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("conformance", cmd_conformance, "check the registry against a file of expected verdicts")
-    sp.add_argument("file", help="conformance JSON (format 'quantmatch conformance cases v1')")
+    sp.add_argument("file", help="conformance JSON (format 'quantmatch conformance cases' v1 or v2)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("-v", "--verbose", action="store_true", help="also list the agreeing cases")
 

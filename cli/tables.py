@@ -162,8 +162,14 @@ def registry_table(dev: HardwareProfile, combos: Sequence[Verdict], empty_becaus
         t.add_column(col, overflow="fold")
     for v in combos:
         why = v.runs_as or v.reasons[0].text
+        if v.disputed is not None:
+            why = f"DISPUTED (also said: {v.disputed.level.value}) - {why}"
         t.add_row(level_text(v.level), v.method or "-", v.scheme, v.backend, v.target, why)
     console().print(t)
+    versions = sorted({v.runtime_version for v in combos if v.runtime_version})
+    if versions:
+        console().print("Runtime versions: " + "; ".join(versions) + " (--runtime-version NAME=VERSION for another)",
+                        markup=False)
     for why in empty_because:
         console().print(f"No combination: {why}", markup=False)
     console().print("Levels: ● native (low-precision compute)  ◐ weight-only (memory win, 16-bit math)  "
@@ -185,6 +191,16 @@ def explain(dev: HardwareProfile, verdicts: Sequence[Verdict]) -> None:
             c.print(f"  {bullet}: {r.text}")
             if r.source:
                 c.print(f"    source: {r.source}", style="dim")
+        if v.disputed is not None:
+            c.print(Text.assemble(("  disputed: ", "bold yellow"),
+                                  f"another source says {v.disputed.level.value}: {v.disputed.reason}"))
+            c.print(f"    source: {v.disputed.source}", style="dim")
+        if v.runtime_version:
+            c.print(f"  for: {v.runtime_version}")
+        if v.other_versions:
+            c.print("  by runtime version:")
+            for a in v.other_versions:
+                c.print(Text.assemble(f"    {a.versions}: ", level_text(a.level), f" - {a.reason}"))
         if v.provenance:
             c.print(f"  declared by plugin {v.provenance}", style="dim")
         for e in v.evidence:

@@ -244,7 +244,7 @@ def matrix_pages() -> dict[str, str]:
     from quantmatch.sdk.pluginhost import PluginHost
     from quantmatch.sdk.verdict import Level
 
-    reg = Registry(PluginHost(autoload=False))
+    reg = Registry(PluginHost(autoload=False), installed=False)  # the newest known runtime versions
     header = HEADER.format(what="the capability registry (built-in plugins)")
     pages: dict[str, str] = {}
     index = [header, "# Capability matrix\n\n",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,35 +13,44 @@ from quantmatch.sdk.errors import InputError
 from quantmatch.sdk.scheme import BASELINES, Scheme, SchemeError, parse_scheme
 from quantmatch.sdk.verdict import LAYERS, Level, Verdict
 
-__all__ = ["REQUIRED_FIELDS", "CaseResult", "ConformanceFormatError", "ConformanceReport", "run_conformance",
+__all__ = ["FORMATS", "REQUIRED_FIELDS", "CaseResult", "ConformanceFormatError", "ConformanceReport", "run_conformance",
            "scheme_from_types"]
 
 REQUIRED_FIELDS = ("weights", "device", "backend", "expected")
-"""Fields every case needs; ``activations``, ``layer``, ``target``, ``method``, ``id``, ``why`` and
-``source`` are optional."""
+"""Fields every case needs; ``activations``, ``layer``, ``target``, ``method``, ``id``, ``why``,
+``source``, ``runtime_version`` and ``disputed`` are optional.
+
+``runtime_version`` (format v2) is the version of the backend's runtime the expectation holds for
+(``"0.9.2"``); without it the case is judged for the newest version the registry knows. ``disputed``
+(v2) marks a case where credible sources disagree: the registry agrees when its verdict is marked
+disputed too and either side is the expected level. Version 1 files (neither field) load unchanged."""
+
+FORMATS = ("quantmatch conformance cases v1", "quantmatch conformance cases v2")
 
 EXPECTED_FORMAT = ('{"cases": [{"id", "weights", "activations", "layer", "device", "backend", "target", '
-                   '"expected", "why", "source"}, ...]} where each case needs ' + ", ".join(REQUIRED_FIELDS))
+                   '"runtime_version", "expected", "disputed", "why", "source"}, ...]} where each case needs '
+                   + ", ".join(REQUIRED_FIELDS))
 
 
 class ConformanceFormatError(InputError):
     """A conformance file whose shape is not ``quantmatch conformance cases v1``."""
 
 _FLOAT = {"fp16", "bf16", "fp32"}
-_FMT_TOKEN = {"fp8-e4m3": "fp8", "fp8": "fp8", "nvfp4": "nvfp4", "mxfp4": "mxfp4", "mxfp8": "mxfp8",
-              "nf4": "nf4", "fp4": "fp4"}
-_KV = {"fp8-e4m3": "fp8", "fp8": "fp8", "int8": "int8", "int4": "int4", "nvfp4": "nvfp4", "fp16": "fp16",
-       "bf16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
+# A number format as conformance files spell it -> (bits, the scheme grammar's token).
+_TYPES = {"fp8-e4m3": (8, "fp8"), "fp8": (8, "fp8"), "fp8-e5m2": (8, "fp8e5m2"), "nvfp4": (4, "nvfp4"),
+          "mxfp4": (4, "mxfp4"), "mxfp8": (8, "mxfp8"), "mxfp6": (6, "mxfp6e2m3"), "mxfp6-e2m3": (6, "mxfp6e2m3"),
+          "mxfp6-e3m2": (6, "mxfp6e3m2"), "mxint8": (8, "mxint8"), "nf4": (4, "nf4"), "fp4": (4, "fp4")}
+_KV = {"fp8-e4m3": "fp8", "fp8": "fp8", "fp8-e5m2": "fp8e5m2", "int8": "int8", "int4": "int4", "nvfp4": "nvfp4",
+       "fp16": "fp16", "bf16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
 
 
-def _bits(t: str) -> int:
+def _type(t: str) -> tuple[int, str]:
+    t = t.replace("_", "-") if not t.startswith("int") else t
     if t.startswith("int") and t[3:].isdigit():
-        return int(t[3:])
-    if t in ("fp8-e4m3", "fp8", "mxfp8"):
-        return 8
-    if t in ("nvfp4", "mxfp4", "nf4", "fp4"):
-        return 4
-    raise SchemeError(f"unknown number format {t!r}")
+        return int(t[3:]), "int"
+    if t in _TYPES:
+        return _TYPES[t]
+    raise SchemeError(f"unknown number format {t!r} (known: int1-int8, {', '.join(_TYPES)})")
 
 
 def scheme_from_types(weights: str, activations: str | None, layer: str = "linear") -> Scheme:
@@ -48,7 +58,7 @@ def scheme_from_types(weights: str, activations: str | None, layer: str = "linea
     w = weights.strip().lower()
     a = (activations or "").strip().lower() or None
     if layer == "kv-cache":
-        kv = _KV.get(w)
+        kv = _KV.get(w.replace("_", "-")) or _KV.get(w)
         if kv is None:
             raise SchemeError(f"unknown KV-cache format {weights!r}")
         base = a if a in ("fp16", "bf16") else "fp16"
@@ -57,16 +67,16 @@ def scheme_from_types(weights: str, activations: str | None, layer: str = "linea
         return parse_scheme(w)
     if w in BASELINES or w == "tf32":
         return parse_scheme(w)
-    wb = _bits(w)
+    wb, wtok = _type(w)
     if a is None or a in _FLOAT:
-        fmt = "" if w.startswith("int") else f"-{_FMT_TOKEN[w]}"
+        fmt = "" if wtok == "int" else f"-{wtok}"
         if a == "fp32":
             return parse_scheme(f"w{wb}a32{fmt}")
         return parse_scheme(f"w{wb}a16{fmt}{'-bf16' if a == 'bf16' else ''}")
-    ab = _bits(a)
-    fmt = "int" if a.startswith("int") else _FMT_TOKEN[a]
-    s = parse_scheme(f"w{wb}a{ab}-{fmt}")
-    if s.weight_type != w:
+    ab, atok = _type(a)
+    s = parse_scheme(f"w{wb}a{ab}-{wtok}-{atok if atok != 'int' else f'int{ab}'}")
+    if s.weight_type != w.replace("_", "-") and not (w == "fp8" and s.weight_type == "fp8-e4m3") and \
+            not (w == "mxfp6" and s.weight_type == "mxfp6-e2m3"):
         raise SchemeError(f"weights {weights} with activations {activations} have no scheme form")
     return s
 
@@ -117,10 +127,17 @@ def run_case(reg: Registry, case: dict[str, Any]) -> CaseResult:
         method = case.get("method")
         if method:
             scheme, method = _as_produced_by(reg, method.lower(), scheme, str(case["backend"]))
-        v = reg.verdict(method, scheme, str(case["backend"]), str(case["device"]), case.get("target"), layer)
-    except (UnknownChoiceError, SchemeError, KeyError, ValueError) as e:
+        version = case.get("runtime_version") or _version_cited(reg, case)
+        at = reg.at_versions({str(case["backend"]): str(version)}) if version else reg
+        v = at.verdict(method, scheme, str(case["backend"]), str(case["device"]), case.get("target"), layer)
+    except (UnknownChoiceError, SchemeError, KeyError, ValueError, InputError) as e:
         return CaseResult(case, "unmapped", error=str(e).splitlines()[0])
-    return CaseResult(case, "agree" if v.level is expected else "disagree", v)
+    if case.get("disputed"):
+        sides = {v.level} | ({v.disputed.level} if v.disputed is not None else set())
+        ok = v.disputed is not None and expected in sides
+    else:
+        ok = v.level is expected
+    return CaseResult(case, "agree" if ok else "disagree", v)
 
 
 def _as_produced_by(reg: Registry, method: str, scheme: Scheme, backend: str) -> tuple[Scheme, str | None]:
@@ -144,6 +161,32 @@ def _as_produced_by(reg: Registry, method: str, scheme: Scheme, backend: str) ->
     return scheme, method
 
 
+_VERSIONED = re.compile(r"(?:/en/|/releases/tag/|/tree/|@|\s)v?(\d+\.\d+(?:\.\d+)?(?:\.post\d+)?)(?=[/\s;)]|$)")
+
+
+def _version_cited(reg: Registry, case: dict[str, Any]) -> str | None:
+    """The runtime version a v1 case's own source names, for a backend whose rows depend on the version.
+
+    A case without ``runtime_version`` that cites the runtime's versioned documentation or release
+    (``https://docs.vllm.ai/en/v0.9.2/...``, ``.../releases/tag/v0.46.0``) describes that version, not the
+    newest; any other case is judged for the newest version the registry knows.
+    """
+    try:
+        be = reg.backend(str(case["backend"]))
+    except UnknownChoiceError:
+        return None
+    if not be.runtime or not any(c.since or c.until for c in be.capabilities):
+        return None
+    names = {n.replace("-", "").replace("_", "").lower() for n in (be.name, be.runtime) if n}
+    for part in str(case.get("source") or "").split(" ; "):
+        flat = part.replace("-", "").replace("_", "").lower()
+        if any(n in flat for n in names):
+            m = _VERSIONED.search(part)
+            if m:
+                return m.group(1)
+    return None
+
+
 def run_conformance(path: str | Path, reg: Registry | None = None) -> ConformanceReport:
     """Run every case of a conformance file; cases naming unknown things are reported unmapped."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -154,5 +197,5 @@ def run_conformance(path: str | Path, reg: Registry | None = None) -> Conformanc
     if odd:
         raise ConformanceFormatError(f"case #{odd[0]} is {type(cases[odd[0]]).__name__}, not an object; "
                                      f"expected {EXPECTED_FORMAT}")
-    reg = reg or Registry()
+    reg = reg or Registry(installed=False)  # cases without a runtime_version are about the newest versions
     return ConformanceReport([run_case(reg, c) for c in cases])

@@ -32,6 +32,8 @@ _TYPE_ALIASES: dict[str, tuple[str, ...]] = {
     "fp8-e4m3": ("fp8-e4m3fn", "fp8-e4m3fnuz"),
     "fp8-e5m2": ("fp8-e5m2", "fp8-e5m2fnuz"),
     "fp4": ("fp4", "nvfp4", "mxfp4"),
+    "mxfp6-e2m3": ("mxfp6",),
+    "mxfp6-e3m2": ("mxfp6",),
 }
 
 

@@ -3,11 +3,12 @@ before anything runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from quantmatch.registry.engine import Decision, PluginFailure, Query, Rows, candidate_rows, decide, reasons_for, render
+from quantmatch.registry.versions import RuntimeVersion, holds, ranges, select, specifier
 from quantmatch.sdk.backend import Backend
 from quantmatch.sdk.errors import UnknownChoiceError
 from quantmatch.sdk.export import ExactExport
@@ -16,7 +17,7 @@ from quantmatch.sdk.pluginhost import Entry, PluginHost, get_host
 from quantmatch.sdk.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
 from quantmatch.sdk.quantizer import Quantizer
 from quantmatch.sdk.scheme import Scheme, parse_scheme
-from quantmatch.sdk.verdict import LAYERS, Evidence, Level, Reason, Verdict
+from quantmatch.sdk.verdict import LAYERS, Evidence, Level, Reason, Verdict, VersionAnswer
 
 __all__ = ["Registry", "UnknownChoiceError"]
 
@@ -33,10 +34,24 @@ class Registry:
 
     Built from what the plugins registered (see :mod:`quantmatch.sdk.hookspecs`). Results are
     deterministic: combinations sort by level (native first), then method, scheme, backend, target.
+
+    Verdicts are for one version of each runtime (:mod:`quantmatch.registry.versions`): the one in
+    ``runtime_versions`` (keyed by backend name or runtime distribution: ``{"vllm": "0.9.2"}``), else, with
+    ``installed``, the one installed here, else the newest the backend's rows were checked against.
     """
 
-    def __init__(self, host: PluginHost | None = None) -> None:
+    def __init__(self, host: PluginHost | None = None, runtime_versions: Mapping[str, str] | None = None,
+                 installed: bool = True) -> None:
         self.host = host or get_host()
+        self.runtime_versions = {k.lower(): v for k, v in (runtime_versions or {}).items()}
+        self.installed = installed
+        known = {n for e in self.host.backends.values() for n in (e.obj.name, e.obj.runtime) if n}
+        for k in self.runtime_versions:
+            if k not in known:
+                raise UnknownChoiceError("runtime (for --runtime-version)", k, sorted(known))
+        self._versions: dict[str, RuntimeVersion | None] = {}
+        self._bounded: dict[tuple[str, Query], bool] = {}
+        self._exported: dict[tuple[Any, ...], tuple[Scheme | None, tuple[Reason, ...], Reason | None]] = {}
         self._aliases: dict[str, str] = {}
         for dev_id, e in self.host.devices.items():
             self._aliases[dev_id.lower()] = dev_id
@@ -45,6 +60,7 @@ class Registry:
         self._local: HardwareProfile | None = None
         self._local_detected = False  # True once local() detected this machine (evidence applies to it only)
         self._evidence: dict[tuple[str, ...], dict[tuple[str, str, str], tuple[Evidence, ...]]] | None = None
+        self._evidence_ids: frozenset[str] = frozenset()
         self._decisions: dict[tuple[str, Query, int], Decision] = {}
         self._rows: dict[str, tuple[tuple[Any, Provenance], ...]] = {}
         self._schemes: dict[str, Scheme] = {}
@@ -54,6 +70,7 @@ class Registry:
         self._queries: dict[tuple[Any, ...], Query] = {}
         self._candidates: dict[tuple[str, Query], Rows] = {}
         self._sig_ids: dict[str, int] = {}
+        self._obj_sigs: dict[int, tuple[HardwareProfile, int]] = {}
         self._intern: dict[tuple[Any, ...], int] = {}
 
     # ---- lookups ---------------------------------------------------------------------------
@@ -130,11 +147,24 @@ class Registry:
             s = self._schemes[text] = parse_scheme(text)
         return s
 
+    def runtime_version(self, backend: str | type[Backend]) -> RuntimeVersion | None:
+        """The runtime version this registry answers for on ``backend`` (``None``: its rows name no version)."""
+        be = self.backend(backend) if isinstance(backend, str) else backend
+        if be.name not in self._versions:
+            self._versions[be.name] = select(be, self.runtime_versions, self.installed)
+        return self._versions[be.name]
+
+    def at_versions(self, runtime_versions: Mapping[str, str]) -> Registry:
+        """A registry over the same plugins that answers for these runtime versions (and this one's others)."""
+        return Registry(self.host, {**self.runtime_versions, **runtime_versions}, self.installed)
+
     def _backend_rows(self, name: str) -> tuple[tuple[Any, Provenance], ...]:
         rows = self._rows.get(name)
         if rows is None:
             entry = self.host.backends[name]
-            own = tuple((cap, entry.provenance) for cap in entry.obj.capabilities)
+            rv = self.runtime_version(entry.obj)
+            version = rv.version if rv is not None else None
+            own = tuple((cap, entry.provenance) for cap in entry.obj.capabilities if holds(cap, version))
             rows = self._rows[name] = tuple(self.host.refinements.get(name, ())) + own
         return rows
 
@@ -234,12 +264,15 @@ class Registry:
         else:
             return v
         if self._evidence is None:
+            from quantmatch.sdk.store import evidence_devices
+
             self._evidence = {}
+            self._evidence_ids = evidence_devices()
         found_all = self._evidence.get(ids)
         if found_all is None:
             from quantmatch.sdk.store import read_evidence
 
-            found_all = self._evidence[ids] = read_evidence(ids)
+            found_all = self._evidence[ids] = read_evidence(ids) if set(ids) & self._evidence_ids else {}
         found = found_all.get((v.method or "none", v.scheme, v.backend))
         return replace(v, evidence=found) if found else v
 
@@ -309,9 +342,16 @@ class Registry:
                            be.name),)
 
         q = self._query(q_method, sch, layer, t)
-        sig = self._sig_ids.get(dev.id)
-        if sig is None:
-            sig = self._sig_ids[dev.id] = self._intern.setdefault(dev.signature(), len(self._intern))
+        entry = self.host.devices.get(dev.id)
+        if entry is not None and entry.obj is dev:  # a catalog device: its signature is computed once
+            sig = self._sig_ids.get(dev.id)
+            if sig is None:
+                sig = self._sig_ids[dev.id] = self._intern.setdefault(dev.signature(), len(self._intern))
+        else:  # a profile given directly (a variant of a catalog entry, a detected machine) may share an id
+            held = self._obj_sigs.get(id(dev))
+            if held is None or held[0] is not dev:
+                held = self._obj_sigs[id(dev)] = (dev, self._intern.setdefault(dev.signature(), len(self._intern)))
+            sig = held[1]
         key = (be.name, q, sig)
         decision = self._decisions.get(key)
         if decision is None:
@@ -324,8 +364,53 @@ class Registry:
             return Verdict(Level.UNSUPPORTED, pre + reasons, q_method, scheme_s, be.name, t, dev.id, layer,
                            provenance=decision.provenance)
         runs_as = self._runs_as(decision, dev, q)
+        rv = self.runtime_version(be) if self._version_bounded(be.name, q) else None
+        dispute = decision.row.disputed if decision.row is not None else None
         return Verdict(decision.level, reasons, q_method, scheme_s, be.name, t, dev.id, layer,
-                       runs_as=runs_as, provenance=decision.provenance)
+                       runs_as=runs_as, provenance=decision.provenance, runtime_version=str(rv) if rv else "",
+                       disputed=dispute)
+
+    def _all_candidates(self, backend: str, q: Query) -> list[Any]:
+        """Every row of ``backend`` whose scheme filters match ``q``, whatever runtime version it holds for."""
+        entry = self.host.backends[backend]
+        rows = tuple(self.host.refinements.get(backend, ())) + tuple(
+            (cap, entry.provenance) for cap in entry.obj.capabilities)
+        return [cap for cap, _prov in candidate_rows(rows, q)]
+
+    def _version_bounded(self, backend: str, q: Query) -> bool:
+        key = (backend, q)
+        got = self._bounded.get(key)
+        if got is None:
+            entry = self.host.backends[backend]
+            got = any(c.since or c.until for c in entry.obj.capabilities) and any(
+                c.since or c.until for c in self._all_candidates(backend, q))
+            self._bounded[key] = got
+        return got
+
+    def version_answers(self, v: Verdict) -> tuple[VersionAnswer, ...]:
+        """The answer for each range of runtime versions, when ``v``'s answer depends on the version (empty
+        otherwise); neighbouring ranges with the same answer are merged."""
+        be = self.backend(v.backend)
+        if v.target == "-" or not be.runtime:
+            return ()
+        sch = self.scheme(v.scheme)
+        q = self._query(v.method if v.method and not self.exported_as(v.method, sch, be) else None, sch,
+                        v.layer, v.target)
+        cuts = ranges(self._all_candidates(be.name, q))
+        if not cuts:
+            return ()
+        dev = self.local() if self._local is not None and v.device == self._local.id else self.device(v.device)
+        method = self.method(v.method) if v.method else None
+        spans: list[tuple[str | None, str | None, Verdict]] = []
+        for lo, hi, at in cuts:
+            w = self.at_versions({be.name: at})._verdict(method, sch, be, dev, v.target, v.layer, None)
+            if spans and (spans[-1][2].level, spans[-1][2].reasons[0].text) == (w.level, w.reasons[0].text):
+                spans[-1] = (lo, spans[-1][1], spans[-1][2])  # the same answer reaches further back
+            else:
+                spans.append((lo, hi, w))
+        out = [VersionAnswer(specifier(lo, hi), w.level, w.reasons[0].text, w.reasons[0].source)
+               for lo, hi, w in spans]
+        return tuple(out) if len(out) > 1 else ()
 
     def _judge_exported(self, quantizer: type[Quantizer], route: tuple[type[Quantizer], ExactExport],
                         sch: Scheme, be: type[Backend], dev: HardwareProfile, t: str | None, layer: str,
@@ -333,6 +418,24 @@ class Registry:
         """``quantizer``'s artifact exported exactly into a format ``be`` loads: judged as the scheme the
         export runs as there, after the method's own checks and the export's grid rules."""
         owner, spec = route
+        key = (quantizer, str(sch), be.name)
+        cached = self._exported.get(key) if model is None else None
+        if cached is None:
+            cached = self._exported_parts(quantizer, owner, spec, sch, be, model)
+            if model is None:
+                self._exported[key] = cached
+        runs, own, lead = cached
+        if runs is None or own:
+            return Verdict(Level.UNSUPPORTED, own, quantizer.name, str(sch), be.name, t or "-", dev.id, layer)
+        inner = self._judge(owner, runs, be, dev, t, layer, model)
+        return replace(inner, method=quantizer.name, scheme=str(sch),
+                       reasons=(inner.reasons[0], lead, *inner.reasons[1:]))
+
+    def _exported_parts(self, quantizer: type[Quantizer], owner: type[Quantizer], spec: ExactExport, sch: Scheme,
+                        be: type[Backend], model: ModelInfo | None
+                        ) -> tuple[Scheme | None, tuple[Reason, ...], Reason | None]:
+        """What an exported combination's verdict rests on, whatever the device: the scheme it runs as (``None``:
+        it does not export exactly), the method's own fatal problems (or why it does not export), the lead reason."""
         fmt = owner.artifact_format
         rule = spec.rule_for(sch)
         try:
@@ -341,21 +444,20 @@ class Registry:
         except Exception as e:
             raise PluginFailure(self.host.quantizers[quantizer.name].provenance, f"{quantizer.__name__}.check()",
                                 e) from e
-        if rule is None or own:
-            why = () if rule is not None else (Reason(
-                f"{be.name} loads {', '.join(be.formats)}, not {quantizer.artifact_format}; "
-                f"{spec.why_not(sch, fmt)}, so {quantizer.name} {sch} does not export to it exactly "
-                f"(`quantmatch export ARTIFACT --to {fmt} --allow-requantize` rounds it again)", spec.source,
-                owner.name),)
-            return Verdict(Level.UNSUPPORTED, own + why, quantizer.name, str(sch), be.name, t or "-", dev.id, layer)
+        if rule is None:
+            why = Reason(f"{be.name} loads {', '.join(be.formats)}, not {quantizer.artifact_format}; "
+                         f"{spec.why_not(sch, fmt)}, so {quantizer.name} {sch} does not export to it exactly "
+                         f"(`quantmatch export ARTIFACT --to {fmt} --allow-requantize` rounds it again)", spec.source,
+                         owner.name)
+            return None, (*own, why), None
+        if own:
+            return None, own, None
         runs = self.scheme(rule.scheme_for(sch))
         if sch.kv_cache and not runs.kv_cache:
             runs = self.scheme(f"{runs}-kv{sch.kv_cache}")
-        inner = self._judge(owner, runs, be, dev, t, layer, model)
         lead = Reason(f"{quantizer.name}'s integer codes and scales are exported exactly to {fmt} "
                       f"(`quantmatch export ARTIFACT --to {fmt}`) and run as {runs}", spec.source, owner.name)
-        return replace(inner, method=quantizer.name, scheme=str(sch),
-                       reasons=(inner.reasons[0], lead, *inner.reasons[1:]))
+        return runs, own, lead
 
     @staticmethod
     def _runs_as(decision: Decision, dev: HardwareProfile, q: Query) -> str | None:
@@ -385,6 +487,11 @@ class Registry:
                 layers: Iterable[str] | None = None) -> list[Verdict]:
         """Verdicts for every relevant layer type: linear; MoE experts when the model has them (or,
         without a model, when their verdict differs); the KV cache when the scheme sets one."""
+        return [replace(v, other_versions=self.version_answers(v))
+                for v in self._explain(method, scheme, backend, device, target, model, layers)]
+
+    def _explain(self, method: str | None, scheme: str | Scheme, backend: str, device: str | HardwareProfile,
+                 target: str | None, model: ModelInfo | None, layers: Iterable[str] | None) -> list[Verdict]:
         sch = self.scheme(scheme)
         if layers is not None:
             return [self.verdict(method, sch, backend, device, target, layer, model) for layer in layers]
@@ -482,7 +589,7 @@ class Registry:
 
     def with_local(self, profile: HardwareProfile) -> Registry:
         """A copy of this registry whose ``local`` device is ``profile`` (for tests and tools)."""
-        r = Registry(self.host)
+        r = Registry(self.host, self.runtime_versions, self.installed)
         r._local = replace(profile)
         return r
 

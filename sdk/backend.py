@@ -43,6 +43,10 @@ class Backend:
       a scheme's ``-kv<fmt>`` among them asks nothing of the method (its artifact is the scheme's without
       the suffix), and the KV cache is judged by the ``kv-cache`` capability rows alone. Its runner
       runs them (:attr:`quantmatch.sdk.runner.Runner.kv_caches`).
+    - ``runtime``: the distribution whose version the capability rows' ``since``/``until`` bounds
+      refer to (``vllm``, ``onnxruntime``, ``llama-cpp-python`` ...); empty when no row is bounded.
+    - ``latest_version``: the newest version of ``runtime`` the rows were checked against. Verdicts are
+      for it unless the user names a version (``--runtime-version vllm=0.9.2``) or one is installed.
     """
 
     name: ClassVar[str] = ""
@@ -58,5 +62,7 @@ class Backend:
     priors: ClassVar[Mapping[str, RuntimePriors]] = MappingProxyType({})
     serves_unquantized: ClassVar[bool] = False
     kv_caches: ClassVar[tuple[str, ...]] = ()
+    runtime: ClassVar[str] = ""
+    latest_version: ClassVar[str] = ""
     executable: ClassVar[bool] = False
     """Deprecated and unused: a backend is executable when it names a ``runner``."""

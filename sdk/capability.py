@@ -13,9 +13,9 @@ import string
 from dataclasses import dataclass, field, fields
 
 from quantmatch.sdk.profile import TARGETS, canonical_target
-from quantmatch.sdk.verdict import LAYERS, Level
+from quantmatch.sdk.verdict import LAYERS, Dispute, Level
 
-__all__ = ["CATALOG_SOURCE", "TEMPLATE_FIELDS", "Capability", "Requires", "any_of", "readable_template",
+__all__ = ["CATALOG_SOURCE", "TEMPLATE_FIELDS", "Capability", "Dispute", "Requires", "any_of", "readable_template",
            "template_problems", "validate_capability"]
 
 TEMPLATE_FIELDS = ("device", "arch", "weights", "activations", "target", "method", "lowering")
@@ -67,6 +67,8 @@ class Requires:
 ALWAYS = Requires()
 
 
+
+
 @dataclass(frozen=True)
 class Capability:
     """One row of a backend's support table.
@@ -80,6 +82,12 @@ class Capability:
     - ``targets``: execution targets (``cuda``, ``rocm``, ``metal``, ``vulkan``, ``cpu``).
     - ``group_sizes``: allowed group sizes (``0`` stands for per-channel); ``symmetric``: required
       symmetry.
+
+    ``since``/``until`` bound the runtime versions the row holds for (``since`` inclusive, ``until``
+    exclusive, PEP 440 version strings of the backend's :attr:`~quantmatch.sdk.backend.Backend.runtime`
+    distribution); a row outside the asked version is skipped as if it were not declared. Declare the
+    newer behaviour and the older one as two rows, newest first. ``disputed`` records a credible source
+    that disagrees (:class:`Dispute`).
 
     ``when`` is the device predicate; ``level``/``reason``/``source`` the verdict. ``reason`` and
     ``runs_as`` may use the placeholders of :data:`TEMPLATE_FIELDS` (``{device}``, ``{arch}``,
@@ -100,6 +108,9 @@ class Capability:
     symmetric: bool | None = None
     when: Requires = field(default=ALWAYS)
     runs_as: str | None = None
+    since: str | None = None
+    until: str | None = None
+    disputed: Dispute | None = None
 
 
 def template_problems(text: str, label: str = "reason") -> list[str]:
@@ -151,6 +162,30 @@ def _requires_problems(req: Requires) -> list[str]:
     return problems
 
 
+def _version_problems(cap: Capability) -> list[str]:
+    problems = []
+    d = cap.disputed
+    if d is not None and not (isinstance(d, Dispute) and isinstance(d.level, Level) and str(d.reason).strip()
+                              and str(d.source).strip()):
+        problems.append("disputed must be a Dispute(level, reason, source) with a reason and a source")
+    if cap.since is None and cap.until is None:
+        return problems
+    from packaging.version import InvalidVersion, Version  # only for bounded rows: its regex costs start-up time
+
+    parsed = {}
+    for name in ("since", "until"):
+        v = getattr(cap, name)
+        if v is None:
+            continue
+        try:
+            parsed[name] = Version(v)
+        except (InvalidVersion, TypeError):
+            problems.append(f"{name}={v!r} is not a PEP 440 version (write since=\"0.10.2\")")
+    if len(parsed) == 2 and parsed["since"] >= parsed["until"]:
+        problems.append(f"since={cap.since} is not before until={cap.until} (until is exclusive)")
+    return problems
+
+
 def validate_capability(cap: object, backend_targets: tuple[str, ...] = ()) -> list[str]:
     """Return the problems of one declaration (empty when it is valid)."""
     if not isinstance(cap, Capability):
@@ -184,6 +219,7 @@ def validate_capability(cap: object, backend_targets: tuple[str, ...] = ()) -> l
         problems.append("group_sizes must be a tuple of ints (0 for per-channel)")
     if cap.symmetric is not None and not isinstance(cap.symmetric, bool):
         problems.append("symmetric must be True, False or None")
+    problems.extend(_version_problems(cap))
     for label, template in (("reason", cap.reason), ("runs_as", cap.runs_as)):
         if isinstance(template, str):
             problems.extend(template_problems(template, label))

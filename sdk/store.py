@@ -45,6 +45,7 @@ __all__ = [
     "ResultRow",
     "ResultsStore",
     "disagreeing_nodes",
+    "evidence_devices",
     "measured_fidelity",
     "measured_quality",
     "measured_runs",
@@ -304,6 +305,24 @@ def _upgrade(con: sqlite3.Connection) -> None:
         if values:
             con.execute(f"UPDATE results SET {', '.join(f'{c} = ?' for c in values)} WHERE rowid = ?",
                         (*values.values(), rowid))
+
+
+def evidence_devices(path: str | Path | None = None) -> frozenset[str]:
+    """The device ids the store holds any evidence for (empty when there is no store), in one query: a registry
+    reads :func:`read_evidence` only for those."""
+    p = Path(path) if path else results_path()
+    if not p.is_file():
+        return frozenset()
+    try:
+        con = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return frozenset()
+    try:
+        return frozenset(r[0] for r in con.execute("SELECT DISTINCT device FROM evidence"))
+    except sqlite3.Error:
+        return frozenset()
+    finally:
+        con.close()
 
 
 def read_evidence(device: str | Iterable[str], path: str | Path | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from quantmatch.sdk.profile import Provenance
 
-__all__ = ["LAYERS", "Evidence", "Level", "Reason", "Verdict"]
+__all__ = ["LAYERS", "Dispute", "Evidence", "Level", "Reason", "Verdict", "VersionAnswer"]
 
 LAYERS = ("linear", "moe", "kv-cache")
 """Layer types that can get different verdicts: dense linear layers, MoE expert layers, the KV cache."""
@@ -95,6 +95,37 @@ class Reason:
 
 
 @dataclass(frozen=True)
+class Dispute:
+    """What a second credible source says about the same combination on the same runtime version.
+
+    A capability row that carries one (:attr:`quantmatch.sdk.capability.Capability.disputed`) is answered
+    as **disputed**: the verdict keeps the row's level (the side the plugin author judged stronger) and
+    shows this side with its source next to it.
+    """
+
+    level: Level
+    reason: str
+    source: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"level": self.level.value, "reason": self.reason, "source": self.source}
+
+
+@dataclass(frozen=True)
+class VersionAnswer:
+    """The answer for a range of runtime versions (``explain`` shows each range whose answer differs)."""
+
+    versions: str
+    """The range in PEP 440 specifier form: ``>=0.10.2``, ``>=0.9,<0.10.2``, ``<0.9``."""
+    level: Level
+    reason: str
+    source: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"versions": self.versions, "level": self.level.value, "reason": self.reason, "source": self.source}
+
+
+@dataclass(frozen=True)
 class Evidence:
     """A measurement attached to a verdict (filled by ``quantmatch verify``/``bench``)."""
 
@@ -134,6 +165,14 @@ class Verdict:
     runs_as: str | None = None
     provenance: Provenance | None = None
     evidence: tuple[Evidence, ...] = field(default=())
+    runtime_version: str = ""
+    """The runtime version the verdict is for, and why that one: ``vllm 0.11.0 (latest known)``,
+    ``(installed)`` or ``(asked)``; empty when the backend's rows do not depend on a version."""
+    disputed: Dispute | None = None
+    """The other side, when credible sources disagree on this combination (see :class:`Dispute`)."""
+    other_versions: tuple[VersionAnswer, ...] = field(default=())
+    """Every range of runtime versions and its answer, when the answer depends on the version (filled by
+    :meth:`quantmatch.registry.Registry.explain`)."""
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -163,4 +202,7 @@ class Verdict:
             "plugin": self.provenance.plugin if self.provenance else None,
             "plugin_version": self.provenance.version if self.provenance else None,
             "evidence": [e.to_dict() for e in self.evidence],
+            "runtime_version": self.runtime_version or None,
+            "disputed": self.disputed.to_dict() if self.disputed else None,
+            "versions": [a.to_dict() for a in self.other_versions],
         }

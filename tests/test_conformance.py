@@ -175,3 +175,14 @@ def test_public_case_verdicts_are_explained(reg: Registry) -> None:
     for result in run_conformance(PUBLIC, reg).results:
         assert result.got is not None
         _assert_explained(result.got)
+
+
+def test_cases_written_for_the_2026_catalog_all_agree() -> None:
+    """Our own v2 cases (tests/data/conformance_2026.json): new devices, formats, gates, versions, disputes."""
+    path = Path(__file__).resolve().parent / "data" / "conformance_2026.json"
+    report = run_conformance(path)
+    bad = [(r.case["id"], r.status, r.error or (r.got.level.value if r.got else None)) for r in report.results
+           if r.status != "agree"]
+    assert not bad and len(report.results) >= 40
+    assert any(c.get("runtime_version") for c in (r.case for r in report.results))
+    assert any(c.get("disputed") for c in (r.case for r in report.results))

@@ -62,12 +62,12 @@ def test_reference_ids_present() -> None:
         pytest.skip(f"{REFERENCE} not available")
     ref_ids = {d["id"] for d in json.loads(REFERENCE.read_text())["devices"]}
     assert len(ref_ids) == 46
-    assert ref_ids == {p.id for p in all_devices()}
+    assert ref_ids <= {p.id for p in all_devices()}  # the catalog grows beyond the reference (issue 18)
 
 
 def test_ids_and_aliases_unique() -> None:
     ids = [p.id for p in all_devices()]
-    assert len(ids) == len(set(ids)) == 46
+    assert len(ids) == len(set(ids)) >= 46
     aliases = [a for p in all_devices() for a in p.aliases]
     assert len(aliases) == len(set(aliases))
     assert not set(aliases) & set(ids)
@@ -240,7 +240,7 @@ def test_nvidia_arch_features_not_a_floor(monkeypatch: pytest.MonkeyPatch) -> No
     assert not d.reason
     rtx, orin, gtx = d.devices
     assert rtx.name == "NVIDIA GeForce RTX 5090" and "tcgen05" not in rtx.features and "nvfp4" in rtx.features
-    assert orin.arch == "sm_87" and "int4" in orin.features and "sm_86" in orin.notes
+    assert orin.arch == "sm_87" and "int4" in orin.features and "nvidia_jetson_agx_orin" in orin.notes
     assert gtx.features == {"fp32", "fp16", "dp4a"} and not gtx.peaks and gtx.bandwidth.value is None
 
 
@@ -334,7 +334,7 @@ def test_amd_not_present(no_rocm: None) -> None:
 
 
 def test_amd_unknown_arch(monkeypatch: pytest.MonkeyPatch, no_rocm: None) -> None:
-    fake = fake_amdsmi("AMD Radeon RX 9070 XT", "gfx1201", 16 * GIB)
+    fake = fake_amdsmi("AMD Radeon RX 6800 XT", "gfx1030", 16 * GIB)  # RDNA2: not in the catalog
     monkeypatch.setattr(amd_rocm, "_amdsmi", lambda: fake)
     p = only_device(amd_rocm.AmdRocmFamily.detect())
     assert p.features == {"fp32", "fp16"} and "not in the catalog" in p.notes
@@ -514,7 +514,7 @@ def test_arm_neoverse_n1(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(arm_cpu, "_read_proc_cpuinfo", lambda: N1_CPUINFO)
     monkeypatch.setattr(arm_cpu, "_read_meminfo", lambda: None)
     p = only_device(arm_cpu.ArmCpuFamily.detect())
-    assert p.name == "Arm Neoverse N1" and p.arch == "neoverse" and p.family == "arm-cpu"
+    assert p.name == "Arm Neoverse N1" and p.arch == "neoverse-n1" and p.family == "arm-cpu"
     assert {"asimd", "dotprod", "int8", "fp16", "fp32"} <= p.features
     assert not {"i8mm", "bf16", "sve"} & p.features and "bf16" in p.emulated
     assert p.memory.value is None

@@ -38,7 +38,7 @@ pytest.importorskip("torch")
 
 SETTINGS = {"config": {"tokens": 128, "window": 64, "prompt": 8, "new_tokens": 4, "batch": 2, "repeats": 1,
                        "warmup": 1}, "threads": 1, "timeout": 600, "budget": None}
-VLLM_FP8 = "fp8:w8a8-fp8:vllm"  # CUDA only: no node of a CPU fleet runs it
+VLLM_FP8 = "rtn:w4a4-nvfp4:vllm"  # NVFP4 in vLLM: GPUs only, no node of a CPU fleet runs it
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ SETTINGS = {"config": {"tokens": 128, "window": 64, "prompt": 8, "new_tokens": 4
                        "warmup": 1}, "threads": 1, "timeout": 600, "budget": None}
 WORKER_DEVICE = "amd_zen4_genoa"
 DOOMED_DEVICE = "amd_zen3_milan"
-VLLM_FP8 = "fp8:w8a8-fp8:vllm"
+VLLM_FP8 = "rtn:w4a4-nvfp4:vllm"  # GPUs only
 
 
 def free_port() -> int:

@@ -136,6 +136,14 @@ def verdict_block(v: Verdict, device_name: str, hardware: Verdict | None = None)
     if hardware is not None:
         lines.append(_indent(Text.assemble(("the silicon alone (hardware backend): ", "bold"),
                                            level_text(hardware.level), f" — {hardware.reasons[0].text}")))
+    if v.disputed is not None:
+        lines.append(_indent(Text.assemble(("disputed: ", "bold yellow"), "another source says ",
+                                           level_text(v.disputed.level), f" — {v.disputed.reason}",
+                                           (f"\nsource: {v.disputed.source}", "dim"))))
+    if v.runtime_version:
+        lines.append(_indent(Text.assemble(("for: ", "bold"), v.runtime_version)))
+    for a in v.other_versions:
+        lines.append(_indent(Text.assemble((f"{a.versions}: ", "bold"), level_text(a.level), f" — {a.reason}"), 3))
     if v.provenance:
         lines.append(_indent(Text(f"declared by plugin {v.provenance}", style="dim")))
     if v.evidence:

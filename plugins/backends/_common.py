@@ -26,7 +26,7 @@ FP4_BLOCK = ("nvfp4", "mxfp4")
 
 GGUF_LEGACY = ("gguf-q4_0", "gguf-q4_1", "gguf-q5_0", "gguf-q5_1", "gguf-q8_0")
 GGUF_IQUANTS = ("gguf-iq*",)
-GGUF_QUANT = ("gguf-q*", "gguf-iq*", "gguf-tq*", "gguf-mxfp4")
+GGUF_QUANT = ("gguf-q*", "gguf-iq*", "gguf-tq*", "gguf-mxfp4", "gguf-mxfp4_moe", "gguf-nvfp4")
 """Every quantized GGUF type (legacy, k-quants, i-quants, ternary, mxfp4)."""
 
 FORMATS_ONLY: tuple[str, ...] = ()

@@ -1,7 +1,10 @@
 """llama.cpp (ggml): GGUF models on CPU, CUDA, HIP/ROCm, Metal and Vulkan.
 
 What executes differs per ggml backend: the CPU quantizes activations to Q8_0/Q8_K and uses integer
-SIMD dot products (AMX for Q4_0/Q4_1 on Sapphire Rapids builds); CUDA and HIP run MMQ/MMVQ on
+SIMD dot products, through the kernel ggml-cpu picks from the CPU's flags at load time (AMX tiles for the
+qtype_has_amx_kernels types on AMX builds; repacked interleaved gemm/gemv per type on AVX2/AVX-512 or Arm
+dotprod/i8mm; per-row vec_dot otherwise); F16 is native FP16 arithmetic only on Arm (x86 converts to F32) and
+BF16 only with AVX512_BF16; CUDA and HIP run MMQ/MMVQ on
 q8_1-quantized activations (int8 MMA on Turing+, dp4a on CC >= 6.1, MFMA/WMMA on AMD); Metal
 dequantizes blocks to half and runs simdgroup_half8x8 MMA (weight-only); Vulkan has DP4A MMQ for
 legacy quants where the device has integer dot products and dequant shaders otherwise.
@@ -25,7 +28,35 @@ KV_QUANT = ("q8_0", "q4_0")
 METAL_RUNS_AS = "blocks dequantized to half in threadgroup memory, simdgroup_half8x8 MMA, float accumulate"
 WIDENED = "{weights} converted to F32 for the math (F16C/NEON conversion), F32 FMA"
 
+# ---- CPU run-time gates (ggml-cpu), read at the commits cited -----------------------------------------
+LLAMA_0336 = ("https://pypi.org/project/llama-cpp-python/0.3.36/ (sdist vendor/llama.cpp: the same checks in "
+              "ggml-cpu/repack.cpp, amx/common.h, vec.cpp and simd-mappings.h)")
+LLAMA_REPACK = ("ggml-org/llama.cpp ggml/src/ggml-cpu/repack.cpp @00d3d1d8 (ggml_repack_get_optimal_repack_type) ; "
+                + LLAMA_0336)
+LLAMA_AMX_TYPES = ("ggml-org/llama.cpp ggml/src/ggml-cpu/amx/common.h @5c5f166e (qtype_has_amx_kernels) ; "
+                   + LLAMA_0336)
+LLAMA_SIMD_F16 = ("ggml-org/llama.cpp ggml/src/ggml-cpu/simd-mappings.h @037752ed (F16 NEON: vfmaq_f16 under "
+                  "__ARM_FEATURE_FP16_VECTOR_ARITHMETIC; F16 AVX512/AVX: _mm512_cvtph_ps to F32, 'AVX512 has FP16 "
+                  "extension (AVX512_FP16) but ... I use FP32 instead') ; " + LLAMA_0336)
+LLAMA_VEC_BF16 = ("ggml-org/llama.cpp ggml/src/ggml-cpu/vec.cpp @00d46933 (ggml_vec_dot_bf16: _mm512_dpbf16_ps under "
+                  "__AVX512BF16__, AVX512F/AVX2 widen to F32, no NEON/SVE branch: scalar GGML_BF16_TO_FP32 loop) ; "
+                  + LLAMA_0336)
+AMX_TYPES = ("gguf-q4_0", "gguf-q4_1", "gguf-q8_0", "gguf-q4_k*", "gguf-q5_k*", "gguf-q6_k", "gguf-iq4_xs")
+
 KV_CACHE = (
+    # on the CPU the cache's dot products go through the same F16/BF16 vec_dot kernels as F16/BF16 weights
+    Capability(N, "F16 KV cache on an Arm CPU with FP16 vector arithmetic: the attention dots run vfmaq_f16",
+               c.join(c.LLAMA_CPU, LLAMA_SIMD_F16),
+               weights=("fp16",), layers=c.KV, targets=("cpu",), when=Requires(features_all=any_of("fp16", "asimd"))),
+    Capability(W, "F16 KV cache on {device}: ggml-cpu converts F16 to F32 for the attention dots (AVX512_FP16 is "
+               "not used)", c.join(c.LLAMA_CPU, LLAMA_SIMD_F16),
+               weights=("fp16",), layers=c.KV, targets=("cpu",), runs_as="KV widened to F32 for the attention dots"),
+    Capability(N, "BF16 KV cache on a CPU with AVX512_BF16: the attention dots run _mm512_dpbf16_ps",
+               c.join(c.LLAMA_CPU, LLAMA_VEC_BF16), weights=("bf16",),
+               layers=c.KV, targets=("cpu",), when=Requires(features_all=any_of("avx512_bf16"))),
+    Capability(W, "BF16 KV cache on {device}: ggml_vec_dot_bf16 widens BF16 to F32 (SIMD on AVX2/AVX-512, a scalar "
+               "loop on Arm)", c.join(c.LLAMA_CPU, LLAMA_VEC_BF16),
+               weights=("bf16",), layers=c.KV, targets=("cpu",), runs_as="KV widened to F32 for the attention dots"),
     Capability(N, "the KV cache stays {weights}, computed natively on {target}",
                c.join(c.LLAMA_CPU, c.LLAMA_MMQ, c.LLAMA_METAL_DEVICE), weights=c.FLOAT_ACTS, layers=c.KV,
                when=c.COMPUTE_NATIVE),
@@ -48,6 +79,37 @@ KV_CACHE = (
                runs_as="quantized KV dequantized to F16/F32 for the attention math"),
 )
 
+
+def _repacked(weights: tuple[str, ...], layout: str, gate: str, when: Requires) -> Capability:
+    """A ggml-cpu repacked GEMM/GEMV path: picked per tensor at load time when the CPU has ``gate``."""
+    return Capability(N, f"ggml-cpu repacks {{weights}} tensors at load into {layout} interleaved blocks (extra "
+                      f"buffer type CPU_REPACK) and runs its gemm/gemv on Q8-quantized activations; picked at run "
+                      f"time because the CPU has {gate} (and the row count divides the interleave)", LLAMA_REPACK,
+                      weights=weights, targets=("cpu",), when=when,
+                      runs_as=f"{{weights}} repacked to {layout} blocks, integer gemm/gemv on Q8 activations ({gate})")
+
+
+CPU_FLOAT = (
+    Capability(N, "F16 GGUF tensors on an Arm CPU with FP16 vector arithmetic: ggml's F16 vec_dot runs vfmaq_f16 "
+               "(native FP16 FMA)", LLAMA_SIMD_F16, weights=("gguf-f16",), targets=("cpu",),
+               when=Requires(features_all=any_of("fp16", "asimd"))),
+    Capability(W, "F16 GGUF tensors on {device}: ggml-cpu converts F16 to F32 for the dot products (F16C/AVX512F "
+               "_cvtph_ps; AVX512_FP16 is not used even where the CPU has it)", LLAMA_SIMD_F16,
+               weights=("gguf-f16",), targets=("cpu",),
+               runs_as="F16 converted to F32 in SIMD registers (F16C / AVX512F vcvtph2ps), F32 FMA"),
+    Capability(N, "BF16 GGUF tensors on a CPU with AVX512_BF16: ggml_vec_dot_bf16 runs _mm512_dpbf16_ps "
+               "(native BF16 dot, F32 accumulate)", LLAMA_VEC_BF16, weights=("gguf-bf16",), targets=("cpu",),
+               when=Requires(features_all=any_of("avx512_bf16"))),
+    Capability(W, "BF16 GGUF tensors on {device} (no AVX512_BF16): ggml_vec_dot_bf16 widens BF16 to F32 with "
+               "AVX512F/AVX2 shifts and multiplies in F32", LLAMA_VEC_BF16, weights=("gguf-bf16",),
+               targets=("cpu",), when=Requires(features_any=any_of("avx2", "avx512f")),
+               runs_as="BF16 widened to F32 in SIMD registers, F32 math"),
+    Capability(W, "BF16 GGUF tensors on {device}: ggml_vec_dot_bf16 has no NEON/SVE branch (FEAT_BF16 is not "
+               "used), so the dot products run as a scalar BF16-to-F32 loop", LLAMA_VEC_BF16,
+               weights=("gguf-bf16",), targets=("cpu",),
+               runs_as="BF16 converted to F32 element by element, scalar F32 math (slow)"),
+)
+
 FLOAT = (
     Capability(N, "F32 GGUF tensors: F32 matmul", c.LLAMA_CPU, weights=("gguf-f32",)),
     Capability(N, "F16 GGUF tensors: native F16 math on {target}",
@@ -61,44 +123,70 @@ FLOAT = (
 )
 
 CPU = (
-    Capability(N, "AMX path (GGML_AMX_TILE/INT8/BF16 builds): Q4_0/Q4_1 unpacked to q8 for s8s8 tile GEMM "
-               "(batch 1 uses VNNI); ollama dropped its SPR AMX build (~10% slower there, +6.5% on EMR)",
-               c.join(c.LLAMA_AMX, c.LLAMA_CPU), weights=("gguf-q4_0", "gguf-q4_1"), targets=("cpu",),
+    Capability(N, "AMX path (GGML_AMX_INT8 builds, AMX-INT8 CPUs): {weights} is one of the types with AMX "
+               "kernels (qtype_has_amx_kernels: Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS), unpacked to int8 for "
+               "s8s8 tile GEMM (batch 1 uses VNNI); ollama dropped its SPR AMX build (~10% slower there, +6.5% "
+               "on EMR)", c.join(LLAMA_AMX_TYPES, c.LLAMA_AMX, c.LLAMA_CPU), weights=AMX_TYPES, targets=("cpu",),
                when=Requires(features_all=any_of("amx_int8"))),
+    # repack.cpp: the order of the checks is the order of these rows (first hit wins per type)
+    _repacked(("gguf-q4_0",), "q4_0_8x8", "AVX2", Requires(features_all=any_of("avx2"))),
+    _repacked(("gguf-q4_0", "gguf-q8_0", "gguf-q1_0"), "4x8 (SMMLA; q4_0 takes the SVE 8x8 kernel on 256-bit SVE)",
+              "NEON + I8MM", Requires(features_all=any_of("asimd", "i8mm"))),
+    _repacked(("gguf-q4_0", "gguf-q8_0", "gguf-q1_0"), "4x4 (SDOT)", "NEON + dotprod",
+              Requires(features_all=any_of("asimd", "dotprod"))),
+    _repacked(("gguf-q4_k*",), "q4_K_8x8", "AVX2", Requires(features_all=any_of("avx2"))),
+    _repacked(("gguf-q4_k*", "gguf-q5_k*", "gguf-q6_k"), "8x8 (SMMLA)", "NEON + I8MM",
+              Requires(features_all=any_of("asimd", "i8mm"))),
+    _repacked(("gguf-q4_k*", "gguf-q5_k*", "gguf-q6_k"), "8x4 (SDOT)", "NEON + dotprod",
+              Requires(features_all=any_of("asimd", "dotprod"))),
+    _repacked(("gguf-q2_k",), "q2_K_8x8", "AVX-512 (ggml_cpu_has_avx512)", Requires(features_all=any_of("avx512f"))),
+    _repacked(("gguf-iq4_nl", "gguf-mxfp4"), "8x8", "AVX2", Requires(features_all=any_of("avx2"))),
+    _repacked(("gguf-iq4_nl",), "iq4_nl_4x4", "NEON + dotprod (aarch64; the dotprod check is in 0.3.36's copy)",
+              Requires(features_all=any_of("asimd", "dotprod"))),
+    _repacked(("gguf-mxfp4",), "mxfp4_4x4", "NEON + dotprod", Requires(features_all=any_of("asimd", "dotprod"))),
     Capability(N, "vec_dot with activations quantized to Q8_0/Q8_K: integer SIMD dot (AVX2, "
-               "AVX512-VNNI/AVX-VNNI dpbusd, NEON sdot; SMMLA nrows=2 with i8mm)", c.LLAMA_CPU,
-               weights=QUANT, targets=("cpu",), when=c.INT8_UNIT),
+               "AVX512-VNNI/AVX-VNNI dpbusd, NEON sdot; SMMLA nrows=2 with i8mm); ggml-cpu has no repacked "
+               "kernel for {weights} on {device}", c.join(c.LLAMA_CPU, LLAMA_REPACK),
+               weights=QUANT, targets=("cpu",), when=c.INT8_UNIT,
+               runs_as="{weights} blocks dotted row by row (vec_dot) against Q8-quantized activations"),
     Capability(E, "{device} has no integer SIMD dot: ggml's scalar vec_dot fallback", c.LLAMA_CPU,
                weights=QUANT, targets=("cpu",), runs_as="scalar integer dot products"),
 )
 
+FP4_GGUF = ("gguf-mxfp4", "gguf-mxfp4_moe", "gguf-nvfp4")
+LLAMA_BLACKWELL_MMA = ("ggml-org/llama.cpp ggml/src/ggml-cuda/common.cuh @00108827 (GGML_CUDA_CC_BLACKWELL 1200: "
+                       "'While BW spans CC 1000, 1100 & 1200, we are integrating Tensor Core instructions available to "
+                       "1200 family'; BLACKWELL_MMA_AVAILABLE for __CUDA_ARCH__ in [1200, 1300)) ; ggml-org/llama.cpp "
+                       "ggml/src/ggml-cuda/mmq.cu (Q4 precision only for NVFP4/MXFP4 when blackwell_mma_available)")
+
 CUDA = (
-    Capability(N, "{weights}: native FP4 activation path (use_native_fp4) on FP4 tensor cores",
-               c.LLAMA_MMQ, weights=("gguf-mxfp4",), targets=("cuda",),
-               when=Requires(families=c.NVIDIA, features_all=any_of("mxfp4"))),
+    Capability(N, "{weights}: FP4 blocks on the sm_120-family FP4 tensor cores (BLACKWELL_MMA_AVAILABLE: compute "
+               "capability 12.x; sm_100/sm_103/sm_110 Blackwell take the q8_1 int8 path)",
+               c.join(c.LLAMA_MMQ, LLAMA_BLACKWELL_MMA), weights=FP4_GGUF, targets=("cuda",),
+               when=Requires(families=c.NVIDIA, min_cc=12.0, max_cc=12.9)),
     Capability(N, "MMQ: activations quantized to q8_1 (quantize_mmq_q8_1_cuda) and multiplied with int8 MMA "
                "(Turing+ always); dp4a MMVQ for small batches", c.LLAMA_MMQ,
-               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("cuda",),
+               weights=("gguf-q*", "gguf-iq*", *FP4_GGUF), targets=("cuda",),
                when=Requires(families=c.NVIDIA, features_all=any_of("int8"))),
     Capability(N, "dp4a MMQ (CC >= 6.1) on q8_1 activations for batch < MMQ_DP4A_MAX_BATCH_SIZE; on GPUs "
                "with FP16 MMA larger batches use dequant + cuBLAS FP16", c.LLAMA_MMQ,
-               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("cuda",),
+               weights=("gguf-q*", "gguf-iq*", *FP4_GGUF), targets=("cuda",),
                when=Requires(families=c.NVIDIA, features_all=any_of("dp4a"))),
     Capability(W, "no int8 dot on {device}: blocks dequantized, then cuBLAS FP16", c.LLAMA_MMQ,
-               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("cuda",),
+               weights=("gguf-q*", "gguf-iq*", *FP4_GGUF), targets=("cuda",),
                runs_as="dequantized to FP16, cuBLAS FP16 GEMM"),
 )
 
 ROCM = (
     Capability(N, "HIP MMQ on CDNA (MFMA; always on CDNA3, conditional on older CDNA): q8_1 activations, "
-               "integer matrix math", c.LLAMA_MMQ, weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"),
+               "integer matrix math", c.LLAMA_MMQ, weights=("gguf-q*", "gguf-iq*", *FP4_GGUF),
                targets=("rocm",), when=Requires(families=c.AMD, features_all=any_of("mfma"))),
     Capability(N, "RDNA3 WMMA MMQ for most types (Q2_K/Q6_K/IQ2 only at small batch, else dequant + "
                "hipBLAS); token generation uses integer-dot MMVQ", c.LLAMA_MMQ,
-               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("rocm",),
+               weights=("gguf-q*", "gguf-iq*", *FP4_GGUF), targets=("rocm",),
                when=Requires(families=c.AMD, features_all=any_of("wmma"))),
     Capability(W, "{device} has neither MFMA nor WMMA (Vega-class): dequant + hipBLAS (except MoE)",
-               c.LLAMA_MMQ, weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("rocm",),
+               c.LLAMA_MMQ, weights=("gguf-q*", "gguf-iq*", *FP4_GGUF), targets=("rocm",),
                runs_as="dequantized to FP16, hipBLAS GEMM"),
 )
 
@@ -106,7 +194,7 @@ METAL = (
     Capability(W, "Metal kernel_mul_mm dequantizes {weights} blocks to half in threadgroup memory and runs "
                "simdgroup_half8x8 MMA with float accumulate (the Metal-4 tensor API is used only on M5+)",
                c.join(c.LLAMA_METAL, c.LLAMA_METAL_DEVICE, c.LLAMA_METAL4),
-               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("metal",), runs_as=METAL_RUNS_AS),
+               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4*"), targets=("metal",), runs_as=METAL_RUNS_AS),
 )
 
 VULKAN = (
@@ -115,7 +203,7 @@ VULKAN = (
                targets=("vulkan",), when=c.GPU_INT_DOT),
     Capability(W, "Vulkan dequant shaders (MMQ only where implemented) with f16acc/coopmat matmul; int8 "
                "coopmat for RDNA3/RDNA4 is still an open PR", c.join(c.LLAMA_VULKAN, c.LLAMA_VULKAN_COOPMAT),
-               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4"), targets=("vulkan",),
+               weights=("gguf-q*", "gguf-iq*", "gguf-mxfp4*"), targets=("vulkan",),
                runs_as="blocks dequantized to FP16, FP16 (coopmat) matmul"),
 )
 
@@ -174,8 +262,13 @@ class LlamaCppBackend(Backend):
     source = c.LLAMA_CPU
     priors = PRIORS
     kv_caches = ("fp16", "bf16", *KV_QUANT)  # llama.cpp's type_k/type_v (--cache-type-k/-v), set at run time
+    # the rows describe llama.cpp (ggml) itself; users install it as the llama-cpp-python distribution, whose
+    # version is what since/until bounds and --runtime-version refer to (each release vendors a ggml commit)
+    runtime = "llama-cpp-python"
+    latest_version = "0.3.36"
     capabilities = (
         *KV_CACHE,
+        *CPU_FLOAT,
         *FLOAT,
         *CPU,
         *CUDA,

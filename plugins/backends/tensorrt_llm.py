@@ -18,7 +18,11 @@ from quantmatch.sdk.verdict import Level
 N, W, U = Level.NATIVE, Level.WEIGHT_ONLY, Level.UNSUPPORTED
 FP8 = c.FP8
 INT8 = ("int8",)
-DOCS = c.join(c.MODELOPT, c.TRTLLM_DOCS)
+TRTLLM_MATRIX = ("NVIDIA/TensorRT-LLM docs/source/reference/support-matrix.md @9b062a83 (Precision: Blackwell "
+                 "SM100/SM120 FP8, FP4, INT8, INT4; Hopper SM90 and Ada SM89 FP8, INT8, INT4; Ampere SM80/SM86 INT8, "
+                 "INT4; 'INT4 AWQ and GPTQ with FP8 activations require SM >= 89'; unlisted architectures get "
+                 "community support only)")
+DOCS = c.join(c.MODELOPT, c.TRTLLM_DOCS, TRTLLM_MATRIX)
 AMPERE_PLUS = Requires(families=c.NVIDIA, min_cc=8.0)
 """'Ampere and later' in the ModelOpt matrix: a generation floor, every later generation included."""
 
@@ -92,6 +96,9 @@ class TensorRTLLMBackend(Backend):
     formats = ("compressed-tensors", "modelopt")
     requires = ("tensorrt-llm",)
     install_hint = "pip install tensorrt-llm  (Linux, NVIDIA GPU)"
+    runtime = "tensorrt-llm"
+    latest_version = ""
+    """No row is bounded by version: the rows follow the support matrix at 9b062a83 (container 25.06)."""
     source = c.TRTLLM_DOCS
     priors = PRIORS
     serves_unquantized = True

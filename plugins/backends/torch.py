@@ -17,7 +17,7 @@ from __future__ import annotations
 from quantmatch.plugins.backends import _common as c
 from quantmatch.plugins.backends import _priors as p
 from quantmatch.sdk.backend import Backend
-from quantmatch.sdk.capability import Capability
+from quantmatch.sdk.capability import Capability, Requires, any_of
 from quantmatch.sdk.hookspecs import Register
 from quantmatch.sdk.pluginhost import hookimpl
 from quantmatch.sdk.priors import ACCELERATOR, RuntimePriors
@@ -28,14 +28,46 @@ INT8 = ("int8",)
 FP8 = c.FP8
 GPU = ("cuda", "rocm")
 WEIGHT_TYPES = (*c.INT_WEIGHTS, *FP8, *c.FP4_BLOCK)
+ALWAYS_CPU = Requires()
 DEQUANT = "{weights} weights decompressed to {activations}, {activations} matmul"
 TRANSFORMERS_QUANTIZED_CACHE = ("huggingface/transformers src/transformers/cache_utils.py (QuantizedCache, "
                                 "HQQQuantizedLayer: nbits 1/2/3/4/8, residual_length)")
+
+# ---- CPU run-time gates, read at the commits cited ------------------------------------------------------------
+TORCH_MKLDNN_BF16 = ("pytorch/pytorch aten/src/ATen/native/mkldnn/Utils.h (mkldnn_bf16_device_check: x86 "
+                     "ideep::has_bf16_type_support(), 'bf16 path needs the cpu support avx_ne_convert or avx512bw, "
+                     "avx512vl and avx512dq'; Arm cpuinfo_has_arm_bf16(); text verified via GitHub-indexed mirror "
+                     "id 6505418653)")
+TORCH_INT4MM_ISA = ("pytorch/pytorch aten/src/ATen/native/cpu/int4mm_kernel.cpp @00b919af (tinygemm_kernel: "
+                    "CPU_CAPABILITY_AVX512 and CPU_CAPABILITY_AVX2 bodies for bf16 activations, an aarch64 NEON "
+                    "body, else the scalar loop; the capability is torch.backends.cpu.get_cpu_capability())")
+TORCH_SCALED_MM_CPU = ("pytorch/pytorch aten/src/ATen/native/Blas.cpp @017943b7 (_scaled_mm_out_cpu: oneDNN "
+                       "mkldnn_scaled_mm only if cpuinfo_has_x86_amx_int8(), else _scaled_mm_out_cpu_emulated: "
+                       "'mat1.to(kFloat)' ... at::matmul in fp32)")
+CT_FAKE_QUANT = ("neuralmagic/compressed-tensors src/compressed_tensors/quantization/lifecycle/forward.py @b29792fd "
+                 "(wrap_module_forward_quantized: '(fake) quantize input activations')")
+AVX512_CORE = any_of("avx512f", "avx512bw", "avx512dq", "avx512vl")
+
+CPU_BF16 = (
+    Capability(E, "bf16 matmuls on {device} go to oneDNN (mkldnn_bf16_device_check holds: AVX512BW/VL/DQ), which "
+               "has no native BF16 unit here and computes in fp32", TORCH_MKLDNN_BF16, weights=("bf16",),
+               targets=("cpu",), when=Requires(features_all=AVX512_CORE, compute_emulated=True),
+               runs_as="oneDNN bf16 matmul lowered to fp32 FMA on AVX-512 ({lowering})"),
+    Capability(E, "bf16 matmuls on {device} go to oneDNN (mkldnn_bf16_device_check holds: AVX-NE-CONVERT), which "
+               "converts BF16 to fp32 for the math", TORCH_MKLDNN_BF16, weights=("bf16",), targets=("cpu",),
+               when=Requires(features_all=any_of("avx_ne_convert"), compute_emulated=True),
+               runs_as="oneDNN bf16 matmul, BF16 converted with AVX-NE-CONVERT, fp32 FMA"),
+    Capability(E, "bf16 matmuls on {device} skip oneDNN (mkldnn_bf16_device_check fails: no AVX-NE-CONVERT and no "
+               "AVX512BW/VL/DQ, or no Arm FEAT_BF16) and take ATen's own cpublas gemm, widening BF16 to fp32",
+               TORCH_MKLDNN_BF16, weights=("bf16",), targets=("cpu",), when=c.COMPUTE_EMULATED,
+               runs_as="ATen cpublas gemm: BF16 widened to fp32 ({lowering})"),
+)
 
 BASELINES = (
     Capability(N, "bf16 on MPS: the Apple GPU computes bfloat natively (PyTorch MPS bf16 needs macOS 14 or "
                "newer; op coverage is incomplete)", c.TORCH_MPS_BF16, weights=("bf16",), layers=c.ALL_LAYERS,
                targets=("metal",), when=c.COMPUTE_NATIVE),
+    *CPU_BF16,
     *c.float_baselines("PyTorch", c.FLOAT_TYPES, layers=c.ALL_LAYERS),
     Capability(U, "{device} has no {weights} unit and no known lowering for it on {target}", c.FLOAT_TYPES,
                weights=c.BASELINES, layers=c.ALL_LAYERS),
@@ -54,6 +86,14 @@ INT8_W8A8 = (
 )
 
 FP8_ROWS = (
+    Capability(E, "FP8 W8A8 compressed-tensors checkpoints on the CPU run fake-quantized: the FP8 weights are "
+               "decompressed to {activations} and compressed-tensors' wrapped forward quantizes each input to FP8 "
+               "and dequantizes it before a float matmul (no CPU has FP8 arithmetic; even torch._scaled_mm on CPU "
+               "upcasts to fp32 unless AMX-INT8 routes it to oneDNN)",
+               c.join(CT_FAKE_QUANT, c.TRANSFORMERS_CT_DECOMPRESS, TORCH_SCALED_MM_CPU), weights=FP8,
+               activations=FP8, targets=("cpu",),
+               runs_as="fake-quantized: activations quantized to FP8 and dequantized, FP8 weights decompressed, "
+                       "float matmul"),
     Capability(U, "no FP8 type in the Metal/MPS matmul type tables (MPP MatMul2d lists half, bfloat, float "
                "and int8 only)", c.METAL_TYPE_TABLE, weights=FP8, targets=("metal",)),
     Capability(N, "FP8 x FP8 through torch._scaled_mm on FP8 tensor/matrix cores "
@@ -83,12 +123,19 @@ WEIGHT_ONLY = (
     Capability(U, "transformers does not load compressed-tensors (or AWQ) checkpoints on Metal (its "
                "quantization overview lists them \u274c for Metal)", c.TRANSFORMERS_OVERVIEW,
                weights=WEIGHT_TYPES, activations=c.FLOAT_ACTS, targets=("metal",)),
-    Capability(W, "{weights} weight-only compressed-tensors checkpoints on the CPU: quantmatch's torch runner packs "
-               "the codes for PyTorch's _weight_int4pack_mm_for_cpu (groups of 32-256, or a multiple / per-channel "
-               "scale repeated; asymmetric zero points folded) instead of decompressing them; the kernel unpacks "
-               "nibbles and multiplies in bf16", c.TORCH_CPU_INT4PACK, weights=("int2", "int3", "int4"),
-               activations=c.FLOAT_ACTS, targets=("cpu",), group_sizes=(0, 32, 64, 128, 256, 512, 1024),
-               runs_as="{weights} weights unpacked inside the kernel, bf16 math"),
+    *(Capability(W, "{weights} weight-only compressed-tensors checkpoints on the CPU: quantmatch's torch runner "
+                 "packs the codes for PyTorch's _weight_int4pack_mm_for_cpu (groups of 32-256, or a multiple / "
+                 "per-channel scale repeated; asymmetric zero points folded) instead of decompressing them; the "
+                 f"kernel unpacks nibbles and multiplies in fp32 ({isa})",
+                 c.join(c.TORCH_CPU_INT4PACK, TORCH_INT4MM_ISA), weights=("int2", "int3", "int4"),
+                 activations=c.FLOAT_ACTS, targets=("cpu",), group_sizes=(0, 32, 64, 128, 256, 512, 1024),
+                 when=when, runs_as=f"{{weights}} weights unpacked inside the kernel, {math}")
+      for isa, math, when in (
+          ("ATen CPU capability AVX512: AVX512F/BW/VL/DQ", "512-bit fp32 FMA on bf16 activations",
+           Requires(features_all=AVX512_CORE)),
+          ("ATen CPU capability AVX2", "256-bit fp32 FMA on bf16 activations", Requires(features_all=any_of("avx2"))),
+          ("aarch64 NEON body", "NEON fp32 FMA", Requires(features_all=any_of("asimd"))),
+          ("no vectorized body for this CPU: scalar loop", "scalar fp32 math (slow)", ALWAYS_CPU))),
     Capability(W, "int8 weight-only per-channel symmetric compressed-tensors checkpoints on the CPU: quantmatch's "
                "torch runner packs them for PyTorch's _weight_int8pack_mm (one scale per output row) instead "
                "of decompressing them", c.TORCH_CPU_INT8PACK, weights=("int8",), activations=c.FLOAT_ACTS,
@@ -136,6 +183,8 @@ class TorchBackend(Backend):
     source = c.TRANSFORMERS_OVERVIEW
     priors = PRIORS
     serves_unquantized = True
+    runtime = "torch"
+    latest_version = "2.13.0"  # torch._scaled_mm on CPU and the int4pack kernels exercised here
     kv_caches = ("int8", "int4")  # transformers' QuantizedCache in the runner, set at run time
     capabilities = (
         *KV_QUANTIZED,

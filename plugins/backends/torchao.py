@@ -22,6 +22,30 @@ INT8 = ("int8",)
 FP8 = c.FP8
 GPU = ("cuda", "rocm")
 SRC = c.join(c.TORCHAO_DOCS, c.TORCHAO_API)
+AO = "pytorch/ao"
+AO_HEAD = "36027d82"
+"""The torchao commit read (main, at/after v0.18.0-rc1); v0.13.0/v0.14.1 read at their tags."""
+AO_UTILS = (f"{AO} torchao/utils.py @{AO_HEAD} (is_sm_at_least_89: capability >= (8, 9); is_MI300: gfx940/941/942; "
+            "is_MI350: gfx950)")
+AO_FLOAT8_GATE = (f"{AO} torchao/quantization/quant_api.py @{AO_HEAD} (_float8_dynamic_activation_float8_weight_"
+                  "transform: assert is_sm_at_least_89() or is_MI300() or is_MI350()) ; "
+                  f"{AO} torchao/float8/inference.py @{AO_HEAD}")
+AO_NAVI4_BUG = (f"{AO} torchao/utils.py @{AO_HEAD} (is_Navi4: `if \"gfx1200\" or \"gfx1201\" in archName` is always "
+                "true on ROCm; no float8 or MX gate calls it)")
+AO_INT4_PLAIN = (f"{AO} torchao/quantization/quant_api.py @{AO_HEAD} (Int4WeightOnlyConfig: version 2, "
+                 "int4_packing_format PLAIN -> Int4Tensor) ; "
+                 f"{AO} torchao/quantization/quantize_/workflows/int4/int4_tensor.py @{AO_HEAD} "
+                 "(torch.ops.mslk.bf16i4bf16_rowwise) ; "
+                 f"{AO} test/quantization/quantize_/workflows/int4/test_int4_tensor.py @{AO_HEAD} "
+                 "('Need sm90+', 'MSLK kernel not compatible with sm100+')")
+AO_INT4_TILE = (f"{AO} torchao/quantization/quantize_/workflows/int4/int4_tile_packed_to_4d_tensor.py @{AO_HEAD} "
+                "(Int4PackingFormat.TILE_PACKED_TO_4D: aten._weight_int4pack_mm, the tinygemm kernel)")
+AO_INT4_V013 = (f"{AO} torchao/quantization/quant_api.py @v0.13.0 (Int4WeightOnlyConfig version 1 default: "
+                "tinygemm tensor-core tiled layout); version 2 / PLAIN default from v0.14.0")
+AO_MX = (f"{AO} torchao/prototype/mx_formats/mx_tensor.py @{AO_HEAD} (KernelPreference.AUTO: torch._scaled_mm / "
+         "F.scaled_mm block-scaled GEMM; KernelPreference.EMULATED: dequantize, then a bf16 matmul)")
+MI300 = any_of("gfx940", "gfx941", "gfx942")
+MI350 = any_of("gfx950")
 
 METAL = (
     Capability(W, "torchao on Metal: int4 weight-only (MPS _weight_int4pack_mm, macOS 15+)",
@@ -37,14 +61,21 @@ METAL = (
 
 FLOAT8 = (
     Capability(N, "Float8DynamicActivationFloat8Weight: torch._scaled_mm on FP8 tensor cores "
-               "(is_sm_at_least_89)", SRC, weights=FP8, activations=FP8, targets=("cuda",), when=c.NV_FP8),
-    Capability(N, "Float8 dynamic: FNUZ FP8 (e4m3fnuz) on MI300-class matrix cores (supported in "
-               "the code; the docs list MI350+)", c.join(c.TORCHAO_API, c.TORCHAO_FNUZ, c.TORCHAO_DOCS),
-               weights=FP8, activations=FP8, targets=("rocm",), when=c.FNUZ_FP8),
-    Capability(N, "Float8 dynamic: OCP FP8 (e4m3fn) matrix cores (MI350+)", SRC, weights=FP8,
-               activations=FP8, targets=("rocm",), when=c.OCP_FP8_AMD),
-    Capability(U, "torchao Float8 needs FP8 tensor cores (SM 8.9+ / MI300+); {device} has none", SRC,
-               weights=FP8, activations=FP8),
+               "(is_sm_at_least_89: compute capability >= 8.9)", c.join(SRC, AO_FLOAT8_GATE, AO_UTILS),
+               weights=FP8, activations=FP8, targets=("cuda",), when=Requires(families=c.NVIDIA, min_cc=8.9)),
+    Capability(N, "Float8 dynamic on MI300 (is_MI300: gfx940/941/942): FNUZ FP8 (e4m3fnuz) matrix cores "
+               "(supported in the code; the docs list MI350+)",
+               c.join(AO_FLOAT8_GATE, AO_UTILS, c.TORCHAO_FNUZ, c.TORCHAO_DOCS),
+               weights=FP8, activations=FP8, targets=("rocm",), when=Requires(families=c.AMD, archs=MI300)),
+    Capability(N, "Float8 dynamic on MI350 (is_MI350: gfx950): OCP FP8 (e4m3fn) matrix cores",
+               c.join(AO_FLOAT8_GATE, AO_UTILS, c.TORCHAO_DOCS), weights=FP8, activations=FP8,
+               targets=("rocm",), when=Requires(families=c.AMD, archs=MI350)),
+    Capability(U, "torchao's float8 gate admits only is_sm_at_least_89(), is_MI300() or is_MI350(): {device} "
+               "({arch}) is refused even where it has FP8 units (RDNA4's FP8 WMMA included; torchao's "
+               "is_Navi4() helper is never consulted)", c.join(AO_FLOAT8_GATE, AO_UTILS, AO_NAVI4_BUG),
+               weights=FP8, activations=FP8, targets=("rocm",)),
+    Capability(U, "torchao Float8 needs FP8 tensor cores (SM 8.9+ / MI300+); {device} has none",
+               c.join(SRC, AO_FLOAT8_GATE), weights=FP8, activations=FP8),
 )
 
 MX = (
@@ -60,7 +91,9 @@ MX = (
                weights=("mxfp4", "mxfp8"), activations=("mxfp4", "mxfp8"), targets=("rocm",),
                when=Requires(families=c.AMD, features_any=any_of("mxfp4", "mxfp8"))),
     Capability(U, "torchao {weights} needs Blackwell (SM100) or MI350+ block-scaled matrix cores; {device} "
-               "has none", c.join(c.TORCHAO_DOCS, c.TE_MATRIX), weights=("nvfp4", "mxfp4", "mxfp8")),
+               "has none (the default KernelPreference.AUTO calls the block-scaled GEMM; only an explicit "
+               "KernelPreference.EMULATED runs, dequantizing to bf16: fake-quantized, not a kernel)",
+               c.join(c.TORCHAO_DOCS, AO_MX, c.TE_MATRIX), weights=("nvfp4", "mxfp4", "mxfp8")),
 )
 
 INT8_DYN = (
@@ -78,10 +111,21 @@ INT8_DYN = (
 )
 
 WEIGHT_ONLY = (
-    Capability(W, "Int4WeightOnlyConfig: tinygemm _weight_int4pack_mm (bf16, CUDA CC >= 8)",
-               c.join(SRC, c.QUANTO_QBITS), weights=("int4",), activations=("bf16",), targets=("cuda",),
-               when=Requires(families=c.NVIDIA, min_cc=8.0, compute_native=True),
+    # since v0.14 the default (version 2, PLAIN) runs MSLK's Hopper CUTLASS kernel; tinygemm is opt-in
+    Capability(W, "Int4WeightOnlyConfig (version 2, default int4_packing_format PLAIN): MSLK "
+               "bf16i4bf16_rowwise CUTLASS kernel on sm_90 (its test needs sm90+ and skips sm100+)",
+               c.join(AO_INT4_PLAIN, c.TORCHAO_DOCS), weights=("int4",), activations=("bf16",), targets=("cuda",),
+               when=Requires(families=c.NVIDIA, min_cc=9.0, max_cc=9.0, compute_native=True), since="0.14.0",
+               runs_as="int4 weights upconverted in registers by MSLK bf16i4bf16_rowwise, bf16 wgmma math"),
+    Capability(W, "Int4WeightOnlyConfig on {device}: the default PLAIN format's MSLK kernel is Hopper-only, so "
+               "int4_packing_format='tile_packed_to_4d' selects tinygemm _weight_int4pack_mm (bf16, CC >= 8)",
+               c.join(AO_INT4_PLAIN, AO_INT4_TILE), weights=("int4",), activations=("bf16",), targets=("cuda",),
+               when=Requires(families=c.NVIDIA, min_cc=8.0, compute_native=True), since="0.14.0",
                runs_as="int4 weights dequantized by tinygemm, bf16 tensor-core math"),
+    Capability(W, "Int4WeightOnlyConfig (version 1 default): tinygemm _weight_int4pack_mm (bf16, CUDA CC >= 8)",
+               c.join(SRC, AO_INT4_V013, c.QUANTO_QBITS), weights=("int4",), activations=("bf16",),
+               targets=("cuda",), when=Requires(families=c.NVIDIA, min_cc=8.0, compute_native=True),
+               until="0.14.0", runs_as="int4 weights dequantized by tinygemm, bf16 tensor-core math"),
     Capability(U, "Int4WeightOnlyConfig's tinygemm kernel needs bf16 on CUDA CC >= 8",
                c.join(SRC, c.QUANTO_QBITS), weights=("int4",), activations=c.FLOAT_ACTS, targets=("cuda",)),
     Capability(W, "Int4WeightOnlyConfig on CPU: _weight_int4pack_mm, {activations} math",
@@ -116,6 +160,8 @@ class TorchAOBackend(Backend):
     requires = ("torchao>=0.10", "torch>=2.4")
     install_hint = "pip install torchao"
     source = c.TORCHAO_DOCS
+    runtime = "torchao"
+    latest_version = "0.18.0"
     priors = PRIORS
     capabilities = (
         *c.float_baselines("torchao", c.FLOAT_TYPES),

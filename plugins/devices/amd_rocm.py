@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from functools import cache
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ from quantmatch.sdk.hookspecs import Register
 from quantmatch.sdk.pluginhost import hookimpl
 from quantmatch.sdk.profile import Figure, HardwareProfile
 
-__all__ = ["AmdRocmFamily", "normalize_gfx", "register_device_families"]
+__all__ = ["AmdRocmFamily", "igpu_entry", "normalize_gfx", "register_device_families"]
 
 # Architectures missing from the catalog that behave like one that is in it.
 _SAME_AS = {
@@ -39,6 +40,15 @@ _SAME_AS = {
     "gfx1101": "gfx1100",  # RDNA3 Navi 32/33 and APUs
     "gfx1102": "gfx1100",
     "gfx1103": "gfx1100",
+    "gfx1152": "gfx1150",  # RDNA3.5 APUs (Krackan Point): GFX11 WMMA, no FP8
+    "gfx1153": "gfx1150",
+    "gfx1200": "gfx1201",  # RDNA4 Navi 44: the same GFX12 WMMA (fp8/bf8) as Navi 48
+}
+# Integrated GPUs report their graphics brand ("AMD Radeon 8060S Graphics", libdrm amdgpu.ids); the catalog
+# names the APU that carries it, whose unified-memory figures are the GPU's.
+_IGPU_BRANDS = {
+    ("gfx1151", "8060s"): "amd_strix_halo",  # Ryzen AI Max+ 395 / Max 390
+    ("gfx1150", "890m"): "amd_strix_point",  # Ryzen AI 9 HX 370 / HX 375
 }
 _BASELINE = frozenset({"fp32", "fp16"})
 
@@ -126,6 +136,16 @@ def _via_torch(torch: Any) -> list[_Gpu]:
     return gpus
 
 
+def igpu_entry(name: str, gfx: str) -> HardwareProfile | None:
+    """The catalog APU whose integrated GPU reports ``name`` on ``gfx`` (``"AMD Radeon 8060S Graphics"``)."""
+    tokens = set(re.findall(r"[a-z0-9]+", name.lower()))
+    by_id = {p.id: p for p in _catalog()}
+    for (arch, brand), entry in _IGPU_BRANDS.items():
+        if arch == gfx and brand in tokens:
+            return by_id.get(entry)
+    return None
+
+
 def _profile(index: int, gpu: _Gpu, probe: str) -> HardwareProfile:
     gfx = normalize_gfx(gpu.gfx) if gpu.gfx else ""
     name = gpu.name or gfx or "AMD GPU"
@@ -134,11 +154,13 @@ def _profile(index: int, gpu: _Gpu, probe: str) -> HardwareProfile:
         gfx = hit.arch if hit else "gfx-unknown"
     memory = (detected_memory(gpu.total_bytes, f"{probe} VRAM total") if gpu.total_bytes
               else Figure(None, "GB", "", "unsourced", f"{probe} does not report memory"))
-    return gpu_profile(
-        id=f"local-rocm-{index}", name=name, vendor="amd", family=AmdRocmFamily.name, arch=gfx,
-        targets=("rocm", "vulkan"), catalog=_catalog(), same_as=_SAME_AS, fallback=_BASELINE, memory=memory,
-        probe=probe,
+    apu = igpu_entry(name, gfx)
+    profile = gpu_profile(
+        id=f"local-rocm-{index}", name=apu.name if apu else name, vendor="amd", family=AmdRocmFamily.name,
+        arch=gfx, targets=("rocm", "vulkan"), catalog=_catalog(), same_as=_SAME_AS, fallback=_BASELINE,
+        memory=memory, probe=probe,
     )
+    return replace(profile, name=name) if apu else profile
 
 
 def _detect() -> Detection:

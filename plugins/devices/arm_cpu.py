@@ -3,6 +3,13 @@
 The kernel's ``Features`` line names what matters for quantized kernels: ``asimddp`` (SDOT/UDOT),
 ``i8mm`` (SMMLA), ``bf16``, ``sve``/``sve2`` and ``asimdhp`` (fp16 arithmetic). Apple Silicon under
 macOS is described by the apple-metal family instead.
+
+The core is recognised from ``CPU implementer``/``CPU part`` (Arm Ltd 0x41: 0xd0c Neoverse N1 = Graviton2,
+0xd40 V1 = Graviton3, 0xd4f V2 = Graviton4 or NVIDIA Grace; aws/aws-graviton-getting-started
+perfrunbook/utilities/measure_aggregated_pmu_stats.py @83d74f4c). Graviton4 and Grace share the V2 core and
+its dispatch flags; /proc/cpuinfo has no reliable SoC id for them, so both map to arch ``neoverse-v2`` and the
+closest catalog entry is only a hint (Grace lists sm3/sm4, which AWS's HWCAP table shows absent on Graviton4).
+The profile's flags are always the ones the kernel reports.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ _ARM_PARTS = {
     "0xd0c": "Neoverse N1", "0xd40": "Neoverse V1", "0xd49": "Neoverse N2", "0xd4f": "Neoverse V2",
     "0xd8e": "Neoverse N3", "0xd84": "Neoverse V3",
 }
+# Arm Ltd part -> the catalog architecture id of the parts runtimes dispatch on.
+_PART_ARCH = {"0xd0c": "neoverse-n1", "0xd40": "neoverse-v1", "0xd4f": "neoverse-v2"}
 
 
 @cache
@@ -86,6 +95,28 @@ def _emulated(features: frozenset[str]) -> dict[str, str]:
     return out
 
 
+def _part(block: dict[str, str]) -> str | None:
+    """The Arm Ltd MIDR part number (``0xd4f``) of a /proc/cpuinfo block, or ``None`` for other implementers."""
+    if block.get("cpu implementer", "").lower() != "0x41":
+        return None
+    return block.get("cpu part", "").lower() or None
+
+
+def _catalog_entry(arch: str, flags: frozenset[str]) -> tuple[HardwareProfile | None, str]:
+    """The catalog entry closest to a recognised core, and a note saying how sure that is."""
+    same = [p for p in _catalog() if p.arch == arch]
+    if not same:
+        return None, ""
+    if len(same) == 1:
+        return same[0], f"catalog entry {same[0].id} (other SoCs with this core read the same)"
+    # Neoverse V2: Graviton4 or Grace. Only a hint: AWS lists no SM3/SM4 on Graviton4, GH200 dumps show them.
+    hint = "nvidia_grace" if flags & {"sm4", "svesm4"} else "aws_graviton4"
+    entry = next((p for p in same if p.id == hint), same[0])
+    others = ", ".join(p.id for p in same if p is not entry)
+    return entry, (f"closest catalog entry {entry.id} (hint from the sm3/sm4 flags, not an SoC id; "
+                   f"could also be {others}: same core and dispatch flags)")
+
+
 def _core_name(block: dict[str, str]) -> str:
     name = block.get("model name", "")
     if name:
@@ -110,14 +141,21 @@ def _detect(measure_bandwidth: bool) -> Detection:
     features = (flags & ISA_FLAGS) | operand_types(flags)
     generic = _catalog()[0] if _catalog() else None
     name = _core_name(first)
-    arch = "neoverse" if "Neoverse" in name else "aarch64"
+    part = _part(first)
+    arch = _PART_ARCH.get(part or "") or ("neoverse" if "Neoverse" in name else "aarch64")
+    entry, entry_note = _catalog_entry(arch, flags)
     logical = _cpu_count()
     notes = ["features from the /proc/cpuinfo Features line"]
+    if part in _PART_ARCH:
+        notes.append(f"CPU part {part}: {arch}")
+    if entry_note:
+        notes.append(entry_note)
     if logical:
         notes.append(f"{logical} logical CPUs")
+    ref = entry or generic
     profile = HardwareProfile(
         id="local-cpu", name=name, vendor="arm", family=ArmCpuFamily.name, arch=arch,
-        arch_name=generic.arch_name if generic else "AArch64", targets=("cpu",), features=features,
+        arch_name=ref.arch_name if ref else "AArch64", targets=("cpu",), features=features,
         cpu_features=features, emulated=MappingProxyType(_emulated(features)),
         memory=detected_memory(meminfo_total_bytes(_read_meminfo()), "/proc/meminfo MemTotal"),
         bandwidth=measure_copy_bandwidth() if measure_bandwidth else unmeasured_bandwidth(),

@@ -3,6 +3,11 @@
 Brand strings are often generic ("Intel(R) Xeon(R) Processor" in VMs), so the microarchitecture is
 inferred from the ISA flags. Linux hides ``amx_fp16`` from ``/proc/cpuinfo``, so Granite Rapids is
 only recognised by its brand string.
+
+Intel Core Ultra client parts (Meteor, Lunar and Arrow Lake) show the same AVX2 + AVX-VNNI flags as
+Alder Lake (Linux keeps ``avx_vnni_int8`` KVM-only, so it is not listed), so they are recognised by their
+CPUID family/model (Linux intel-family.h; LLVM host detection) or by the brand string
+("Intel(R) Core(TM) Ultra 7 155H" = Meteor Lake, ``2xxV`` = Lunar Lake, other ``2xx`` = Arrow Lake).
 """
 
 from __future__ import annotations
@@ -50,6 +55,15 @@ ISA_FLAGS = frozenset({
     "gfni", "vaes", "avx_vnni_int8", "avx_ifma", "avx_ne_convert",
 })
 _AVX512_CORE = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"})
+
+# Intel family 6 client models (Linux arch/x86/include/asm/intel-family.h; LLVM compiler-rt host detection).
+_INTEL_CLIENT_MODELS = {
+    0xAA: "meteor_lake", 0xAC: "meteor_lake",  # METEORLAKE_L, METEORLAKE
+    0xBD: "lunar_lake",  # LUNARLAKE_M
+    0xC5: "arrow_lake", 0xC6: "arrow_lake", 0xB5: "arrow_lake",  # ARROWLAKE_H, ARROWLAKE (S), ARROWLAKE_U
+}
+# "Intel(R) Core(TM) Ultra 7 155H": series 1 = Meteor Lake; series 2 with a V suffix = Lunar Lake, else Arrow Lake.
+_CORE_ULTRA = re.compile(r"\bUltra\s+\d+\s+([12])\d\d([A-Z]*)\b")
 
 
 @cache
@@ -126,8 +140,24 @@ def _generic_level(f: frozenset[str]) -> str:
     return "x86-64"
 
 
-def infer_microarchitecture(vendor: str, flags: Iterable[str], brand: str = "") -> str:
-    """The catalog microarchitecture id (``sapphire_rapids``, ``zen4`` ...) or an ``x86-64-vN`` level."""
+def _intel_client(brand: str, family_model: tuple[int, int] | None) -> str | None:
+    """``meteor_lake`` / ``lunar_lake`` / ``arrow_lake`` from the CPUID family/model or the brand string."""
+    if family_model and family_model[0] == 6 and family_model[1] in _INTEL_CLIENT_MODELS:
+        return _INTEL_CLIENT_MODELS[family_model[1]]
+    m = _CORE_ULTRA.search(brand)
+    if m:
+        if m.group(1) == "1":
+            return "meteor_lake"
+        return "lunar_lake" if m.group(2).startswith("V") else "arrow_lake"
+    return None
+
+
+def infer_microarchitecture(vendor: str, flags: Iterable[str], brand: str = "",
+                            family_model: tuple[int, int] | None = None) -> str:
+    """The catalog microarchitecture id (``sapphire_rapids``, ``zen4`` ...) or an ``x86-64-vN`` level.
+
+    ``family_model`` is the CPUID (family, model) pair when known (``/proc/cpuinfo`` "cpu family"/"model").
+    """
     f = frozenset(flags)
     if vendor == "intel":
         if "amx_fp16" in f or ("amx_int8" in f and re.search(r"Xeon\(R\)\s+6\d{3}P\b", brand)):
@@ -142,6 +172,9 @@ def infer_microarchitecture(vendor: str, flags: Iterable[str], brand: str = "") 
             return "cascade_lake"
         if "avx512f" in f:
             return "skylake_sp"
+        client = _intel_client(brand, family_model)
+        if client:
+            return client
         if "avx_vnni" in f:
             return "alder_lake"
     elif vendor == "amd":
@@ -152,6 +185,12 @@ def infer_microarchitecture(vendor: str, flags: Iterable[str], brand: str = "") 
         if "avx2" in f and "vaes" in f:
             return "zen3"
     return _generic_level(f)
+
+
+def _family_model(block: dict[str, str]) -> tuple[int, int] | None:
+    """(family, model) from a /proc/cpuinfo block ("cpu family", "model"; decimal), or ``None``."""
+    fam, model = block.get("cpu family", ""), block.get("model", "")
+    return (int(fam), int(model)) if fam.isdigit() and model.isdigit() else None
 
 
 def _read_cpu() -> tuple[str, str, frozenset[str], list[dict[str, str]], list[str]]:
@@ -181,14 +220,21 @@ def _detect(measure_bandwidth: bool) -> Detection:
         return Detection(X86CpuFamily.name, (),
                          "could not read the CPU (no /proc/cpuinfo and py-cpuinfo failed or is missing)")
     vendor = _vendor(vendor_id, brand)
-    uarch = infer_microarchitecture(vendor, flags, brand)
+    family_model = _family_model(blocks[0]) if blocks else None
+    uarch = infer_microarchitecture(vendor, flags, brand, family_model)
     entry = next((p for p in _catalog() if p.arch == uarch), None)
     kept = (flags & ISA_FLAGS) | operand_types(flags)
-    notes = [f"microarchitecture inferred from the ISA flags ({', '.join(read)}): {uarch}"]
+    how = "the ISA flags"
+    if vendor == "intel" and uarch in set(_INTEL_CLIENT_MODELS.values()):
+        how = ("the CPUID family/model" if family_model and family_model[1] in _INTEL_CLIENT_MODELS
+               else "the brand string")
+    notes = [f"microarchitecture inferred from {how} ({', '.join(read)}): {uarch}"]
     if entry is not None:
         notes.append(f"catalog entry {entry.id}")
     if uarch == "sapphire_rapids":
         notes.append("Granite Rapids also reads as sapphire_rapids here (Linux hides amx_fp16)")
+    if uarch in ("lunar_lake", "arrow_lake") and "avx_vnni_int8" not in kept:
+        notes.append("the part has AVX-VNNI-INT8, which /proc/cpuinfo does not list (not added: flags are as read)")
     logical = _cpu_count()
     cores = physical_cores(blocks) or logical
     if logical:

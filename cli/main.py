@@ -627,7 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("devices", cmd_devices, "list catalog devices, or show one device with its sources")
     sp.add_argument("device", nargs="?", help="a device id or alias (e.g. h100) to show in detail")
-    sp.add_argument("--family", help="nvidia, amd-rocm, apple-metal, x86-cpu, arm-cpu")
+    sp.add_argument("--family", help="nvidia, amd-rocm, apple-metal, intel-gpu, x86-cpu, arm-cpu (or a plugin's)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("registry", cmd_registry, "what runs on a device, at which level, and what is pruned")

@@ -161,7 +161,9 @@ def _as_produced_by(reg: Registry, method: str, scheme: Scheme, backend: str) ->
     return scheme, method
 
 
-_VERSIONED = re.compile(r"(?:/en/|/releases/tag/|/tree/|@|\s)v?(\d+\.\d+(?:\.\d+)?(?:\.post\d+)?)(?=[/\s;)]|$)")
+# a versioned documentation or release address, or a tag in the commit position: /en/v0.9.2/, /releases/tag/v0.46.0,
+# /tree/v1.2, @v0.2.7 (a version merely mentioned in passing does not count)
+_VERSIONED = re.compile(r"(?:/en/|/releases/tag/|/tree/|@)v?(\d+\.\d+(?:\.\d+)?(?:\.post\d+)?)(?=[/\s;)]|$)")
 
 
 def _version_cited(reg: Registry, case: dict[str, Any]) -> str | None:

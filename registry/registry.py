@@ -425,7 +425,7 @@ class Registry:
             if model is None:
                 self._exported[key] = cached
         runs, own, lead = cached
-        if runs is None or own:
+        if runs is None or lead is None or own:
             return Verdict(Level.UNSUPPORTED, own, quantizer.name, str(sch), be.name, t or "-", dev.id, layer)
         inner = self._judge(owner, runs, be, dev, t, layer, model)
         return replace(inner, method=quantizer.name, scheme=str(sch),

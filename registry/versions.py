@@ -9,10 +9,10 @@ plugin checked its rows against (:attr:`~quantmatch.sdk.backend.Backend.latest_v
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
+from typing import Any
 
 from quantmatch.sdk.backend import Backend
 from quantmatch.sdk.capability import Capability

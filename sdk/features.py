@@ -6,13 +6,13 @@ __all__ = ["ARCH_FEATURES", "CPU_FLAGS", "CPU_UNITS", "OPERAND_TYPES"]
 
 OPERAND_TYPES = frozenset({
     "fp64", "fp32", "tf32", "fp16", "bf16", "fp8-e4m3fn", "fp8-e5m2", "fp8-e4m3fnuz", "fp8-e5m2fnuz",
-    "fp6", "fp4", "nvfp4", "mxfp8", "mxfp6", "mxfp4", "int8", "int4", "int1",
+    "fp6", "fp4", "nvfp4", "mxfp8", "mxfp6", "mxfp4", "int8", "int4", "int2", "int1",
 })
 """Matrix/vector-engine operand types a device computes natively."""
 
 ARCH_FEATURES = frozenset({
     "mma-sync", "wmma", "cp-async", "dp4a", "wgmma", "tma", "tcgen05", "block-scale-mma",
-    "mfma", "integer-dot", "simdgroup-matrix", "metal-tensor-api",
+    "mfma", "integer-dot", "simdgroup-matrix", "metal-tensor-api", "xmx",
 })
 """Architecture features (instruction families) that runtimes key their kernels on."""
 

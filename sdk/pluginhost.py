@@ -64,7 +64,7 @@ hookimpl = pluggy.HookimplMarker("quantmatch")
 BUILTIN_PLUGINS = tuple(
     f"quantmatch.plugins.{kind}.{mod}"
     for kind, mods in (
-        ("devices", ("nvidia", "amd_rocm", "apple_metal", "x86_cpu", "arm_cpu")),
+        ("devices", ("nvidia", "amd_rocm", "apple_metal", "intel_gpu", "x86_cpu", "arm_cpu")),
         ("methods", ("quanto", "hqq", "gguf", "gptq", "awq", "smoothquant", "fp8", "rtn", "bitsandbytes",
                      "onnx", "mlx", "torchao")),
         ("backends", ("hardware", "torch", "optimum_quanto", "hqq", "onnxruntime", "llama_cpp", "vllm",

@@ -18,11 +18,12 @@ __all__ = [
     "canonical_target",
 ]
 
-DEVICE_FAMILIES = ("nvidia", "amd-rocm", "apple-metal", "x86-cpu", "arm-cpu")
+DEVICE_FAMILIES = ("nvidia", "amd-rocm", "apple-metal", "intel-gpu", "x86-cpu", "arm-cpu")
 """Device families the built-in plugins know; third-party plugins may add more."""
 
-TARGETS = ("cuda", "rocm", "metal", "vulkan", "cpu")
-"""Execution targets inside a runtime. ``mps`` is accepted as an alias of ``metal`` (the Apple GPU)."""
+TARGETS = ("cuda", "rocm", "metal", "xpu", "vulkan", "cpu")
+"""Execution targets inside a runtime (``xpu``: Intel GPUs through SYCL/Level Zero, as PyTorch names them).
+``mps`` is accepted as an alias of ``metal`` (the Apple GPU)."""
 
 _TARGET_ALIASES = {"mps": "metal", "hip": "rocm", "gpu": "cuda"}
 

@@ -17,7 +17,7 @@ ADDED_2026 = (
     "nvidia_b300", "nvidia_rtx_pro_6000_blackwell", "nvidia_dgx_spark_gb10", "nvidia_jetson_agx_orin",
     "nvidia_jetson_thor", "nvidia_rtx_4060", "nvidia_rtx_4070", "amd_mi350x", "amd_rx_9070_xt", "amd_strix_halo",
     "amd_strix_point", "apple_m5", "intel_meteor_lake", "intel_lunar_lake", "intel_arrow_lake", "aws_graviton2",
-    "aws_graviton3", "aws_graviton4", "nvidia_grace",
+    "aws_graviton3", "aws_graviton4", "nvidia_grace", "intel_arc_a770", "intel_arc_b580", "intel_max_1550",
 )
 
 

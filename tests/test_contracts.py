@@ -28,6 +28,7 @@ VENDOR_MODULES = {
     "nvidia": ("pynvml",),
     "amd-rocm": ("amdsmi",),
     "apple-metal": (),
+    "intel-gpu": (),
     "x86-cpu": ("cpuinfo",),
     "arm-cpu": ("cpuinfo",),
 }

@@ -43,6 +43,13 @@ BNB_BACKENDS = (f"{BNB} bitsandbytes/backends/ @c5d481be (0.50.0 adds mps; the 0
 TORCH_AVX512 = ("pytorch/pytorch aten/src/ATen/native/DispatchStub.cpp (compute_cpu_capability: AVX512 needs avx512vl, "
                 "avx512bw, avx512dq and fma3; GitHub-indexed copies)")
 
+BNB_XPU_OPS = (f"{BNB} bitsandbytes/backends/xpu/ops.py @0155ecc6 (int8_linear_matmul registered for xpu as "
+               "torch._int_mm only when torch >= 2.9, else the 'default' fp32 matmul; dequantize_4bit and gemv_4bit as "
+               "SYCL kernels (Triton fallback); gemm_4bit: gemv_4bit for one row, else _gemm_4bit_default_impl)")
+TORCH_XPU_INT_MM = ("pytorch/pytorch aten/src/ATen/native/mkldnn/xpu/Blas.cpp @26a39059 (_int_mm_out_xpu: "
+                    "onednn::quantized_matmul s8 x s8 -> s32)")
+XMX_INT8 = Requires(features_all=any_of("xmx", "int8"))
+
 ROCM_050 = any_of("gfx908", "gfx90a", "gfx942", "gfx950", "gfx1250", "gfx1030", "gfx1031", "gfx1032", "gfx1033",
                   "gfx1034", "gfx1035", "gfx1036", "gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150", "gfx1151",
                   "gfx1152", "gfx1153", "gfx1200", "gfx1201")
@@ -87,6 +94,11 @@ LLM_INT8 = (
                "MPS has no int8 x int8 matmul (torch._int_mm for MPS is nightly-only), so the int8 product "
                "runs in float", c.join(c.BNB_INSTALL, c.TORCH_MPS_INT_MM, c.METAL_TYPE_TABLE), weights=INT8,
                activations=INT8, targets=("metal",), runs_as="int8 operands widened to float for the matmul"),
+    Capability(N, "LLM.int8() on Intel XPU (backends/xpu): int8_linear_matmul is torch._int_mm, oneDNN s8 x s8 -> "
+               "s32 on the XMX int8 path of {device}; this needs torch >= 2.9 (with an older torch bitsandbytes "
+               "registers no XPU int8 kernel and the 'default' backend multiplies the int8 operands in fp32)",
+               c.join(BNB_XPU_OPS, TORCH_XPU_INT_MM, BNB_DEFAULT_OPS, BNB_INSTALL_048), weights=INT8, activations=INT8,
+               targets=("xpu",), when=XMX_INT8, since="0.48.0"),
     # CPU: since 0.50.0 the int8 kernel is registered only where PyTorch's CPU capability is AVX512.
     Capability(N, "LLM.int8() on CPU: int8_linear_matmul is torch._int_mm (oneDNN int8 GEMM) because PyTorch "
                "reports CPU capability AVX512 on {device}", c.join(BNB_CPU_OPS, TORCH_AVX512), weights=INT8,
@@ -112,6 +124,10 @@ FOUR = (
     Capability(W, "NF4/FP4 on Apple Silicon (backends/mps, officially supported): 4-bit weights dequantized "
                "to {activations}", c.BNB_INSTALL, weights=FOUR_BIT, activations=c.FLOAT_ACTS,
                targets=("metal",), when=c.COMPUTE_NATIVE, runs_as=DEQUANT),
+    Capability(W, "NF4/FP4 on Intel XPU (backends/xpu): SYCL gemv_4bit for single-token decode, otherwise the 4-bit "
+               "weights are dequantized (SYCL dequantize_4bit) to {activations} for a oneDNN matmul",
+               c.join(BNB_XPU_OPS, BNB_INSTALL_048), weights=FOUR_BIT, activations=c.FLOAT_ACTS, targets=("xpu",),
+               when=c.COMPUTE_NATIVE, since="0.48.0", runs_as=DEQUANT),
     Capability(W, "NF4/FP4 on CPU: 4-bit weights dequantized to {activations} on the CPU cores",
                c.BNB_INSTALL, weights=FOUR_BIT, activations=c.FLOAT_ACTS, targets=("cpu",),
                when=c.COMPUTE_NATIVE, runs_as=DEQUANT),
@@ -135,7 +151,7 @@ PRIORS = {
 class BitsAndBytesBackend(Backend):
     name = "bitsandbytes"
     description = "bitsandbytes LLM.int8() and NF4/FP4 layers (CUDA, ROCm, Apple Silicon, CPU)"
-    targets = ("cuda", "rocm", "metal", "cpu")
+    targets = ("cuda", "rocm", "metal", "xpu", "cpu")
     formats = ("bitsandbytes",)
     requires = ("bitsandbytes>=0.45", "torch>=2.4")
     install_hint = "pip install bitsandbytes"

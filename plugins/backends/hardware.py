@@ -25,7 +25,7 @@ GGUF_INT = ("gguf-q*", "gguf-iq*", "gguf-tq*")
 class HardwareBackend(Backend):
     name = "hardware"
     description = "the device's matrix/vector engine itself (no runtime): which operand types are native"
-    targets = ("cuda", "rocm", "metal", "vulkan", "cpu")
+    targets = ("cuda", "rocm", "metal", "xpu", "vulkan", "cpu")
     formats = ("*",)
     source = "quantmatch device catalog"
     capabilities = (

@@ -154,6 +154,10 @@ CPU = (
 )
 
 FP4_GGUF = ("gguf-mxfp4", "gguf-mxfp4_moe", "gguf-nvfp4")
+LLAMA_VULKAN_KQ = ("https://github.com/ggml-org/llama.cpp/pull/16536 (Vulkan MMQ Integer Dot Refactor and K-Quant "
+                   "support) ; https://github.com/ggml-org/llama.cpp/pull/16900 (MMVQ Integer Dot K-Quant) ; "
+                   "ggml-org/llama.cpp ggml/src/ggml-vulkan/ggml-vulkan.cpp (CREATE_MMQ(GGML_TYPE_Q4_K, "
+                   "...matmul_q4_k_q8_1...) under device->integer_dot_product)")
 LLAMA_BLACKWELL_MMA = ("ggml-org/llama.cpp ggml/src/ggml-cuda/common.cuh @00108827 (GGML_CUDA_CC_BLACKWELL 1200: "
                        "'While BW spans CC 1000, 1100 & 1200, we are integrating Tensor Core instructions available to "
                        "1200 family'; BLACKWELL_MMA_AVAILABLE for __CUDA_ARCH__ in [1200, 1300)) ; ggml-org/llama.cpp "
@@ -200,6 +204,10 @@ METAL = (
 VULKAN = (
     Capability(N, "Vulkan DP4A MMQ with Q8_1 activations and integer-dot mul_mat_vec for legacy quants "
                "(devices with integer dot product)", c.LLAMA_VULKAN, weights=c.GGUF_LEGACY,
+               targets=("vulkan",), when=c.GPU_INT_DOT),
+    Capability(N, "Vulkan integer-dot MMQ for K-quants (matmul_q*_k_q8_1 pipelines, created when the device has "
+               "integer dot product) and integer-dot MMVQ for small batches (Q6_K MMVQ is Intel-only)",
+               LLAMA_VULKAN_KQ, weights=("gguf-q2_k*", "gguf-q3_k*", "gguf-q4_k*", "gguf-q5_k*", "gguf-q6_k"),
                targets=("vulkan",), when=c.GPU_INT_DOT),
     Capability(W, "Vulkan dequant shaders (MMQ only where implemented) with f16acc/coopmat matmul; int8 "
                "coopmat for RDNA3/RDNA4 is still an open PR", c.join(c.LLAMA_VULKAN, c.LLAMA_VULKAN_COOPMAT),

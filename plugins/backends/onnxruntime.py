@@ -174,6 +174,11 @@ class OnnxRuntimeBackend(Backend):
     runtime = "onnxruntime"
     latest_version = "1.32.0"
     capabilities = (
+        Capability(Level.UNSUPPORTED, "ONNX Runtime removed its ROCm execution provider in 1.23 (AMD GPUs run "
+                   "through the MIGraphX EP, which quantmatch does not model)",
+                   "https://github.com/microsoft/onnxruntime/pull/25181 (Delete ROCM EP) ; "
+                   "https://github.com/microsoft/onnxruntime/pull/26733 ('ROCM ep was removed since onnxruntime "
+                   "1.23')", targets=("rocm",), layers=c.ALL_LAYERS, since="1.23.0"),
         *c.float_baselines("ONNX Runtime", c.FLOAT_TYPES),
         *CPU_ROWS,
         *GPU_ROWS,

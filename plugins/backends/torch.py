@@ -47,6 +47,18 @@ TORCH_SCALED_MM_CPU = ("pytorch/pytorch aten/src/ATen/native/Blas.cpp @017943b7 
 CT_FAKE_QUANT = ("neuralmagic/compressed-tensors src/compressed_tensors/quantization/lifecycle/forward.py @b29792fd "
                  "(wrap_module_forward_quantized: '(fake) quantize input activations')")
 AVX512_CORE = any_of("avx512f", "avx512bw", "avx512dq", "avx512vl")
+TORCH_XPU_BLAS = ("pytorch/pytorch aten/src/ATen/native/mkldnn/xpu/Blas.cpp @26a39059 (XPU mm/addmm/bmm: "
+                  "onednn::matmul; _int_mm_out_xpu: onednn::quantized_matmul s8 x s8 -> s32; _weight_int4pack_mm_xpu: "
+                  "onednn::woq_matmul_int4)")
+XMX_TYPES = ("intel/llvm sycl/doc/extensions/experimental/sycl_ext_matrix/sycl_ext_oneapi_matrix.asciidoc @0102582a "
+             "(Intel XMX supported combinations: s8/u8, fp16, bf16 on DG2 and PVC; tf32 on PVC only)")
+XPU_FLOAT = Capability(N, "PyTorch XPU sends {weights} matmuls to oneDNN, which runs them on the XMX matrix engines "
+                       "of {device}", c.join(TORCH_XPU_BLAS, XMX_TYPES),
+                       weights=("tf32", "fp16", "bf16"), layers=c.ALL_LAYERS,
+                       targets=("xpu",), when=Requires(features_all=any_of("xmx"), compute_native=True))
+XPU_INT8 = Capability(N, "int8 x int8 through torch._int_mm on XPU: oneDNN quantized_matmul (s8 x s8 -> s32) on the "
+                      "XMX int8 path of {device}", c.join(TORCH_XPU_BLAS, XMX_TYPES), weights=INT8,
+                      activations=INT8, targets=("xpu",), when=Requires(features_all=any_of("xmx", "int8")))
 
 CPU_BF16 = (
     Capability(E, "bf16 matmuls on {device} go to oneDNN (mkldnn_bf16_device_check holds: AVX512BW/VL/DQ), which "
@@ -64,6 +76,7 @@ CPU_BF16 = (
 )
 
 BASELINES = (
+    XPU_FLOAT,
     Capability(N, "bf16 on MPS: the Apple GPU computes bfloat natively (PyTorch MPS bf16 needs macOS 14 or "
                "newer; op coverage is incomplete)", c.TORCH_MPS_BF16, weights=("bf16",), layers=c.ALL_LAYERS,
                targets=("metal",), when=c.COMPUTE_NATIVE),
@@ -74,6 +87,7 @@ BASELINES = (
 )
 
 INT8_W8A8 = (
+    XPU_INT8,
     Capability(E, "MPS has no int8 x int8 matmul (torch._int_mm for MPS only landed in nightly) and the "
                "M1-M4 GPUs have no int8 matrix units: the product runs in float",
                c.join(c.TORCH_MPS_INT_MM, c.METAL_TYPE_TABLE, c.LLAMA_METAL4), weights=INT8, activations=INT8,
@@ -174,7 +188,7 @@ weight-only compressed-tensors checkpoints are decompressed when they load."""
 class TorchBackend(Backend):
     name = "torch"
     description = "PyTorch eager (with transformers): float baselines and compressed-tensors checkpoints"
-    targets = ("cuda", "rocm", "metal", "cpu")
+    targets = ("cuda", "rocm", "metal", "xpu", "cpu")
     formats = ("compressed-tensors", "torch")
     requires = ("torch>=2.4", "transformers>=4.46")
     install_hint = "pip install 'quantmatch[torch]'"

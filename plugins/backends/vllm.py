@@ -68,6 +68,14 @@ V_BNB_GONE = (f"{VQ}/ @2cf0a691 (v0.28.0: no bitsandbytes.py, not in RocmPlatfor
 V_AWQ_OLD = f"{VQ}/awq.py @72506c98 (AWQConfig.get_min_capability() = 75: its own awq_gemm kernel)"
 RDNA4 = any_of("gfx1200", "gfx1201")
 GFX9 = any_of("gfx90a", "gfx942", "gfx950")
+V_GGUF_GONE = (f"{VQ}/__init__.py @dd10e03f (v0.25.0: QuantizationMethods has no 'gguf', no gguf.py; "
+               "both present in v0.20.0 @b8160878 and absent through v0.34.0 @62d4bc3c)")
+V_TRITON_W4A16 = (f"{VK}/mixed_precision/triton_w4a16.py @62d4bc3c (TRITON_W4A16_SUPPORTED_QUANT_TYPES: uint4b8, "
+                  "'uint4  # asymmetric with explicit zeros'; get_min_capability() = 0; last in "
+                  "_POSSIBLE_KERNELS[CUDA] but Humming) ; class present from v0.20.0 @b8160878, absent in v0.16.0")
+V_CPU_DYN4 = (f"{VK}/mixed_precision/dynamic_4bit.py @62d4bc3c (Dynamic4bitLinearKernel: 'KleidiAI-accelerated "
+              "w4a8int quantization scheme on Arm CPUs ... dynamically quantize the activations to int8 ... int8 x "
+              "int8 -> int32 matmul'; class present from v0.11.0 @f71952c1, absent in v0.10.0)")
 FP8_MARLIN_RUNS_AS = "FP8 weights dequantized in registers by Marlin, BF16/FP16 tensor-core math (W8A16)"
 FP4_MARLIN_RUNS_AS = ("{weights} weights dequantized in registers by Marlin (fp4_e2m1f), FP16/BF16 "
                       "tensor-core math (W4A16); activations stay 16-bit")
@@ -96,6 +104,60 @@ KV_CACHE = (
                "memory) and upconverted to FP16/BF16 inside the attention kernel",
                c.join(c.VLLM_DOCS_LATEST, c.VLLM_MI250_FP8), weights=FP8, layers=c.KV, targets=GPU,
                when=c.ON_GPU, runs_as="FP8 KV cache upconverted to FP16/BF16 for the attention math"),
+)
+
+# Intel GPUs (xpu), read in the v0.34.0 wheel @62d4bc3c (kernel lists in vllm/model_executor/kernels/linear)
+XPU = ("xpu",)
+XMX_INT8 = Requires(features_all=any_of("xmx", "int8"))
+V_XPU_PLATFORM = ("vllm-project/vllm vllm/platforms/xpu.py @62d4bc3c (XPUPlatform.supported_quantization: awq, gptq, "
+                  "moe_wna16, auto_awq, auto_gptq, inc, fp8, mxfp4, mxfp8, modelopt, compressed-tensors ...: no gguf, "
+                  "no bitsandbytes; Platform.verify_quantization raises for others; the list first appears in v0.27.0 "
+                  "@4bdc8a78, v0.26.0 has none)")
+V_XPU_KERNELS = (f"{VK}/__init__.py @62d4bc3c (_POSSIBLE_FP8_KERNELS[XPU] = XPUW8A16FP8LinearKernel first, then "
+                 "XPUW8A8FP8LinearKernel; _POSSIBLE_INT8_KERNELS[XPU] = [TritonInt8ScaledMMLinearKernel]; mixed "
+                 "precision XPU = XPUW4A8IntLinearKernel, XPUwNa16LinearKernel; MXFP4 XPU = XPUMxFp4LinearKernel; "
+                 "MXFP8 XPU = XPUMxFp8LinearKernel)")
+V_XPU_FP8 = (f"{VK}/scaled_mm/xpu.py @62d4bc3c (XPUW8A16FP8LinearKernel.can_implement checks only the FP8 weight "
+             "scales (per-tensor/per-channel); apply_weights: torch.ops._xpu_C.fp8_gemm_w8a16(x, weight, ...))")
+V_XPU_WNA16 = (f"{VK}/mixed_precision/xpu.py @62d4bc3c (XPUW4A8IntLinearKernel: symmetric scalar_types.int4 weights, "
+               "group size a multiple of 32 or per-channel, activations dynamically quantized per token to int8, "
+               "oneDNN int4_gemm_w4a8 - absent in v0.16.0 @89a77b10, present in v0.20.0 @b8160878; "
+               "XPUwNa16LinearKernel: uint4/uint4b8 weights, BF16/FP16 activations, int4_gemm_w4a16)")
+V_XPU_INT8 = f"{VK}/scaled_mm/triton.py @62d4bc3c (TritonInt8ScaledMMLinearKernel.is_supported: CUDA-alike or XPU)"
+V_XPU_MX = (f"{VK}/mxfp4/xpu.py, {VK}/mxfp8/xpu.py @62d4bc3c (XPUMxFp4: activations quantized to MXFP4 (quant_mxfp4) "
+            "then torch.ops._xpu_C.fp4_gemm; XPUMxFp8: torch.ops._xpu_C.fp8_gemm)")
+XMX_TYPES = ("intel/llvm sycl/doc/extensions/experimental/sycl_ext_matrix/sycl_ext_oneapi_matrix.asciidoc @0102582a "
+             "(Intel XMX supported combinations: s8/u8, fp16, bf16 on DG2 and PVC, tf32 on PVC; no FP8 or FP4 type)")
+
+ON_XPU = (
+    Capability(W, "FP8 checkpoints on XPU: vLLM's XPU FP8 kernel list puts XPUW8A16FP8LinearKernel first and it "
+               "accepts any per-tensor/per-channel FP8 checkpoint, so the FP8 weights are dequantized for 16-bit XMX "
+               "math and activations stay 16-bit ({device} has no FP8 matrix type either)",
+               c.join(V_XPU_KERNELS, V_XPU_FP8, XMX_TYPES), weights=FP8, layers=c.LINEAR, targets=XPU,
+               runs_as="FP8 weights dequantized in fp8_gemm_w8a16, BF16/FP16 XMX math (W8A16)"),
+    Capability(N, "INT8 W8A8 on XPU runs TritonInt8ScaledMMLinearKernel (the only XPU int8 kernel): Triton's int8 "
+               "tl.dot on the XMX int8 path of {device} (Intel's Triton backend lowering to DPAS: judgement)",
+               c.join(V_XPU_KERNELS, V_XPU_INT8, XMX_TYPES), weights=INT8, activations=INT8, methods=CT,
+               layers=c.LINEAR, targets=XPU, when=XMX_INT8),
+    Capability(N, "W4A8 on XPU: XPUW4A8IntLinearKernel quantizes activations per token to int8 and runs oneDNN "
+               "int4_gemm_w4a8 (int4 weights unpacked to int8) on the XMX int8 path of {device}",
+               c.join(V_XPU_KERNELS, V_XPU_WNA16, XMX_TYPES), weights=("int4",), activations=INT8, layers=c.LINEAR,
+               targets=XPU, symmetric=True, group_sizes=(0, 32, 64, 128, 256), when=XMX_INT8, since="0.20.0",
+               runs_as="int4 weights unpacked to int8, per-token int8 activations, int8 XMX math"),
+    Capability(W, "GPTQ/AWQ-style {weights} weights on XPU run XPUwNa16LinearKernel (oneDNN int4_gemm_w4a16): weights "
+               "dequantized for {activations} XMX math", c.join(V_XPU_KERNELS, V_XPU_WNA16), weights=("int4",),
+               activations=c.HALF_ACTS, layers=c.LINEAR, targets=XPU, when=c.COMPUTE_NATIVE,
+               runs_as="int4 weights dequantized in int4_gemm_w4a16, {activations} XMX math"),
+    Capability(E, "MXFP4/MXFP8 W*A* on XPU: vLLM quantizes the activations to the MX format and calls oneDNN "
+               "fp4_gemm/fp8_gemm, but {device} has no FP4/FP8 matrix type: the MX operands are expanded for 16-bit "
+               "math (fake-quantized activations)", c.join(V_XPU_KERNELS, V_XPU_MX, XMX_TYPES),
+               weights=("mxfp4", "mxfp8"), activations=("mxfp4", "mxfp8"), layers=c.LINEAR, targets=XPU,
+               runs_as="activations quantized to MX and expanded again, 16-bit XMX math"),
+    Capability(U, "{weights} checkpoints are refused on XPU: the format is not in XPUPlatform.supported_quantization "
+               "(gguf and bitsandbytes are CUDA/ROCm/CPU-only in vLLM)", V_XPU_PLATFORM,
+               weights=("gguf-*", "nf4", "fp4"), layers=c.ALL_LAYERS, targets=XPU, since="0.27.0"),
+    Capability(U, "bitsandbytes checkpoints are refused on XPU (not in XPUPlatform.supported_quantization)",
+               V_XPU_PLATFORM, methods=BNB, layers=c.ALL_LAYERS, targets=XPU, since="0.27.0"),
 )
 
 BASELINE = (
@@ -194,6 +256,15 @@ ON_CPU = (
     Capability(W, "FP8 KV cache on the CPU backend (before v0.12.0): stored in 8 bits, fp8_e4m3 requests cast to "
                "fp8_e5m2, converted for the SDPA attention math", VLLM_CPU_KV_OLD, weights=FP8, layers=c.KV,
                targets=CPU, until="0.12.0", runs_as="FP8 (e5m2) KV cache converted to BF16/FP32 for attention"),
+    Capability(N, "W4A8 (int4 weights, dynamic per-token int8 activations) on an Arm CPU: Dynamic4bitLinearKernel "
+               "calls torch's _dyn_quant_matmul_4bit, whose KleidiAI micro-kernels quantize the activations to int8 "
+               "and run int8 x int8 -> int32 dot products", V_CPU_DYN4, weights=("int4",), activations=INT8,
+               targets=CPU, when=Requires(features_all=any_of("dotprod")), since="0.11.0",
+               runs_as="int4 weights unpacked to int8, per-token int8 activations, KleidiAI int8 dot products"),
+    Capability(E, "W4A8 on {device}: Dynamic4bitLinearKernel calls torch's _dyn_quant_matmul_4bit, which has "
+               "KleidiAI kernels only for Arm; elsewhere torch runs its reference implementation (scalar loops)",
+               V_CPU_DYN4, weights=("int4",), activations=INT8, targets=CPU, since="0.11.0",
+               runs_as="int4 x int8 in torch's scalar reference kernel"),
     Capability(U, "vLLM's CPU weight-only path takes 4-bit weights only (uint4/uint4b8)",
                c.join(c.VLLM_MARLIN, c.VLLM_DOCS), weights=("int1", "int2", "int3", "int8"),
                activations=c.FLOAT_ACTS, targets=CPU),
@@ -205,6 +276,9 @@ ON_CPU = (
 )
 
 GGUF = (
+    Capability(U, "vLLM no longer has a GGUF quantization method: 'gguf' is not in QuantizationMethods and "
+               "quantization/gguf.py is gone from v0.25.0 on (present in v0.20.0; v0.21-v0.24 not checked)",
+               V_GGUF_GONE, weights=("gguf-*",), layers=c.ALL_LAYERS, since="0.25.0"),
     Capability(W, "GGUF I-quants have no MMQ/MMVQ kernel in vLLM: ggml_dequantize to FP16, then a matmul "
                "(docs: GGUF \u2705 Volta+ and AMD GPU)", c.join(c.VLLM_DOCS, c.VLLM_GGUF),
                weights=c.GGUF_IQUANTS, targets=GPU, when=c.ON_GPU,
@@ -324,6 +398,11 @@ FP8_W8A8 = (
     Capability(W, "MI200 (gfx90a) has no FP8 matrix cores; vLLM's supports_fp8() accepts FP8 checkpoints "
                "there through an upcast path", c.join(c.VLLM_MI250_FP8, c.ROCM_PRECISION), weights=FP8,
                activations=FP8, targets=ROCM, when=Requires(families=c.AMD, archs=any_of("gfx90a")),
+               disputed=Dispute(U, "in v0.34.0 no ROCm FP8 ScaledMM kernel accepts gfx90a (Aiter needs CDNA3+, "
+                                "ROCmFP8ScaledMM 'requires CDNA3+ (gfx942/gfx950) or RDNA4 (gfx12x)', the torch "
+                                "kernels need gfx942/gfx950/gfx12x/gfx1250), so kernel selection fails",
+                                f"{VK}/scaled_mm/rocm.py @62d4bc3c ; vllm-project/vllm "
+                                "vllm/_aiter_ops.py @62d4bc3c (is_aiter_found_and_supported: get_cdna_version() > 2)"),
                runs_as="FP8 weights upcast to BF16/FP16, MFMA BF16/FP16 math (W8A16)"),
     Capability(N, "RDNA4 ({arch}): RocmPlatform.supports_fp8() includes gfx12 and fp8_dtype() is OCP "
                "e4m3fn there (is_fp8_fnuz() is gfx94 only); FP8 GEMMs on the FP8 WMMA units",
@@ -439,6 +518,12 @@ WNA16 = (
                c.join(V_AWQ_OLD, V_MARLIN_CC), weights=("int4",), activations=("fp16",), layers=c.LINEAR,
                targets=CUDA, symmetric=False, when=nv(min_cc=7.5), until="0.14.0",
                runs_as="INT4 weights dequantized by the AWQ GEMM kernel, FP16 math"),
+    Capability(W, "zero-point INT4 GPTQ/compressed-tensors weights below compute capability 7.5: "
+               "TritonW4A16LinearKernel (get_min_capability() = 0; uint4 with explicit zeros, groups -1/32/64/128/"
+               "256) dequantizes them for {activations} math", V_TRITON_W4A16, weights=("int4",),
+               activations=c.HALF_ACTS, layers=c.LINEAR, targets=CUDA, symmetric=False,
+               methods=("gptq", "rtn"), when=c.ON_NVIDIA, since="0.20.0",
+               runs_as="INT4 weights dequantized by the Triton W4A16 kernel, {activations} math"),
     Capability(U, "zero-point (AWQ-style) {weights} weights need the AWQ/Marlin kernels: "
                "AWQConfig.get_min_capability() = 75 ('Minimum capability: 75. Current capability: 70.'); "
                "Exllama takes symmetric uint4b8/uint8b128 only",
@@ -487,7 +572,7 @@ PRIORS = {
 class VLLMBackend(Backend):
     name = "vllm"
     description = "vLLM serving engine (CUTLASS/Marlin/Machete/FlashInfer kernels; ROCm; CPU)"
-    targets = ("cuda", "rocm", "cpu")
+    targets = ("cuda", "rocm", "xpu", "cpu")
     formats = ("compressed-tensors", "gguf", "bitsandbytes", "awq", "gptq")
     requires = ("vllm>=0.9",)
     install_hint = "pip install vllm  (Linux with a supported GPU)"
@@ -499,6 +584,7 @@ class VLLMBackend(Backend):
     capabilities = (
         *KV_CACHE,
         *BASELINE,
+        *ON_XPU,
         *ON_CPU,
         *GGUF,
         *INT8_W8A8,

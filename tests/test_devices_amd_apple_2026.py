@@ -73,7 +73,7 @@ def test_amd_entries() -> None:
 def test_apple_m5_entry() -> None:
     m5, m4 = by_id("apple_m5"), by_id("apple_m4")
     assert (m5.arch, m5.memory.value, m5.bandwidth.value) == ("apple-m5", 32.0, 153.0)
-    assert m5.features - m4.features == {"metal-tensor-api"}
+    assert m5.features - m4.features == {"metal-tensor-api", "int8"}  # the GPU neural accelerators compute int8
     assert "metal-tensor-api" in m5.notes and "is_nax_available" in m5.notes
     assert {"sme", "sme2", "i8mm", "bf16", "dotprod"} <= m5.cpu_features and "sve" not in m5.cpu_features
     assert any("ml-explore/mlx mlx/backend/metal/device.cpp @" in s for s in m5.sources)

@@ -80,6 +80,13 @@ def test_conformance_spellings() -> None:
     ("gguf-mxfp4", "amd_mi355x", Level.NATIVE),
     ("gguf-q4_k_m", "intel_sapphire_rapids", Level.NATIVE),
     ("gguf-q1_0", "apple_m4", Level.WEIGHT_ONLY),
+    # low-bit weights with float activations are weight-only even where the engine computes the weight type
+    ("w4a16", "nvidia_a100_80gb_sxm", Level.WEIGHT_ONLY),
+    ("w8a16-fp8", "nvidia_h100_sxm", Level.WEIGHT_ONLY),
+    ("w4a16-nvfp4", "nvidia_b200", Level.WEIGHT_ONLY),
+    # the M5's GPU neural accelerators compute int8 (Metal-4 tensor API); M1-M4 GPUs have no int8 matrix unit
+    ("w8a8-int8", "apple_m5", Level.NATIVE),
+    ("w8a8-int8", "apple_m4", Level.UNSUPPORTED),
 ])
 def test_hardware_only_answers(scheme: str, device: str, level: Level) -> None:
     assert Registry().verdict(None, scheme, "hardware", device).level is level

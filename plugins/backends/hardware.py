@@ -50,6 +50,13 @@ class HardwareBackend(Backend):
         Capability(Level.NATIVE, "{device} computes fp32", SRC, weights=("gguf-f32",), layers=ALL_LAYERS),
         Capability(Level.EMULATED, "{device} has no native {weights} unit: converted to fp32 for the math", SRC,
                    weights=("gguf-f16", "gguf-bf16"), layers=ALL_LAYERS),
+        # A weight-only scheme (low-bit weights, float activations) is weight-only even on a device whose engine
+        # also computes the weight type: the weights are expanded and the math runs in the activation type.
+        Capability(Level.WEIGHT_ONLY, "{weights} weights are expanded to {activations} for the math, which {device} "
+                   "computes natively", SRC,
+                   weights=("int*", "fp8-*", "nvfp4", "mxfp*", "mxint8", "nf4", "fp4"),
+                   activations=("fp32", "tf32", "fp16", "bf16"), layers=ALL_LAYERS,
+                   when=Requires(compute_native=True), runs_as="{activations} math on dequantized weights"),
         Capability(Level.NATIVE, "{device} computes {activations} natively in its matrix/vector engine",
                    SRC, layers=ALL_LAYERS, when=Requires(compute_native=True, weights_native=True)),
         Capability(Level.NATIVE, "{weights} weights are unpacked to {activations}, which {device} "

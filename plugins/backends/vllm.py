@@ -28,6 +28,7 @@ ROCM = ("rocm",)
 CPU = ("cpu",)
 INT8 = ("int8",)
 FP8 = c.FP8
+FP8_ANY = (*c.FP8, "fp8-e5m2")  # KV-cache rows where vLLM treats every fp8 kind alike (is_quantized_kv_cache)
 
 
 def nv(min_cc: float | None = None, max_cc: float | None = None) -> Requires:
@@ -243,18 +244,18 @@ ON_CPU = (
                runs_as="INT4 weights dequantized to {activations} on the CPU cores (W4A16)"),
     # FP8 KV cache: stored as e5m2 (<= 0.11), silently dropped (0.12 - 0.20), AVX-512/AMX attention (>= 0.25)
     Capability(W, "FP8 KV cache on the CPU backend (x86 with AVX-512 or AMX): CPU_ATTN stores the cache in FP8 and "
-               "converts it inside its AVX-512/AMX attention kernels", VLLM_CPU_KV_NEW, weights=FP8, layers=c.KV,
+               "converts it inside its AVX-512/AMX attention kernels", VLLM_CPU_KV_NEW, weights=FP8_ANY, layers=c.KV,
                targets=CPU, when=FP8_KV_ISA, since="0.25.0",
                runs_as="FP8 KV cache converted to BF16/FP32 inside the attention kernel"),
     Capability(U, "vLLM refuses an FP8 KV cache on {device}: the CPU attention backend supports it only on x86 "
                "with AVX-512 or AMX ('--kv-cache-dtype ... is not supported by the CPU attention backend on this "
-               "host')", VLLM_CPU_KV_NEW, weights=FP8, layers=c.KV, targets=CPU, since="0.25.0"),
+               "host')", VLLM_CPU_KV_NEW, weights=FP8_ANY, layers=c.KV, targets=CPU, since="0.25.0"),
     Capability(U, "vLLM's CPU backend ignores an FP8 KV cache request ('CPU backend doesn't support KV cache "
                "quantization fallback to auto'): the cache stays 16-bit (v0.12.0 to at least v0.20.0; v0.21-v0.24 "
-               "not checked)", VLLM_CPU_KV_AUTO, weights=FP8, layers=c.KV, targets=CPU, since="0.12.0",
+               "not checked)", VLLM_CPU_KV_AUTO, weights=FP8_ANY, layers=c.KV, targets=CPU, since="0.12.0",
                until="0.25.0"),
     Capability(W, "FP8 KV cache on the CPU backend (before v0.12.0): stored in 8 bits, fp8_e4m3 requests cast to "
-               "fp8_e5m2, converted for the SDPA attention math", VLLM_CPU_KV_OLD, weights=FP8, layers=c.KV,
+               "fp8_e5m2, converted for the SDPA attention math", VLLM_CPU_KV_OLD, weights=FP8_ANY, layers=c.KV,
                targets=CPU, until="0.12.0", runs_as="FP8 (e5m2) KV cache converted to BF16/FP32 for attention"),
     Capability(N, "W4A8 (int4 weights, dynamic per-token int8 activations) on an Arm CPU: Dynamic4bitLinearKernel "
                "calls torch's _dyn_quant_matmul_4bit, whose KleidiAI micro-kernels quantize the activations to int8 "

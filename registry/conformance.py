@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from quantmatch.registry.registry import Registry, UnknownChoiceError
+from quantmatch.registry.versions import bounded
 from quantmatch.sdk.errors import InputError
 from quantmatch.sdk.scheme import BASELINES, Scheme, SchemeError, parse_scheme
 from quantmatch.sdk.verdict import LAYERS, Level, Verdict
@@ -177,7 +178,7 @@ def _version_cited(reg: Registry, case: dict[str, Any]) -> str | None:
         be = reg.backend(str(case["backend"]))
     except UnknownChoiceError:
         return None
-    if not be.runtime or not any(c.since or c.until for c in be.capabilities):
+    if not be.runtime or not bounded(be):
         return None
     names = {n.replace("-", "").replace("_", "").lower() for n in (be.name, be.runtime) if n}
     for part in str(case.get("source") or "").split(" ; "):

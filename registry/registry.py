@@ -14,7 +14,7 @@ from quantmatch.sdk.errors import UnknownChoiceError
 from quantmatch.sdk.export import ExactExport
 from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.pluginhost import Entry, PluginHost, get_host
-from quantmatch.sdk.profile import DEVICE_FAMILIES, HardwareProfile, Provenance, canonical_target
+from quantmatch.sdk.profile import DEVICE_FAMILIES, HardwareProfile, canonical_target
 from quantmatch.sdk.quantizer import Quantizer
 from quantmatch.sdk.scheme import Scheme, parse_scheme
 from quantmatch.sdk.verdict import LAYERS, Evidence, Level, Reason, Verdict, VersionAnswer
@@ -50,7 +50,6 @@ class Registry:
             if k not in known:
                 raise UnknownChoiceError("runtime (for --runtime-version)", k, sorted(known))
         self._versions: dict[str, RuntimeVersion | None] = {}
-        self._bounded: dict[tuple[str, Query], bool] = {}
         self._exported: dict[tuple[Any, ...], tuple[Scheme | None, tuple[Reason, ...], Reason | None]] = {}
         self._aliases: dict[str, str] = {}
         for dev_id, e in self.host.devices.items():
@@ -62,13 +61,13 @@ class Registry:
         self._evidence: dict[tuple[str, ...], dict[tuple[str, str, str], tuple[Evidence, ...]]] | None = None
         self._evidence_ids: frozenset[str] = frozenset()
         self._decisions: dict[tuple[str, Query, int], Decision] = {}
-        self._rows: dict[str, tuple[tuple[Any, Provenance], ...]] = {}
+        self._rows: dict[str, Rows] = {}
         self._schemes: dict[str, Scheme] = {}
         self._btargets: dict[str, tuple[str, ...]] = {}
         self._pre: dict[tuple[Any, ...], tuple[Reason, ...]] = {}
         self._routes: dict[tuple[str, str], tuple[type[Quantizer], ExactExport] | None] = {}
         self._queries: dict[tuple[Any, ...], Query] = {}
-        self._candidates: dict[tuple[str, Query], Rows] = {}
+        self._candidates: dict[tuple[str, Query], tuple[Rows, Rows]] = {}
         self._sig_ids: dict[str, int] = {}
         self._obj_sigs: dict[int, tuple[HardwareProfile, int]] = {}
         self._intern: dict[tuple[Any, ...], int] = {}
@@ -158,15 +157,28 @@ class Registry:
         """A registry over the same plugins that answers for these runtime versions (and this one's others)."""
         return Registry(self.host, {**self.runtime_versions, **runtime_versions}, self.installed)
 
-    def _backend_rows(self, name: str) -> tuple[tuple[Any, Provenance], ...]:
+    def _declared_rows(self, name: str) -> Rows:
+        """Every row for backend ``name``: refinements first, then its own, whatever version they hold for."""
         rows = self._rows.get(name)
         if rows is None:
             entry = self.host.backends[name]
-            rv = self.runtime_version(entry.obj)
-            version = rv.version if rv is not None else None
-            own = tuple((cap, entry.provenance) for cap in entry.obj.capabilities if holds(cap, version))
-            rows = self._rows[name] = tuple(self.host.refinements.get(name, ())) + own
+            rows = self._rows[name] = tuple(self.host.refinements.get(name, ())) + tuple(
+                (cap, entry.provenance) for cap in entry.obj.capabilities)
         return rows
+
+    def _candidates_for(self, name: str, q: Query) -> tuple[Rows, Rows]:
+        """The rows of backend ``name`` whose scheme filters match ``q``: those that hold for the runtime version this
+        registry answers for, and all of them (whatever version they hold for)."""
+        got = self._candidates.get((name, q))
+        if got is None:
+            matched = candidate_rows(self._declared_rows(name), q)
+            current = matched
+            if any(cap.since or cap.until for cap, _prov in matched):
+                rv = self.runtime_version(self.host.backends[name].obj)
+                version = rv.version if rv is not None else None
+                current = tuple((cap, prov) for cap, prov in matched if holds(cap, version))
+            got = self._candidates[(name, q)] = (current, matched)
+        return got
 
     # ---- verdicts --------------------------------------------------------------------------
     def _targets_of(self, backend: type[Backend]) -> tuple[str, ...]:
@@ -355,10 +367,7 @@ class Registry:
         key = (be.name, q, sig)
         decision = self._decisions.get(key)
         if decision is None:
-            candidates = self._candidates.get((be.name, q))
-            if candidates is None:
-                candidates = self._candidates[(be.name, q)] = candidate_rows(self._backend_rows(be.name), q)
-            decision = self._decisions[key] = decide(candidates, dev, q)
+            decision = self._decisions[key] = decide(self._candidates_for(be.name, q)[0], dev, q)
         reasons = reasons_for(decision, dev, q, be.name)
         if pre:
             return Verdict(Level.UNSUPPORTED, pre + reasons, q_method, scheme_s, be.name, t, dev.id, layer,
@@ -370,22 +379,9 @@ class Registry:
                        runs_as=runs_as, provenance=decision.provenance, runtime_version=str(rv) if rv else "",
                        disputed=dispute)
 
-    def _all_candidates(self, backend: str, q: Query) -> list[Any]:
-        """Every row of ``backend`` whose scheme filters match ``q``, whatever runtime version it holds for."""
-        entry = self.host.backends[backend]
-        rows = tuple(self.host.refinements.get(backend, ())) + tuple(
-            (cap, entry.provenance) for cap in entry.obj.capabilities)
-        return [cap for cap, _prov in candidate_rows(rows, q)]
-
     def _version_bounded(self, backend: str, q: Query) -> bool:
-        key = (backend, q)
-        got = self._bounded.get(key)
-        if got is None:
-            entry = self.host.backends[backend]
-            got = any(c.since or c.until for c in entry.obj.capabilities) and any(
-                c.since or c.until for c in self._all_candidates(backend, q))
-            self._bounded[key] = got
-        return got
+        """Whether a row that matches ``q`` holds only for some runtime versions."""
+        return any(cap.since or cap.until for cap, _prov in self._candidates_for(backend, q)[1])
 
     def version_answers(self, v: Verdict) -> tuple[VersionAnswer, ...]:
         """The answer for each range of runtime versions, when ``v``'s answer depends on the version (empty
@@ -396,7 +392,7 @@ class Registry:
         sch = self.scheme(v.scheme)
         q = self._query(v.method if v.method and not self.exported_as(v.method, sch, be) else None, sch,
                         v.layer, v.target)
-        cuts = ranges(self._all_candidates(be.name, q))
+        cuts = ranges(cap for cap, _prov in self._candidates_for(be.name, q)[1])
         if not cuts:
             return ()
         dev = self.local() if self._local is not None and v.device == self._local.id else self.device(v.device)

@@ -57,12 +57,9 @@ def parse_runtime_versions(items: Iterable[str]) -> dict[str, str]:
 @cache
 def installed_version(distribution: str) -> str | None:
     """The installed version of ``distribution``, from its metadata (nothing is imported); ``None`` if absent."""
-    from importlib import metadata
+    from quantmatch.sdk.artifact import library_versions
 
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+    return library_versions([distribution]).get(distribution)
 
 
 def bounded(backend: type[Backend]) -> bool:

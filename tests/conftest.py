@@ -41,6 +41,16 @@ def _isolated_plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
+def no_rocm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ROCm on this machine, whatever is installed: amdsmi, rocm-smi and a ROCm torch all absent."""
+    from quantmatch.plugins.devices import amd_rocm
+
+    monkeypatch.setattr(amd_rocm, "_amdsmi", lambda: None)
+    monkeypatch.setattr(amd_rocm, "_rocm_smi_json", lambda: None)
+    monkeypatch.setattr(amd_rocm, "_torch", lambda: None)
+
+
+@pytest.fixture
 def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Install a fake distribution (a module plus dist-info with a ``quantmatch`` entry point)."""
     created: list[str] = []

@@ -14,6 +14,7 @@ import pytest
 from quantmatch.plugins.devices import _common, amd_rocm, apple_metal, arm_cpu, nvidia, x86_cpu
 from quantmatch.sdk.device import Detection, DeviceFamily
 from quantmatch.sdk.profile import CONFIDENCES, DEVICE_FAMILIES, TARGETS, HardwareProfile
+from tests_support import fake_amdsmi
 
 FAMILIES: list[type[DeviceFamily]] = [
     nvidia.NvidiaFamily,
@@ -266,25 +267,6 @@ def test_nvidia_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ----------------------------------------------------------------------------------------- AMD
-
-
-def fake_amdsmi(name: str, gfx: str, total: int) -> types.ModuleType:
-    mod = types.ModuleType("amdsmi")
-    mod.amdsmi_init = lambda: None  # type: ignore[attr-defined]
-    mod.amdsmi_shut_down = lambda: None  # type: ignore[attr-defined]
-    mod.amdsmi_get_processor_handles = lambda: ["h0"]  # type: ignore[attr-defined]
-    mod.amdsmi_get_gpu_asic_info = lambda h: {  # type: ignore[attr-defined]
-        "market_name": name, "target_graphics_version": gfx}
-    mod.AmdSmiMemoryType = types.SimpleNamespace(VRAM=0)  # type: ignore[attr-defined]
-    mod.amdsmi_get_gpu_memory_total = lambda h, kind: total  # type: ignore[attr-defined]
-    return mod
-
-
-@pytest.fixture
-def no_rocm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amd_rocm, "_amdsmi", lambda: None)
-    monkeypatch.setattr(amd_rocm, "_rocm_smi_json", lambda: None)
-    monkeypatch.setattr(amd_rocm, "_torch", lambda: None)
 
 
 def test_amd_amdsmi_mi300x(monkeypatch: pytest.MonkeyPatch, no_rocm: None) -> None:

@@ -16,6 +16,7 @@ import pytest
 from quantmatch.plugins.devices import amd_rocm, apple_metal
 from quantmatch.registry import Registry
 from quantmatch.sdk.profile import CONFIDENCES, HardwareProfile
+from tests_support import fake_amdsmi
 
 GIB = 2**30
 NEW_AMD = ("amd_mi350x", "amd_rx_9070_xt", "amd_strix_halo", "amd_strix_point")
@@ -80,25 +81,6 @@ def test_apple_m5_entry() -> None:
 
 
 # ----------------------------------------------------------------------------------------- detection
-
-
-def fake_amdsmi(name: str, gfx: str, total: int) -> types.ModuleType:
-    mod = types.ModuleType("amdsmi")
-    mod.amdsmi_init = lambda: None  # type: ignore[attr-defined]
-    mod.amdsmi_shut_down = lambda: None  # type: ignore[attr-defined]
-    mod.amdsmi_get_processor_handles = lambda: ["h0"]  # type: ignore[attr-defined]
-    mod.amdsmi_get_gpu_asic_info = lambda h: {  # type: ignore[attr-defined]
-        "market_name": name, "target_graphics_version": gfx}
-    mod.AmdSmiMemoryType = types.SimpleNamespace(VRAM=0)  # type: ignore[attr-defined]
-    mod.amdsmi_get_gpu_memory_total = lambda h, kind: total  # type: ignore[attr-defined]
-    return mod
-
-
-@pytest.fixture
-def no_rocm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(amd_rocm, "_amdsmi", lambda: None)
-    monkeypatch.setattr(amd_rocm, "_rocm_smi_json", lambda: None)
-    monkeypatch.setattr(amd_rocm, "_torch", lambda: None)
 
 
 def only(d: Any) -> HardwareProfile:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 SMOLLM2_CONFIG = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576,
     "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
@@ -34,3 +36,16 @@ class CheckpointTensors:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def fake_amdsmi(name: str, gfx: str, total: int) -> types.ModuleType:
+    """A stand-in for the ``amdsmi`` module reporting one GPU (the outside world tests cannot have)."""
+    mod = types.ModuleType("amdsmi")
+    mod.amdsmi_init = lambda: None  # type: ignore[attr-defined]
+    mod.amdsmi_shut_down = lambda: None  # type: ignore[attr-defined]
+    mod.amdsmi_get_processor_handles = lambda: ["h0"]  # type: ignore[attr-defined]
+    mod.amdsmi_get_gpu_asic_info = lambda h: {  # type: ignore[attr-defined]
+        "market_name": name, "target_graphics_version": gfx}
+    mod.AmdSmiMemoryType = types.SimpleNamespace(VRAM=0)  # type: ignore[attr-defined]
+    mod.amdsmi_get_gpu_memory_total = lambda h, kind: total  # type: ignore[attr-defined]
+    return mod

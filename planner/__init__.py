@@ -23,6 +23,7 @@ from quantmatch.planner.shapes import (
     param_breakdown,
     resolve_model,
 )
+from quantmatch.planner.training import TrainingPlan, plan_training
 from quantmatch.planner.types import (
     PREFERENCES,
     TOLERANCE_KLD,
@@ -55,6 +56,7 @@ __all__ = [
     "QualityEstimate",
     "Rejection",
     "Tolerance",
+    "TrainingPlan",
     "Workload",
     "baseline_backends",
     "builtin_shapes",
@@ -64,6 +66,7 @@ __all__ = [
     "param_breakdown",
     "plan",
     "plan_devices",
+    "plan_training",
     "prior_quality",
     "resolve_model",
     "results_path",

@@ -35,10 +35,12 @@ from typing import Any
 from quantmatch.planner.footprint import gguf_type_fractions, weight_layout
 from quantmatch.planner.hardware import GIB, DeviceSpec, device_spec
 from quantmatch.planner.job import estimate_job
+from quantmatch.planner.kv import apply_kv, kv_decides_note, kv_options, parse_kv
 from quantmatch.planner.measured import apply_measured
 from quantmatch.planner.memory import estimate_memory
 from quantmatch.planner.plan import Candidate, Plan, Rejection
 from quantmatch.planner.priors import method_priors, runtime_priors
+from quantmatch.planner.probed import probed_path
 from quantmatch.planner.produce import Production, production
 from quantmatch.planner.quality import estimate_quality
 from quantmatch.planner.roofline import compute_path, dequant_mode, estimate_phases
@@ -137,12 +139,18 @@ class _Builder:
         exported = self.reg.exported_as(v.method, v.scheme, v.backend)
         return None if exported is None else (str(exported[0].artifact_format), exported[1])
 
-    def evaluate(self, v: Verdict) -> Candidate:
+    def evaluate(self, v: Verdict, kv: str | None = None) -> Candidate:
+        """``kv``: a KV format the runtime is set to (``plan --kv``); the candidate's scheme stays ``v``'s."""
         info, params, spec, wl = self.info, self.params, self.spec, self.workload
         asked: Scheme = self.reg.scheme(v.scheme)
+        shown = str(asked)
+        if kv is not None:
+            asked = replace(asked, kv_cache=kv)
         exported = self.exported_as(v)
         # an exported artifact runs as the target format's scheme (speed, memory); its quality is the method's
         s: Scheme = exported[1] if exported else asked
+        if kv is not None:
+            s = replace(s, kv_cache=kv)
         runtime = runtime_priors(v.backend, v.target, self.reg)
         mp = method_priors(v.method, self.reg)
         path = compute_path(v, s, spec)
@@ -171,6 +179,8 @@ class _Builder:
         if v.target == "cpu":
             cast = runtime.cast_eff.get("fp8", 0.0) if "fp8" in (s.weight_format or "") else 0.0
             path = replace(path, gemv_eff=_gemv_eff(gemv, info, s, path.dtype, dq), cast_eff=cast)
+            if spec.is_cpu:  # this machine's probed kernel rates, where cached, replace the fitted priors
+                path = probed_path(path, spec.kernel_rates, v.backend, v.target, info, s)
         layout = weight_layout(info, params, s, v.method if not exported else None, dense, mp)
         act_bytes = 4.0 if path.dtype == "fp32" or dense == 4.0 else 2.0
         if s.kv_bits:
@@ -214,7 +224,7 @@ class _Builder:
         req = rank_t if known else None
         thr = wl.batch * wl.gen / rank_t if known and rank_t > 0 else None
         return Candidate(
-            method=v.method, scheme=str(asked), backend=v.backend, target=v.target, level=v.level.value,
+            method=v.method, scheme=shown, backend=v.backend, target=v.target, level=v.level.value,
             runs_as=v.runs_as if not exported else f"exported to {exported[0]} as {exported[1]}: {v.runs_as or ''}"
             .rstrip(": "), verdict_reason=v.reasons[0].text if v.reasons else "",
             export_format=exported[0] if exported else None,
@@ -432,7 +442,7 @@ def plan(model: str | Path | ModelInfo | ModelSource, device: str | HardwareProf
          tolerance: str | float | Tolerance | None = "chat", memory_budget: float | str | None = None,
          prefer: str | None = "fastest", registry: Any = None, results_db: Path | None = None,
          out_dir: Path | None = None, max_kld: str | float | None = None,
-         min_top1: str | float | None = None) -> Plan:
+         min_top1: str | float | None = None, kv: str | None = None) -> Plan:
     """Recommend a precision, method and runtime for ``model`` on ``device``.
 
     ``model``: a built-in name (``llama-3.1-8b``, ``smollm2-135m`` ...), a model directory or
@@ -442,7 +452,10 @@ def plan(model: str | Path | ModelInfo | ModelSource, device: str | HardwareProf
     (0.5%, 0.005), a percentage (perplexity only) or a :class:`Tolerance`. ``max_kld``: the largest
     expected mean KL divergence (nats per token; replaces the class's), ``min_top1``: the smallest
     expected same-top-token percentage. ``memory_budget``: GiB. ``prefer``: ``fastest``, ``smallest``
-    or ``most-accurate``.
+    or ``most-accurate``. ``kv``: the KV-cache format, ``None`` (the scheme's or runtime's own), a format
+    (``fp16``, ``fp8``, ``int8``, ``q8_0``, ``q4_0`` ...: every candidate, rejected at stage ``kv-cache`` where
+    its runtime cannot run it) or ``auto`` (a quantized cache only where the default one does not fit; see
+    :mod:`quantmatch.planner.kv`).
 
     Bad input raises :class:`~quantmatch.planner.types.PlanInputError`,
     :class:`~quantmatch.registry.UnknownChoiceError` (unknown device or model name, with the closest
@@ -453,9 +466,10 @@ def plan(model: str | Path | ModelInfo | ModelSource, device: str | HardwareProf
     tol = Tolerance.parse(tolerance, max_kld, min_top1)
     budget = parse_budget(memory_budget)
     pref = parse_preference(prefer)
+    kv_mode = parse_kv(kv)
     src = resolve_model(model)
     reg = _registry(registry)
-    return _plan_one(src, model, device, wl, tol, budget, pref, reg, results_db, out_dir)
+    return _plan_one(src, model, device, wl, tol, budget, pref, reg, results_db, out_dir, kv_mode)
 
 
 def plan_devices(model: str | Path | ModelInfo | ModelSource,
@@ -473,9 +487,10 @@ def plan_devices(model: str | Path | ModelInfo | ModelSource,
     budget = parse_budget(kwargs.pop("memory_budget", None))
     pref = parse_preference(kwargs.pop("prefer", "fastest"))
     results_db, out_dir = kwargs.pop("results_db", None), kwargs.pop("out_dir", None)
+    kv_mode = parse_kv(kwargs.pop("kv", None))
     if kwargs:
         raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
-    return [_plan_one(src, model, d, wl, tol, budget, pref, reg, results_db, out_dir)
+    return [_plan_one(src, model, d, wl, tol, budget, pref, reg, results_db, out_dir, kv_mode)
             for d in _unique_devices(devices, reg)]
 
 
@@ -507,7 +522,7 @@ def _resolve_device(device: str | HardwareProfile | DeviceSpec, reg: Any) -> tup
 
 
 def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: Tolerance, budget: float | None,
-              pref: str, reg: Any, results_db: Path | None, out_dir: Path | None) -> Plan:
+              pref: str, reg: Any, results_db: Path | None, out_dir: Path | None, kv: str | None = None) -> Plan:
     spec, local = _resolve_device(device, reg)
     profile = spec.profile
     info = src.info
@@ -536,6 +551,8 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
         if key in seen:
             continue
         seen.add(key)
+        if kv is not None and reg.scheme(v.scheme).kv_cache:
+            continue  # --kv sets every candidate's KV cache: the scheme without its -kv suffix stands for it
         if not v.runnable:
             rejections.append(Rejection(v.method, v.scheme, v.backend, v.target, "registry",
                                         v.reasons[0].text if v.reasons else "unsupported", v.level.value))
@@ -544,7 +561,11 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
         if extra is not None:
             rejections.append(Rejection(v.method, v.scheme, v.backend, v.target, extra[0], extra[1], v.level.value))
             continue
-        evaluated.append(b.evaluate(v))
+        cand, kv_problem = apply_kv(kv, v, b.evaluate, reg, info, wl, tol)
+        if kv_problem is not None:
+            rejections.append(Rejection(v.method, v.scheme, v.backend, v.target, *kv_problem, v.level.value))
+            continue
+        evaluated.append(cand)
 
     evaluated, note = _comparable(evaluated, wl, spec)
     if note:
@@ -630,8 +651,14 @@ def _plan_one(src: ModelSource, model_arg: Any, device: Any, wl: Workload, tol: 
     summary = _summary(final[0] if final else None, baseline, evaluated, spec, wl)
     if local and spec.bandwidth_confidence == "measured":
         notes.append(f"local bandwidth {spec.bandwidth_gbs:g} GB/s from {spec.bandwidth_source}")
-    return Plan(src, params, spec, wl, tol, pref, budget, status, tuple(final), tuple(rejections),
-                tuple(summary), baseline, tuple(notes))
+    kv_note = kv_decides_note(final[0] if final else None, wl)
+    if kv_note:
+        notes.append(kv_note)
+    from quantmatch.planner.crossover import attach_crossovers  # it re-evaluates with _Builder
+
+    return attach_crossovers(Plan(src, params, spec, wl, tol, pref, budget, status, tuple(final), tuple(rejections),
+                                  tuple(summary), baseline, tuple(notes), kv_mode=kv or "default",
+                                  kv_options=kv_options(reg, final[0] if final else None, info, wl, profile)), reg)
 
 
 _STAGE_ORDER = {"memory": 0, "quality": 1, "job": 2, "moe": 3, "kv-cache": 4, "registry": 5}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from quantmatch.sdk.kernel_rates import KernelRates
 from quantmatch.sdk.profile import Figure, HardwareProfile
 
 __all__ = ["GIB", "DeviceSpec", "Peak", "device_spec", "estimate_cpu_peaks", "vector_fp32_tflops", "with_measurements"]
@@ -53,7 +54,8 @@ class DeviceSpec:
     ``memory_gib`` is the capacity models must fit in (GPU memory, or RAM for CPUs), ``bandwidth_gbs``
     the memory bandwidth in GB/s; either is ``None`` when no source gives it. ``measured`` is true
     when the bandwidth (and the peaks) were measured on this machine, so no efficiency discount
-    applies to them.
+    applies to them. ``kernel_rates``: the runtimes' kernel rates probed on this machine
+    (``quantmatch detect --probe``; :mod:`quantmatch.planner.probed`), ``None`` when none are cached.
     """
 
     profile: HardwareProfile
@@ -65,6 +67,7 @@ class DeviceSpec:
     peaks: Mapping[str, Peak] = field(default_factory=lambda: MappingProxyType({}))
     measured: bool = False
     notes: tuple[str, ...] = ()
+    kernel_rates: KernelRates | None = None
 
     @property
     def id(self) -> str:
@@ -204,6 +207,15 @@ def device_spec(profile: HardwareProfile, *, measure: bool = False) -> DeviceSpe
         peaks = estimate_cpu_peaks(profile, _cpu_mhz())
         if peaks:
             notes.append("CPU peaks estimated from cores x clock x vector ISA")
+    rates = None
+    if measure and profile.is_cpu:  # the kernels quantmatch detect --probe timed
+        import os
+
+        from quantmatch.sdk.kernel_rates import load_kernel_rates
+
+        rates = load_kernel_rates(profile.cores or os.cpu_count() or 1, "wall")
+        if rates is not None:
+            notes.append(f"CPU kernel rates probed on this machine ({rates.date[:10]}, {rates.threads} threads)")
     if bandwidth is None:
         notes.append("memory bandwidth unknown: tokens/s cannot be predicted (ranking uses relative bytes)")
     if not peaks:
@@ -213,7 +225,7 @@ def device_spec(profile: HardwareProfile, *, measure: bool = False) -> DeviceSpe
     if mem is None:
         notes.append("memory size unknown: give --memory-budget to check the fit")
     return DeviceSpec(profile, mem, msrc, None if bandwidth is None else float(bandwidth), bw_src or "",
-                      bw_conf or "unsourced", MappingProxyType(peaks), measured, tuple(notes))
+                      bw_conf or "unsourced", MappingProxyType(peaks), measured, tuple(notes), rates)
 
 
 def with_measurements(spec: DeviceSpec, *, bandwidth_gbs: float | None = None,

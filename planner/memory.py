@@ -27,7 +27,7 @@ from quantmatch.planner.types import Workload
 from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.priors import RuntimePriors
 
-__all__ = ["MemoryEstimate", "estimate_memory"]
+__all__ = ["MemoryEstimate", "estimate_memory", "kv_cache_bytes"]
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,20 @@ def activation_bytes(info: ModelInfo, workload: Workload, act_bytes: float, chun
     return tokens * per_token + (workload.batch + logits_rows) * info.vocab_size * 4.0
 
 
+def kv_cache_bytes(info: ModelInfo, workload: Workload, kv_bytes: float) -> float:
+    """KV-cache bytes of the whole batch at the workload's context: 2 (K and V) x layers x KV heads x head
+    dim x context x batch x ``kv_bytes`` per value (block scales included: Q8_0 is 34/32 bytes per value),
+    sliding-window layers capped at their window."""
+    return workload.batch * kv_bytes_per_token(info, workload.ctx, kv_bytes)
+
+
 def estimate_memory(info: ModelInfo, layout: WeightLayout, workload: Workload, runtime: RuntimePriors,
                     kv_bytes: float, act_bytes: float, expanded_layer_bytes: float,
                     capacity_gib: float | None, capacity_source: str, load_peak_gib: float | None = None
                     ) -> MemoryEstimate:
     """Peak memory of ``layout`` serving ``workload`` on ``runtime``; compared with ``capacity_gib``.
     ``load_peak_gib``: the process's peak while loading, when the loader has one of its own."""
-    kv = workload.batch * kv_bytes_per_token(info, workload.ctx, kv_bytes)
+    kv = kv_cache_bytes(info, workload, kv_bytes)
     acts = activation_bytes(info, workload, act_bytes, runtime.prefill_chunk, runtime.logits_rows) \
         + expanded_layer_bytes
     weights = layout.quantized_bytes / GIB

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantmatch.planner.crossover import Crossover
 from quantmatch.planner.hardware import DeviceSpec
 from quantmatch.planner.job import JobEstimate
+from quantmatch.planner.kv import KVChoice, KVOption
 from quantmatch.planner.memory import MemoryEstimate
 from quantmatch.planner.quality import QualityEstimate
 from quantmatch.planner.roofline import PhaseEstimate
@@ -39,6 +41,9 @@ class Candidate:
     ``production`` says why not and ``produce_with`` how to get the artifact instead (the method's
     own tool, or the requirements to install first). ``export_format`` is set when the backend runs an
     exact export of the method's artifact (GPTQ on llama.cpp: ``gguf``); ``command`` then asks for it.
+    ``kv``: the KV cache it runs with (format, bits, GiB at the workload's context, risk and source).
+    ``crossover``: where it stops beating the 16-bit and the best 8-bit plan (:mod:`.crossover`; set on the
+    top plans only, empty elsewhere).
     """
 
     method: str | None
@@ -66,6 +71,8 @@ class Candidate:
     production: str = ""
     produce_with: str = ""
     export_format: str | None = None
+    kv: KVChoice | None = None
+    crossover: tuple[Crossover, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -93,6 +100,8 @@ class Candidate:
             "why": list(self.why), "command": self.command, "sources": list(self.sources),
             "producible_here": self.producible_here, "production": self.production,
             "produce_with": self.produce_with, "export_format": self.export_format,
+            "kv": None if self.kv is None else self.kv.to_dict(),
+            "crossover": [x.to_dict() for x in self.crossover] or None,
         }
 
 
@@ -131,7 +140,11 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Plan:
-    """The recommendation for one model on one device under one workload."""
+    """The recommendation for one model on one device under one workload.
+
+    ``kv_mode``: ``plan --kv`` (``default``, ``auto`` or a format); ``kv_options``: every KV format for the
+    top plan's runtime on the device, with the registry's verdict, GiB at the context and risk.
+    """
 
     model: ModelSource
     params: ParamBreakdown
@@ -146,6 +159,8 @@ class Plan:
     summary: tuple[str, ...]
     baseline: Candidate | None = None
     notes: tuple[str, ...] = field(default=())
+    kv_mode: str = "default"
+    kv_options: tuple[KVOption, ...] = ()
 
     @property
     def top(self) -> Candidate | None:
@@ -183,6 +198,10 @@ class Plan:
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "plans": [c.to_dict() for c in self.candidates],
             "rejected": [r.to_dict() for r in self.rejections],
+            "kv_mode": self.kv_mode,
+            "kv_options": [o.to_dict() for o in self.kv_options],
+            "crossover": None if self.top is None or not self.top.crossover else
+            [x.to_dict() for x in self.top.crossover],
         }
 
 

@@ -55,7 +55,12 @@ class ComputePath:
     ``gemv_eff`` and ``cast_eff`` are the runtime's CPU kernel priors that apply to this candidate
     (:class:`~quantmatch.sdk.priors.RuntimePriors`; 0: none): the decode GEMV rate per
     sequence and the rate of converting a weight format without conversion instructions, both as
-    fractions of the cores' 256-bit fp32 rate."""
+    fractions of the cores' 256-bit fp32 rate.
+
+    ``gemv_rate``/``gemm_rate``: the runtime's kernel rates probed on this machine
+    (:mod:`quantmatch.sdk.kernel_rates`), in FLOP/s per sequence for the decode GEMV and FLOP/s for
+    many-row products; when set they replace ``gemv_eff`` and the compute peak times the efficiency
+    priors. ``rate_basis``: ``probed ...``, ``prior ...`` (a CPU candidate with no probed rate) or empty."""
 
     dtype: str
     peak: Peak | None
@@ -64,6 +69,9 @@ class ComputePath:
     compute_scale: float = 1.0
     gemv_eff: float = 0.0
     cast_eff: float = 0.0
+    gemv_rate: float = 0.0
+    gemm_rate: float = 0.0
+    rate_basis: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,10 +246,13 @@ def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePat
     bw_eff = (bw if bw is not None else NOMINAL_BANDWIDTH_GBS) * be * 1e9
     t_mem = nbytes / bw_eff
     peak_rate = peak.tflops * 1e12 * ce * path.penalty if peak is not None else None
+    if path.gemm_rate:  # the runtime's many-row kernel, probed here
+        peak_rate = path.gemm_rate
     rate = peak_rate
     gemv_bound = False
-    if vec is not None and rows and path.gemv_eff:  # the GEMV kernel's own rate, per sequence, up to the GEMM rate
-        gemv = vec * 1e12 * path.gemv_eff * rows
+    per_seq = path.gemv_rate or (vec * 1e12 * path.gemv_eff if vec is not None and path.gemv_eff else 0.0)
+    if rows and per_seq:  # the GEMV kernel's own rate, per sequence, up to the GEMM rate
+        gemv = per_seq * rows
         gemv_bound = rate is None or gemv < rate
         rate = gemv if gemv_bound else rate
     t_comp = flops / rate if rate is not None else 0.0
@@ -261,8 +272,12 @@ def _phase(name: str, tokens: int, flops: float, nbytes: float, path: ComputePat
         ridge = rate / (bw * be * 1e9)
     known = bw is not None and (rate is not None or bound == "memory")
     notes = [path.note] if path.note else []
-    if gemv_bound:
+    if gemv_bound and path.gemv_rate:
+        notes.append(f"{runtime.name}'s decode GEMV: probed {path.gemv_rate / 1e9:.3g} GFLOP/s per sequence")
+    elif gemv_bound:
         notes.append(f"{runtime.name}'s decode GEMV: x{path.gemv_eff:g} of the 256-bit fp32 rate per sequence")
+    if path.rate_basis:
+        notes.append(f"kernel rates: {path.rate_basis}")
     if cast_s:
         notes.append(f"weights converted without conversion instructions: {cast_s * 1e3:.3g} ms per pass")
     if rate is None:

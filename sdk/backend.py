@@ -47,6 +47,10 @@ class Backend:
       refer to (``vllm``, ``onnxruntime``, ``llama-cpp-python`` ...); empty when no row is bounded.
     - ``latest_version``: the newest version of ``runtime`` the rows were checked against. Verdicts are
       for it unless the user names a version (``--runtime-version vllm=0.9.2``) or one is installed.
+    - ``rate_probe``: where its kernel-rate probe lives, as ``"package.module:function"`` (see
+      :mod:`quantmatch.sdk.kernel_rates`), imported only when ``quantmatch detect --probe`` or the planner
+      benchmark runs it; the planner then uses the measured GEMV/GEMM rates of this machine instead of the
+      ``cpu`` priors' fitted kernel efficiencies. Empty: no probe.
     """
 
     name: ClassVar[str] = ""
@@ -64,5 +68,6 @@ class Backend:
     kv_caches: ClassVar[tuple[str, ...]] = ()
     runtime: ClassVar[str] = ""
     latest_version: ClassVar[str] = ""
+    rate_probe: ClassVar[str] = ""
     executable: ClassVar[bool] = False
     """Deprecated and unused: a backend is executable when it names a ``runner``."""

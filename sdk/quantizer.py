@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,7 +20,7 @@ from quantmatch.sdk.options import MethodOptions
 from quantmatch.sdk.priors import MethodPriors
 from quantmatch.sdk.scheme import Scheme, SchemeError, parse_scheme
 
-__all__ = ["Problem", "Quantizer", "SchemeSupport", "missing_requirements"]
+__all__ = ["Problem", "Quantizer", "SchemeSupport", "UnitVariant", "missing_requirements"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,29 @@ class SchemeSupport:
             out.append(f"{method} does not set a {scheme.kv_cache} KV cache "
                        f"(valid: {', '.join(self.kv_cache) or 'none'})")
         return out
+
+
+@dataclass(frozen=True)
+class UnitVariant:
+    """One unit (a weight tensor) of a model as one format stores it, for mixed-precision search.
+
+    ``unit`` is the method's own name of the tensor (a GGUF tensor name such as ``blk.3.ffn_down.weight``
+    for GGUF; the Hugging Face parameter name for methods without their own names); ``hf_name`` the
+    Hugging Face parameter it replaces (``model.layers.3.mlp.down_proj.weight``); ``scheme`` the format
+    (a scheme string; a method may name a per-tensor storage type, e.g. ``gguf-q6_k``); ``nbytes`` the
+    exact bytes that format stores for this tensor; ``weight`` the dequantized values, a float32 array in
+    the Hugging Face layout (rows = output features), exactly what the runtime computes with.
+    ``activation`` is how the runtime rounds the layer's input for this format before the product: ``""``
+    (not at all), ``f16``/``bf16``, or ``q8_0`` (int8 in blocks of 32 with an fp16 scale, also for
+    ``q8_1``) / ``q8_k`` (blocks of 256 with a float scale), as llama.cpp's CPU kernels do.
+    """
+
+    unit: str
+    hf_name: str
+    scheme: str
+    nbytes: int
+    weight: Any
+    activation: str = ""
 
 
 _DIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -151,6 +174,8 @@ class Quantizer:
     options: ClassVar[type[MethodOptions]] = MethodOptions
     priors: ClassVar[MethodPriors] = MethodPriors()
     exports: ClassVar[tuple[ExactExport, ...]] = ()
+    mixes: ClassVar[bool] = False
+    """Whether the method implements :meth:`unit_variants` and :meth:`quantize_mixed` (mixed precision)."""
 
     def check(self, model: ModelInfo | None, scheme: Scheme | str) -> list[Problem]:
         """Problems with quantizing ``model`` to ``scheme`` with this method; never loads weights."""
@@ -210,3 +235,22 @@ class Quantizer:
         raise NotImplementedError(
             f"quantization with {self.name!r} is not implemented in this version of quantmatch; "
             "the registry can still tell where its artifacts run")
+
+    def unit_variants(self, source: Any, schemes: Sequence[str], **options: Any) -> Iterator[UnitVariant]:
+        """Every unit of ``source`` (a :class:`quantmatch.sdk.models.ModelSource`) as each of ``schemes``
+        stores it: :class:`UnitVariant` items with exact bytes and dequantized weights, for measuring each
+        unit's sensitivity (:mod:`quantmatch.sdk.sensitivity`). A method that stores a tensor in another
+        type than the scheme names (a fallback) yields the stored type's scheme, once per unit and type.
+        Methods with :attr:`mixes` implement it."""
+        raise NotImplementedError(
+            f"{self.name!r} does not write per-unit mixed precision in this version of quantmatch "
+            "(no unit_variants); choose a method whose plugin sets mixes = True")
+
+    def quantize_mixed(self, source: Any, assignments: Mapping[str, str], out: Any, **options: Any) -> Any:
+        """Quantize ``source`` with a per-unit format (``assignments``: unit -> scheme, as
+        :meth:`unit_variants` names them) into ``out``, a fresh temporary directory the caller renames;
+        returns what :meth:`quantize` returns. ``options`` may carry ``base_scheme`` (the format of units
+        not listed), ``threads`` and ``progress``. Methods with :attr:`mixes` implement it."""
+        raise NotImplementedError(
+            f"{self.name!r} does not write per-unit mixed precision in this version of quantmatch "
+            "(no quantize_mixed); choose a method whose plugin sets mixes = True")

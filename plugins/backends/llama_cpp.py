@@ -273,6 +273,7 @@ class LlamaCppBackend(Backend):
     # the rows describe llama.cpp (ggml) itself; users install it as the llama-cpp-python distribution, whose
     # version is what since/until bounds and --runtime-version refer to (each release vendors a ggml commit)
     runtime = "llama-cpp-python"
+    rate_probe = "quantmatch.plugins.backends.llama_cpp_rates:probe_rates"
     latest_version = "0.3.36"
     capabilities = (
         *KV_CACHE,

@@ -198,6 +198,7 @@ class TorchBackend(Backend):
     priors = PRIORS
     serves_unquantized = True
     runtime = "torch"
+    rate_probe = "quantmatch.plugins.backends.torch_rates:probe_rates"
     latest_version = "2.13.0"  # torch._scaled_mm on CPU and the int4pack kernels exercised here
     kv_caches = ("int8", "int4")  # transformers' QuantizedCache in the runner, set at run time
     capabilities = (

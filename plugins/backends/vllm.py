@@ -557,7 +557,10 @@ PRIORS = {
     ACCELERATOR: RuntimePriors(
         bandwidth_eff=0.80, compute_eff=0.60, layer_overhead_s=5e-6, step_overhead_s=1.0e-3, memory_gib=1.5,
         prefill_chunk=8192,
-        format_compute_eff={"gguf-*": 0.2},  # its GGUF kernels are slower than its main path
+        # its GGUF kernels are slower than its main path; int4 weight-only GEMMs (Marlin) dequantize in the
+        # kernel and, once compute-bound, reach 0.60-0.74x of the fp16 GEMM (Marlin bench.py at batch 256-4000,
+        # vllm-project/vllm PR #2497, comment by resorcap 2024-01-24): 0.65
+        format_compute_eff={"gguf-*": 0.2, "int4:fp16": 0.65, "int4:bf16": 0.65},
         source="CUDA graphs for decode; chunked prefill (max_num_batched_tokens 8192); context + graphs + sampler "
                "~1.5 GiB; GGUF runs through dp4a MMQ / dequantize + GEMM kernels (vLLM docs: GGUF support is highly "
                "experimental and under-optimized)"),

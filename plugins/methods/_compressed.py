@@ -278,12 +278,57 @@ def load_compressed(directory: str | Path, dtype: str | None = None) -> tuple[An
     d = Path(directory)
     if not (d / "config.json").is_file():
         raise ArtifactError(f"{d}: no config.json; re-create the artifact with `quantmatch quantize ... --force`")
+    if _mixed_dequantize(d):
+        return _load_decompressed(d, dtype)
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch_dtype(dtype) if dtype else "auto",
                                                      use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ArtifactError(f"{d}: transformers cannot load this compressed-tensors checkpoint "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-create it "
+                            "with `quantmatch quantize ... --force`") from e
+    model.eval()
+    return model, tokenizer
+
+
+def _mixed_dequantize(directory: Path) -> bool:
+    """Whether transformers would dequantize a checkpoint with several config groups at load time: it
+    decompresses every dense layer with one group's scheme (transformers 5.25
+    integrations/compressed_tensors.py ``get_dense_scheme``), so such checkpoints load through
+    :func:`_load_decompressed` instead."""
+    import json
+
+    qc = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("quantization_config") or {}
+    return bool(qc.get("dequantize")) and len(qc.get("config_groups") or {}) > 1
+
+
+def _load_decompressed(directory: Path, dtype: str | None) -> tuple[Any, Any]:
+    """``(model, tokenizer)``: the float model of the config, holding the library's decompression of
+    every quantized module (:func:`~quantmatch.plugins.methods._mixed_ct.decompressed_state`)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from quantmatch.plugins.methods._mixed_ct import decompressed_state
+    from quantmatch.sdk.models import torch_dtype
+
+    try:
+        state = decompressed_state(directory)
+        config = AutoConfig.from_pretrained(str(directory))
+        del config.quantization_config
+        stored = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float16)
+        want = torch_dtype(dtype) if dtype else stored
+        model: Any = AutoModelForCausalLM.from_config(config, dtype=want)  # type: ignore[no-untyped-call]
+        result = model.load_state_dict({k: v.to(want) if v.is_floating_point() else v for k, v in state.items()},
+                                       strict=False)
+        missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+        if getattr(config, "tie_word_embeddings", False):
+            model.tie_weights()
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ArtifactError(f"{directory}: cannot decompress this mixed compressed-tensors checkpoint "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-create it "
                             "with `quantmatch quantize ... --force`") from e
     model.eval()

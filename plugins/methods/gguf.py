@@ -20,7 +20,7 @@ import struct
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +40,7 @@ from quantmatch.sdk.model_info import LLAMA_FAMILY, ModelInfo
 from quantmatch.sdk.options import MethodOptions, option
 from quantmatch.sdk.pluginhost import hookimpl
 from quantmatch.sdk.priors import JobPriors, MethodPriors
-from quantmatch.sdk.quantizer import Problem, Quantizer, SchemeSupport
+from quantmatch.sdk.quantizer import Problem, Quantizer, SchemeSupport, UnitVariant
 from quantmatch.sdk.scheme import Scheme, parse_scheme
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "GGUFQuantizer",
     "load_for_eval",
     "load_imatrix",
+    "mixed_type_scheme",
     "quantize_gguf",
     "tensor_types_for_rules",
 ]
@@ -179,6 +180,116 @@ class GGUFQuantizer(Quantizer):
     priors = PRIORS
     options = GGUFOptions
     exports = EXPORTS
+    mixes = True
+
+    def unit_variants(self, source: Any, schemes: Sequence[str], **options: Any) -> Iterator[UnitVariant]:
+        """Each 2-D weight of ``source`` as llama.cpp stores it under each of ``schemes`` (``gguf-q8_0``,
+        ``gguf-q4_k_m``, ``gguf-f16`` ...): the model is converted to an F16 GGUF once, quantized once per
+        scheme by llama.cpp (no importance matrix; F32/BF16 are converted), and every tensor of each file is
+        read back with gguf-py. ``activation`` is the type's :data:`VEC_DOT_TYPE`.
+
+        A variant's ``scheme`` names the ggml type llama.cpp actually stored (``gguf-q5_0`` where
+        ``gguf-q4_k_m`` fell back from Q4_K because the row is not a multiple of 256; ``gguf-q6_k`` for
+        the tensors the K-mixes keep at 6 bits); each (unit, type) is yielded once. ``nbytes`` is the
+        tensor's space in the file, alignment padding included, so a mixed file's size is
+        ``other_bytes`` plus the chosen variants' ``nbytes``, exactly. ``weight`` is dequantized by
+        ``gguf.quants.dequantize`` and its Q/K rows un-permuted back to the Hugging Face layout.
+
+        Options: ``threads`` (llama.cpp's quantizer), ``work_dir`` (where the per-scheme files go; default
+        a temporary directory, removed afterwards), ``progress(stage, done, total)``, and ``stats``: a
+        dict that receives ``other_bytes`` (header, norms: the bytes no unit holds) and ``files``
+        (scheme -> file size).
+        """
+        import shutil
+        import tempfile
+
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        hf_dir = _hf_dir(source)
+        layout = weight_layout(hf_dir)
+        hf_names = {gname: module + ".weight" for module, (gname, _) in sorted(layout.items())}
+        model = _read_model_facts(hf_dir)
+        given = options.get("stats")
+        stats: dict[str, Any] = given if isinstance(given, dict) else {}
+        progress: ProgressFn | None = options.get("progress")
+        work = Path(options["work_dir"]) if options.get("work_dir") else Path(tempfile.mkdtemp(prefix="qm-mixed-"))
+        work.mkdir(parents=True, exist_ok=True)
+        seen: set[tuple[str, str]] = set()
+        stats.setdefault("files", {})
+        stats.setdefault("layouts", {})
+        try:
+            base = work / "intermediate-f16.gguf"
+            if not base.is_file():
+                convert_hf_to_gguf(hf_dir, base, "f16")
+            for i, scheme in enumerate(schemes):
+                gtype = str(scheme).lower().removeprefix("gguf-")
+                path = base if gtype == "f16" else work / f"{gtype}.gguf"
+                if gtype in OUT_TYPES and not path.is_file():
+                    convert_hf_to_gguf(hf_dir, path, gtype)
+                elif not path.is_file():
+                    quantize_gguf(base, path, _gguf_type_of(scheme), threads=options.get("threads"))
+                if progress is not None:
+                    progress("quantize", i + 1, len(schemes))
+                reader = GGUFReader(path)
+                size = path.stat().st_size
+                stats["files"][str(scheme)] = size
+                layout_of: dict[str, str] = stats["layouts"].setdefault(str(scheme), {})
+                unit_bytes = 0
+                for t in reader.tensors:
+                    if t.name not in hf_names:
+                        continue
+                    nbytes = _file_bytes(t.n_bytes, reader.alignment)
+                    unit_bytes += nbytes
+                    layout_of[t.name] = mixed_type_scheme(t.tensor_type.name)
+                    key = (t.name, t.tensor_type.name)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    rows = dequantize(t.data, t.tensor_type).astype("float32").reshape(
+                        [int(d) for d in reversed(t.shape)])
+                    yield UnitVariant(t.name, hf_names[t.name], mixed_type_scheme(t.tensor_type.name), nbytes,
+                                      model.unpermute(t.name, rows), VEC_DOT_TYPE.get(t.tensor_type.name, ""))
+                stats["other_bytes"] = max(int(stats.get("other_bytes", 0)), size - unit_bytes)
+        finally:
+            if not options.get("work_dir"):
+                shutil.rmtree(work, ignore_errors=True)
+
+    def quantize_mixed(self, source: Any, assignments: Mapping[str, str], out: Any,
+                       **options: Any) -> GGUFArtifact:
+        """Write ``out/model.gguf`` with one ggml type per tensor: ``assignments`` maps GGUF tensor names to
+        schemes as :meth:`unit_variants` names them (``gguf-q6_k``, ``gguf-q5_0``, ``gguf-iq4_nl`` ...);
+        ``base_scheme`` (option, default ``gguf-q4_k_m``) is the file type, which sets every tensor not
+        listed. Hugging Face module names (``model.layers.0.mlp.down_proj``) are accepted too (a recipe
+        made from the prior names them). Runs llama.cpp's quantizer once with per-tensor type overrides
+        (``tensor_types``)."""
+        hf_dir = _hf_dir(source)
+        base_scheme = str(options.get("base_scheme") or "gguf-q4_k_m")
+        gtype = _gguf_type_of(base_scheme)
+        names = {g: g for g, _ in weight_layout(hf_dir).values()}
+        for module, (g, _) in weight_layout(hf_dir).items():  # a prior recipe names Hugging Face modules
+            names.setdefault(module, g)
+            names.setdefault(module + ".weight", g)
+        unknown = sorted(set(assignments) - set(names))
+        if unknown:
+            raise GGUFQuantizeError(f"the recipe names tensors this model does not have: {', '.join(unknown[:3])} "
+                                    "(make the recipe for this model with quantmatch plan MODEL --mixed)")
+        overrides = {names[name]: _ggml_type_of(s) for name, s in sorted(assignments.items())}
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / ARTIFACT_NAME
+        tmp = out_dir / ".intermediate-f16.gguf"
+        start = time.perf_counter()
+        try:
+            conv = convert_hf_to_gguf(hf_dir, tmp, "f16", progress=options.get("progress"))
+            quantize_gguf(tmp, target, gtype, threads=options.get("threads"), tensor_types=overrides,
+                          progress=options.get("progress"))
+        finally:
+            tmp.unlink(missing_ok=True)
+        details = {"intermediate_size_bytes": conv.size_bytes, **_type_counts(target),
+                   "tensor_overrides": len(overrides), "mixed": True}
+        return GGUFArtifact(target, base_scheme, gtype, target.stat().st_size, time.perf_counter() - start,
+                            intermediate="f16", tokenizer_pre=conv.tokenizer_pre, details=details)
 
     def check_model(self, model: ModelInfo, scheme: Scheme) -> list[Problem]:
         """The base checks plus the converter's own limits (architectures, mixture-of-experts and,
@@ -285,6 +396,73 @@ def _hf_dir(model: Any) -> Path:
     from quantmatch.sdk.models import resolve_model
 
     return Path(resolve_model(str(model)).hf_dir)
+
+
+_MIXED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL",
+                "IQ4_XS", "Q3_K", "Q2_K")
+"""ggml tensor types a mixed recipe may assign (those llama.cpp's ftypes in :data:`GGUF_OUTPUTS` store)."""
+
+
+VEC_DOT_TYPE = {"F32": "", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0", "Q4_0": "q8_0", "Q5_0": "q8_0",
+                "IQ4_NL": "q8_0", "Q4_1": "q8_0", "Q5_1": "q8_0", "Q2_K": "q8_k", "Q3_K": "q8_k", "Q4_K": "q8_k",
+                "Q5_K": "q8_k", "Q6_K": "q8_k", "IQ4_XS": "q8_k"}
+"""How llama.cpp's CPU backend rounds a matrix product's activations for each weight type (its
+``vec_dot_type``: ggml-org/llama.cpp ggml/src/ggml-cpu/ggml-cpu.c ``type_traits_cpu``): Q4_0/Q5_0/Q8_0/IQ4_NL
+use Q8_0, Q4_1/Q5_1 use Q8_1 (the same int8 values and fp16 scale as Q8_0, plus a block sum: listed as
+``q8_0``), the K-quants and IQ4_XS use Q8_K (blocks of 256), F16/BF16 their own type, F32 none."""
+
+
+def mixed_type_scheme(ggml_type: str) -> str:
+    """The recipe's name of a per-tensor ggml type: ``Q6_K`` -> ``gguf-q6_k``."""
+    return f"gguf-{ggml_type.lower()}"
+
+
+def _ggml_type_of(scheme: str) -> str:
+    name = str(scheme).lower().removeprefix("gguf-").upper()
+    if name not in _MIXED_TYPES:
+        raise ValueError(f"{scheme!r} is not a GGUF tensor type a recipe can assign (valid: "
+                         f"{', '.join(mixed_type_scheme(t) for t in _MIXED_TYPES)})")
+    return name
+
+
+def _gguf_type_of(scheme: str) -> str:
+    gtype = str(scheme).lower().removeprefix("gguf-")
+    if gtype not in GGUF_OUTPUTS or gtype in OUT_TYPES:
+        raise ValueError(f"{scheme!r} is not a GGUF type llama.cpp's quantizer writes here (valid: "
+                         f"{', '.join(f'gguf-{t}' for t in GGUF_OUTPUTS if t not in OUT_TYPES)})")
+    return gtype
+
+
+def _file_bytes(n_bytes: int, alignment: int) -> int:
+    """A tensor's space in a GGUF file: its bytes padded to the file's alignment."""
+    return -(-int(n_bytes) // int(alignment)) * int(alignment)
+
+
+@dataclass(frozen=True)
+class _QKLayout:
+    n_head: int
+    n_kv: int
+    permute: bool
+
+    def unpermute(self, gguf_name: str, rows: Any) -> Any:
+        """Undo :func:`permute_qk` for ``attn_q``/``attn_k`` weights (llama.cpp's rotary row order -> HF's)."""
+        if not self.permute:
+            return rows
+        if gguf_name.endswith("attn_q.weight"):
+            heads = self.n_head
+        elif gguf_name.endswith("attn_k.weight"):
+            heads = self.n_kv
+        else:
+            return rows
+        return (rows.reshape(heads, rows.shape[0] // heads // 2, 2, *rows.shape[1:])
+                .swapaxes(1, 2).reshape(rows.shape))
+
+
+def _read_model_facts(hf_dir: Path) -> _QKLayout:
+    from quantmatch.plugins.methods.gguf_convert import _read_model
+
+    m = _read_model(hf_dir)
+    return _QKLayout(m.n_head, m.n_kv, m.permute)
 
 
 def _type_counts(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ schemes; quantizing to those is not implemented here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from quantmatch.sdk.hookspecs import Register
 from quantmatch.sdk.options import option
 from quantmatch.sdk.pluginhost import hookimpl
 from quantmatch.sdk.priors import JobPriors, MethodPriors
-from quantmatch.sdk.quantizer import Quantizer, SchemeSupport
+from quantmatch.sdk.quantizer import Quantizer, SchemeSupport, UnitVariant
 from quantmatch.sdk.scheme import Scheme, parse_scheme
 
 __all__ = ["RTNOptions", "RTNQuantizer"]
@@ -55,6 +55,7 @@ class RTNQuantizer(Quantizer):
                "w4a16-nvfp4", "w4a4-nvfp4", "w4a4-mxfp4")
     layer_precisions = ("int8", "int4", "int3", "int2")
     artifact_format = "compressed-tensors"
+    mixes = True
     streams = True
     requires = ("torch>=2.4", "compressed-tensors>=0.15")
     install_hint = "pip install 'quantmatch[torch,quant]'"
@@ -73,6 +74,21 @@ class RTNQuantizer(Quantizer):
 
     def load(self, out: str | Path) -> Any:
         return load_compressed(out)[0]
+
+    def unit_variants(self, source: Any, schemes: Sequence[str], **options: Any) -> Iterator[UnitVariant]:
+        """Per linear layer and scheme, its round-to-nearest weight as the mixed checkpoint decompresses it
+        and the bytes stored for it (:func:`~quantmatch.plugins.methods._mixed_ct.unit_variants`)."""
+        from quantmatch.plugins.methods._mixed_ct import unit_variants
+
+        return unit_variants(self, source, schemes, **options)
+
+    def quantize_mixed(self, source: Any, assignments: Mapping[str, str], out: Any,
+                       **options: Any) -> CompressedArtifact:
+        """One compressed-tensors checkpoint with a scheme per linear layer, one config group per scheme
+        (:func:`~quantmatch.plugins.methods._mixed_ct.quantize_mixed`)."""
+        from quantmatch.plugins.methods._mixed_ct import quantize_mixed
+
+        return quantize_mixed(self, source, assignments, out, **options)
 
     def quantize(self, model: Any, scheme: Scheme | str, out: Any,  # type: ignore[override]
                  options: Mapping[str, Any] | None = None, **more: Any) -> CompressedArtifact:

@@ -399,6 +399,10 @@ class PlanScreen(QMScreen):
                             + (f"; memory budget {p.memory_budget_gib:g} GiB" if p.memory_budget_gib else ""))
         for line in p.summary:
             out.append(f"\n• {line}")
+        if p.top is not None and p.top.crossover:
+            from quantmatch.planner.crossover import crossover_sentence
+
+            out.append(f"\n• Crossover: {crossover_sentence(p.top.crossover)}")
         for note in p.notes:
             out.append(f"\nnote: {note}", style="yellow")
         top = p.top

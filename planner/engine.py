@@ -32,7 +32,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from quantmatch.planner.footprint import gguf_type_fractions, weight_layout
+from quantmatch.planner.footprint import gguf_type_fractions, harmonic_mix, weight_layout
 from quantmatch.planner.hardware import GIB, DeviceSpec, device_spec
 from quantmatch.planner.job import estimate_job
 from quantmatch.planner.kv import apply_kv, kv_decides_note, kv_options, parse_kv
@@ -273,11 +273,7 @@ def _without(table: Mapping[str, float], gguf_types: frozenset[str]) -> dict[str
 def _mixed_over_types(info: ModelInfo, s: Scheme, factor: Any) -> float:
     """A per-GGUF-type factor mixed over the types the layers of ``s`` end up in, weighted by time
     (harmonic); 0 when a type has none."""
-    fractions = gguf_type_fractions(info, s.weight_format[5:])
-    factors = {t: float(factor(t)) for t in fractions}
-    if any(x <= 0 for x in factors.values()):
-        return 0.0
-    return 1.0 / sum(f / factors[t] for t, f in fractions.items())
+    return harmonic_mix(gguf_type_fractions(info, s.weight_format[5:]), factor)
 
 
 def _format_factor(table: Mapping[str, float], weight_type: str, dtype: str) -> float:

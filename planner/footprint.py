@@ -16,6 +16,7 @@ follows each format's convention:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from quantmatch.planner.priors import method_priors
@@ -24,7 +25,7 @@ from quantmatch.sdk.model_info import ModelInfo
 from quantmatch.sdk.priors import MethodPriors
 from quantmatch.sdk.scheme import GGUF_BITS, Scheme
 
-__all__ = ["WeightLayout", "gguf_type_fractions", "weight_layout"]
+__all__ = ["WeightLayout", "gguf_type_fractions", "harmonic_mix", "weight_layout"]
 
 _KQUANT_FALLBACK = {"q2_k": "iq4_nl", "q3_k_s": "iq4_nl", "q3_k_m": "iq4_nl", "q3_k_l": "iq4_nl",
                     "iq3_s": "iq4_nl", "iq3_xxs": "iq4_nl", "iq2_xs": "iq4_nl", "iq2_xxs": "iq4_nl",
@@ -66,6 +67,15 @@ class WeightLayout:
     def dense_read_bytes(self) -> float:
         """Bytes a decode step reads besides the MoE experts: dense linears, head, norms."""
         return self.quantized_bytes - self.expert_bytes + self.output_bytes + self.norm_bytes
+
+
+def harmonic_mix(shares: Mapping[str, float], rate: Callable[[str], float]) -> float:
+    """A per-type rate mixed over weight ``shares`` (type -> fraction), weighted by time: the work of each
+    share at its own rate adds up. 0 when a type's rate is not positive."""
+    rates = {t: float(rate(t)) for t in shares}
+    if any(x <= 0 for x in rates.values()):
+        return 0.0
+    return 1.0 / sum(f / rates[t] for t, f in shares.items())
 
 
 def gguf_type_fractions(info: ModelInfo, gtype: str) -> dict[str, float]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from quantmatch.planner.footprint import gguf_type_fractions
+from quantmatch.planner.footprint import gguf_type_fractions, harmonic_mix
 from quantmatch.planner.roofline import ComputePath
 from quantmatch.sdk.kernel_rates import KernelRate, KernelRates
 from quantmatch.sdk.model_info import ModelInfo
@@ -47,10 +47,9 @@ def _mixed(rates: KernelRates, backend: str, target: str, info: ModelInfo,
         if hit is None:
             return None
         found.append((share, *hit))
-    gemv = 1.0 / sum(share / r.gemv_flops_s for share, r, _ in found)
-    gemm = 0.0
-    if all(r.gemm_flops_s > 0 for _, r, _ in found):
-        gemm = 1.0 / sum(share / r.gemm_flops_s for share, r, _ in found)
+    by_type = {t: r for t, (_, r, _) in zip(shares, found)}
+    gemv = harmonic_mix(shares, lambda t: by_type[t].gemv_flops_s)
+    gemm = harmonic_mix(shares, lambda t: by_type[t].gemm_flops_s)
     used = ", ".join(f"{name} ({share:.0%})" if len(found) > 1 else name for share, _, name in found)
     return gemv, gemm, used
 

@@ -33,6 +33,7 @@ __all__ = [
     "Manifest",
     "OutputExistsError",
     "atomic_output",
+    "atomic_write_json",
     "check_files",
     "check_output",
     "library_versions",
@@ -131,6 +132,25 @@ def atomic_output(target: str | Path, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` through a temporary file beside it and a rename, so a
+    reader never sees half a file; the file gets the mode the user's umask gives (``mkstemp``'s 0600
+    would survive the rename). Parent directories are created."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
 
 
 def job_dir_for(out: str | Path) -> Path:

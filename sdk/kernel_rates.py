@@ -28,15 +28,15 @@ import importlib
 import importlib.metadata
 import json
 import math
-import os
 import platform
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from quantmatch.sdk.artifact import atomic_write_json
 
 __all__ = [
     "CLOCKS",
@@ -213,12 +213,9 @@ class KernelRates:
 
 def rates_cache_dir() -> Path:
     """``$QUANTMATCH_CACHE_DIR/kernel-rates`` (default: the user cache directory's)."""
-    env = os.environ.get("QUANTMATCH_CACHE_DIR")
-    if env:
-        return Path(env) / "kernel-rates"
-    import platformdirs
+    from quantmatch.sdk.models import cache_root
 
-    return Path(platformdirs.user_cache_dir("quantmatch")) / "kernel-rates"
+    return cache_root() / "kernel-rates"
 
 
 def _file_name(machine: MachineKey, backend: str, version: str, threads: int, clock: str) -> str:
@@ -239,16 +236,7 @@ def save_kernel_rates(rates: KernelRates, cache_dir: Path | None = None) -> list
                            MappingProxyType({backend: (dist, version)}),
                            MappingProxyType({k: v for k, v in rates.aliases.items() if k[0] == backend}), rates.date)
         path = root / _file_name(rates.machine, backend, version, rates.threads, rates.clock)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=root)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(part.to_dict(), f, indent=1)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would make a cache other tools cannot read
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        out.append(path)
+        out.append(atomic_write_json(path, part.to_dict()))
     return out
 
 

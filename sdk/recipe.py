@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantmatch.sdk.artifact import atomic_write_json
 from quantmatch.sdk.errors import InputError
 
 __all__ = ["RECIPE_FORMAT", "RECIPE_VERSION", "Recipe", "RecipeError", "RecipeExistsError", "load_recipe",
@@ -144,14 +144,4 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike[str], force: bool = Fals
     p = Path(path).expanduser()
     if p.exists() and not force:
         raise RecipeExistsError(f"{p} exists; pass --force to overwrite it or choose another --recipe-out")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(recipe.to_dict(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write_json(p, recipe.to_dict())

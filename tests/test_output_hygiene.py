@@ -108,6 +108,27 @@ def test_the_atomic_directory_follows_another_umask(tmp_path: Path) -> None:
     assert modes == {"out": 0o750, "a.txt": 0o640, "sub": 0o750, "b.bin": 0o640}
 
 
+def test_single_file_writes_follow_the_umask(tmp_path: Path) -> None:
+    """Recipes, sensitivity tables and kernel-rate caches go through one atomic writer; mkstemp's 0600 must not
+    survive the rename."""
+    from quantmatch.sdk.artifact import atomic_write_json
+    from quantmatch.sdk.recipe import Recipe, load_recipe, save_recipe
+
+    old = os.umask(0o027)
+    try:
+        plain = atomic_write_json(tmp_path / "deep" / "a.json", {"x": [1, 2]})
+        recipe = save_recipe(Recipe(model="m", method="gguf", backend="llama.cpp", device="d",
+                                    base_scheme="gguf-q4_0", assignments={"blk.0.attn_q.weight": "gguf-q8_0"},
+                                    predicted_weight_bytes=1, predicted_kld=0.0),
+                             tmp_path / "r.json")
+    finally:
+        os.umask(old)
+    assert json.loads(plain.read_text()) == {"x": [1, 2]}
+    assert load_recipe(recipe).assignments == {"blk.0.attn_q.weight": "gguf-q8_0"}
+    assert {stat.S_IMODE(f.stat().st_mode) for f in (plain, recipe)} == {0o640}
+    assert sorted(f.name for f in tmp_path.rglob("*") if f.is_file()) == ["a.json", "r.json"]  # no temporaries
+
+
 def test_dry_run_says_when_out_exists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = write_tiny_config(tmp_path / "model")
     out = tmp_path / "existing"

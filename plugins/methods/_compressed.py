@@ -285,11 +285,15 @@ def load_compressed(directory: str | Path, dtype: str | None = None) -> tuple[An
                                                      use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ArtifactError(f"{d}: transformers cannot load this compressed-tensors checkpoint "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-create it "
-                            "with `quantmatch quantize ... --force`") from e
+        raise _unloadable(d, "transformers cannot load this compressed-tensors checkpoint", e) from e
     model.eval()
     return model, tokenizer
+
+
+def _unloadable(directory: Path, what: str, e: BaseException) -> ArtifactError:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return ArtifactError(f"{directory}: {what} ({type(e).__name__}: {first}); re-create it with "
+                         "`quantmatch quantize ... --force`")
 
 
 def _mixed_dequantize(directory: Path) -> bool:
@@ -328,8 +332,6 @@ def _load_decompressed(directory: Path, dtype: str | None) -> tuple[Any, Any]:
             model.tie_weights()
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ArtifactError(f"{directory}: cannot decompress this mixed compressed-tensors checkpoint "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); re-create it "
-                            "with `quantmatch quantize ... --force`") from e
+        raise _unloadable(directory, "cannot decompress this mixed compressed-tensors checkpoint", e) from e
     model.eval()
     return model, tokenizer
